@@ -1,0 +1,1 @@
+"""absl command-line apps: `python -m pipelines.NAME --flagfile=...`."""

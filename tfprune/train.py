@@ -1,0 +1,123 @@
+"""Keras training runs: SGD with momentum and weight decay, learning-rate schedules by epoch,
+per-epoch atomic checkpoints that a stopped run resumes from, and a CSV log."""
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+import keras
+
+CHECKPOINT = "checkpoint.keras"
+STATE = "state.json"
+LOG = "log.csv"
+
+
+def step_schedule(spec: str, steps_per_epoch: int, gamma: float = 0.1):
+    """The paper's schedule string `epoch:lr,...` (lr -1 = multiply the last lr by `gamma`)
+    as a step-wise piecewise-constant Keras schedule."""
+    points = []
+    for item in spec.split(","):
+        epoch, _, value = item.partition(":")
+        try:
+            epoch, value = int(epoch), float(value)
+        except ValueError:
+            raise ValueError(f"schedule {spec!r}: {item!r} is not EPOCH:LR") from None
+        if value == -1:
+            if not points:
+                raise ValueError(f"schedule {spec!r} starts with -1: no learning rate to scale")
+            value = points[-1][1] * gamma
+        points.append((epoch, value))
+    if points[0][0] != 0 or any(a[0] >= b[0] for a, b in zip(points, points[1:])):
+        raise ValueError(f"schedule {spec!r}: epochs must start at 0 and increase")
+    if len(points) == 1:
+        return points[0][1]
+    return keras.optimizers.schedules.PiecewiseConstantDecay(
+        [e * steps_per_epoch for e, _ in points[1:]], [v for _, v in points])
+
+
+def cosine_schedule(peak: float, epochs: int, steps_per_epoch: int, warmup_epochs: int = 0):
+    """Linear warm-up to `peak`, then cosine decay to zero at the end of `epochs`."""
+    warmup = min(warmup_epochs, epochs // 2) * steps_per_epoch
+    return keras.optimizers.schedules.CosineDecay(
+        0.0 if warmup else peak, epochs * steps_per_epoch - warmup,
+        warmup_target=peak if warmup else None, warmup_steps=warmup)
+
+
+def compile_sgd(model: keras.Model, learning_rate, weight_decay: float, momentum: float = 0.9,
+                nesterov: bool = False) -> keras.Model:
+    """Compile for 100-way logits with SGD; Keras applies the weight decay decoupled."""
+    optimizer = keras.optimizers.SGD(learning_rate, momentum=momentum, nesterov=nesterov,
+                                     weight_decay=weight_decay or None)
+    model.compile(optimizer=optimizer,
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                  metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")])
+    return model
+
+
+class _EvaluateEach(keras.callbacks.Callback):
+    """Adds `<name>_accuracy` / `<name>_loss` for extra datasets to each epoch's logs."""
+
+    def __init__(self, datasets: dict):
+        super().__init__()
+        self.datasets = datasets
+
+    def on_epoch_end(self, epoch, logs=None):
+        for name, ds in self.datasets.items():
+            loss, acc = self.model.evaluate(ds, verbose=0)[:2]
+            logs[f"{name}_loss"], logs[f"{name}_accuracy"] = loss, acc
+
+
+class _Checkpoint(keras.callbacks.Callback):
+    """Saves model + optimizer state and the run state atomically after every epoch."""
+
+    def __init__(self, workdir: Path, started: float, elapsed: float):
+        super().__init__()
+        self.workdir, self.started, self.elapsed = workdir, started, elapsed
+
+    def on_epoch_end(self, epoch, logs=None):
+        atomic_save(self.model, self.workdir / CHECKPOINT)
+        state = {"epochs_done": epoch + 1,
+                 "wall_seconds": self.elapsed + time.time() - self.started}
+        atomic_write_text(self.workdir / STATE, json.dumps(state))
+
+
+def atomic_save(model: keras.Model, path: Path) -> None:
+    """`model.save` to a temp file beside `path`, then rename over it."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
+    model.save(tmp)
+    os.replace(tmp, path)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def fit_resumable(build_compiled, train_ds, epochs: int, workdir, val_ds=None,
+                  extra_eval: dict | None = None, verbose: int = 2):
+    """Train for `epochs`, resuming from `workdir`'s checkpoint when one exists.
+
+    `build_compiled()` makes the compiled model for a fresh start; a resumed run loads model
+    and optimizer state from the checkpoint instead. Returns (model, state dict).
+    """
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    state = {"epochs_done": 0, "wall_seconds": 0.0}
+    if (workdir / CHECKPOINT).exists() and (workdir / STATE).exists():
+        state = json.loads((workdir / STATE).read_text())
+        model = keras.models.load_model(workdir / CHECKPOINT)
+    else:
+        model = build_compiled()
+    if state["epochs_done"] < epochs:
+        callbacks = [_EvaluateEach(extra_eval or {}),
+                     keras.callbacks.CSVLogger(str(workdir / LOG), append=True),
+                     _Checkpoint(workdir, time.time(), state["wall_seconds"])]
+        model.fit(train_ds, validation_data=val_ds, epochs=epochs,
+                  initial_epoch=state["epochs_done"], callbacks=callbacks, verbose=verbose)
+        state = json.loads((workdir / STATE).read_text())
+    return model, state
