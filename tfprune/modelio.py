@@ -1,0 +1,42 @@
+"""Load a model named by a flag value: a `.keras` file, `pretrained:NAME`, or a zoo name."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+PRETRAINED_DIR = Path(__file__).resolve().parent / "pretrained"
+
+
+class ModelSpecError(ValueError):
+    """A model flag value that names nothing loadable; the message says what and why."""
+
+
+def pretrained_path(name: str) -> Path:
+    return PRETRAINED_DIR / f"{name}.keras"
+
+
+def load_model(spec: str, compile: bool = False):
+    """`path/to/model.keras` -> that model; `pretrained:resnet20` -> the shipped trained
+    weights; `resnet20` (any zoo name) -> a freshly initialised zoo model."""
+    import keras
+
+    from tfprune import zoo
+
+    if spec.startswith("pretrained:"):
+        name = spec.partition(":")[2]
+        path = pretrained_path(name)
+        if not path.exists():
+            shipped = sorted(p.stem for p in PRETRAINED_DIR.glob("*.keras"))
+            raise ModelSpecError(f"no pretrained model {name!r}; shipped: {', '.join(shipped) or '-'}")
+        return keras.models.load_model(path, compile=compile)
+    if spec in zoo.MODELS:
+        return zoo.build(spec)
+    if spec.endswith((".keras", ".h5")):
+        if not os.path.isfile(spec):
+            raise ModelSpecError(f"model file {spec} does not exist")
+        try:
+            return keras.models.load_model(spec, compile=compile)
+        except Exception as err:
+            raise ModelSpecError(f"model file {spec} could not be loaded: {err}") from err
+    raise ModelSpecError(f"model {spec!r} is neither a .keras file, pretrained:NAME, nor a zoo "
+                         f"name ({', '.join(zoo.MODELS)})")
