@@ -1,0 +1,352 @@
+"""Streaming per-channel activation statistics, measured where each filter's channel is consumed.
+
+`measure_points(model)` names, for every filter producer (Conv2D, SeparableConv2D,
+Conv2DTranspose, DepthwiseConv2D, Dense), the layer(s) whose output carries its channels as the
+next layer sees them: the producer's output followed through BatchNormalization and activation
+layers, and through merges (Add, ...) to the activation after them, stopping where the tensor
+fans out or reaches anything else. `collect` streams a tf.data pipeline of (x, y) batches
+through one compiled forward pass per batch (plus a backward pass for the Taylor sums) that
+returns the measured layers' outputs reduced to per-channel sums, so memory is proportional to
+the number of channels. The result is a `ChannelStats`: plain sums, JSON-serialisable,
+mergeable (phone-side `filter_stats` outputs turn into the same structure), and turned into
+per-channel scores by `ChannelStats.scores(criterion)`.
+
+Per measured layer (C channels), reducing over every axis but the last (N*H*W elements):
+  sum_abs[C] = sum |a|     sum_sq[C] = sum a^2     zeros[C] = count of a == 0 exactly
+  count      = elements per channel (N*H*W)        samples = N (images)
+  taylor[C]  = sum over images of |sum_{h,w} a * dL/da|, L the per-image loss (optional)
+Scores (higher = more important): act_l1 = sum_abs/count, act_l2 = sqrt(sum_sq/count),
+apoz = 1 - zeros/count, taylor = taylor/samples.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+
+FORMAT = "tfprune.channel_stats/1"
+PRODUCERS = ("Conv2D", "SeparableConv2D", "Conv2DTranspose", "DepthwiseConv2D", "Dense")
+PASS_THROUGH = ("BatchNormalization", "Activation", "ReLU", "LeakyReLU", "PReLU", "ELU")
+MERGES = ("Add", "Subtract", "Average", "Maximum", "Minimum", "Multiply")
+CRITERIA = ("act_l1", "act_l2", "apoz", "taylor")
+
+
+class StatsError(ValueError):
+    """Statistics that cannot be collected, merged or scored; the message says why."""
+
+
+# ---------------------------------------------------------------- where to measure
+def _inbound_names(nodes) -> list[str]:
+    """Layer names feeding a layer, from a Keras 3 or tf_keras `inbound_nodes` config entry."""
+    found = []
+
+    def walk(obj):
+        if isinstance(obj, dict):
+            history = obj.get("config", {}).get("keras_history") if "config" in obj else None
+            if history:
+                found.append(history[0])
+            else:
+                for value in obj.values():
+                    walk(value)
+        elif isinstance(obj, (list, tuple)):
+            if len(obj) >= 3 and isinstance(obj[0], str) and isinstance(obj[1], int):
+                found.append(obj[0])  # tf_keras: [name, node_index, tensor_index, kwargs]
+            else:
+                for item in obj:
+                    walk(item)
+
+    walk(nodes)
+    return found
+
+
+def _layer_graph(model):
+    """(class names, consumers) by layer name, and the model's output layer names."""
+    config = model.get_config()
+    if "layers" not in config:
+        raise StatsError(f"model {model.name!r} is not a functional or Sequential Keras model")
+    if "output_layers" not in config:  # Sequential: a chain
+        names = [layer.name for layer in model.layers]
+        classes = {layer.name: type(layer).__name__ for layer in model.layers}
+        consumers = {a: [b] for a, b in zip(names, names[1:])}
+        return classes, consumers, {names[-1]}, {n: layer for n, layer in zip(names, model.layers)}
+    classes, consumers = {}, {}
+    for entry in config["layers"]:
+        classes[entry["name"]] = entry["class_name"]
+        for src in _inbound_names(entry.get("inbound_nodes", [])):
+            consumers.setdefault(src, []).append(entry["name"])
+    outputs = config["output_layers"]
+    if outputs and isinstance(outputs[0], str):
+        outputs = [outputs]
+    configs = {entry["name"]: entry["config"] for entry in config["layers"]}
+    return classes, consumers, {o[0] for o in outputs}, configs
+
+
+def measure_points(model) -> dict[str, list[str]]:
+    """{producer layer name: [measured layer names]} for every producer that does not feed the
+    model's output unchanged (the classifier is never pruned). Today every producer has one
+    point: the end of its BatchNorm/activation/merge chain."""
+    classes, consumers, outputs, _ = _layer_graph(model)
+    points = {}
+    for name, cls in classes.items():
+        if cls not in PRODUCERS:
+            continue
+        current = name
+        while current not in outputs:
+            nxt = consumers.get(current, [])
+            if len(nxt) != 1 or classes[nxt[0]] not in PASS_THROUGH + MERGES:
+                break
+            current = nxt[0]
+        if current not in outputs:
+            points[name] = [current]
+    return points
+
+
+def measured_layers(points: dict[str, list[str]], model=None) -> list[str]:
+    """The distinct measured layers of `points`, in the model's layer order when given."""
+    wanted = {n for names in points.values() for n in names}
+    if model is None:
+        return sorted(wanted)
+    return [layer.name for layer in model.layers if layer.name in wanted]
+
+
+# ---------------------------------------------------------------- the statistics
+@dataclasses.dataclass
+class LayerStats:
+    """Per-channel sums for one measured layer (see the module docstring)."""
+
+    sum_abs: np.ndarray
+    sum_sq: np.ndarray
+    zeros: np.ndarray
+    count: int
+    samples: int
+    taylor: np.ndarray | None = None
+
+    def __post_init__(self):
+        self.sum_abs = np.asarray(self.sum_abs, np.float64).reshape(-1)
+        self.sum_sq = np.asarray(self.sum_sq, np.float64).reshape(-1)
+        self.zeros = np.asarray(np.round(self.zeros), np.int64).reshape(-1)
+        self.count, self.samples = int(np.max(self.count)), int(self.samples)
+        if self.taylor is not None:
+            self.taylor = np.asarray(self.taylor, np.float64).reshape(-1)
+        lengths = {len(self.sum_abs), len(self.sum_sq), len(self.zeros)}
+        if self.taylor is not None:
+            lengths.add(len(self.taylor))
+        if len(lengths) != 1:
+            raise StatsError(f"per-channel arrays of different lengths {sorted(lengths)}")
+
+    @property
+    def channels(self) -> int:
+        return len(self.sum_abs)
+
+    def __add__(self, other: "LayerStats") -> "LayerStats":
+        if other.channels != self.channels:
+            raise StatsError(f"cannot merge {self.channels} channels with {other.channels}")
+        if (self.taylor is None) != (other.taylor is None):
+            raise StatsError("cannot merge statistics with and without Taylor sums")
+        taylor = None if self.taylor is None else self.taylor + other.taylor
+        return LayerStats(self.sum_abs + other.sum_abs, self.sum_sq + other.sum_sq,
+                          self.zeros + other.zeros, self.count + other.count,
+                          self.samples + other.samples, taylor)
+
+    def score(self, criterion: str) -> np.ndarray:
+        if self.count == 0:
+            raise StatsError("no elements were measured")
+        if criterion == "act_l1":
+            return self.sum_abs / self.count
+        if criterion == "act_l2":
+            return np.sqrt(self.sum_sq / self.count)
+        if criterion == "apoz":
+            return 1.0 - self.zeros / self.count
+        if criterion == "taylor":
+            if self.taylor is None:
+                raise StatsError("these statistics hold no Taylor sums (collected without labels)")
+            return self.taylor / self.samples
+        raise StatsError(f"unknown statistic criterion {criterion!r}; known: {', '.join(CRITERIA)}")
+
+    def to_json(self) -> dict:
+        out = {"channels": self.channels, "count": self.count, "samples": self.samples,
+               "sum_abs": self.sum_abs.tolist(), "sum_sq": self.sum_sq.tolist(),
+               "zeros": self.zeros.tolist()}
+        if self.taylor is not None:
+            out["taylor"] = self.taylor.tolist()
+        return out
+
+
+@dataclasses.dataclass
+class ChannelStats:
+    """Per-channel sums for each measured layer, by layer name, plus free-form metadata."""
+
+    layers: dict[str, LayerStats]
+    meta: dict = dataclasses.field(default_factory=dict)
+
+    def merge(self, other: "ChannelStats") -> "ChannelStats":
+        if set(self.layers) != set(other.layers):
+            raise StatsError(f"cannot merge statistics of different layers: "
+                             f"{sorted(set(self.layers) ^ set(other.layers))}")
+        return ChannelStats({n: s + other.layers[n] for n, s in self.layers.items()}, dict(self.meta))
+
+    def scores(self, criterion: str) -> dict[str, np.ndarray]:
+        """{measured layer: per-channel score} (higher = keep)."""
+        out = {}
+        for name, layer in self.layers.items():
+            try:
+                out[name] = layer.score(criterion)
+            except StatsError as err:
+                raise StatsError(f"layer {name!r}: {err}") from None
+        return out
+
+    def to_json(self) -> dict:
+        return {"format": FORMAT, "meta": self.meta,
+                "layers": {n: s.to_json() for n, s in self.layers.items()}}
+
+    @classmethod
+    def from_json(cls, obj: dict) -> "ChannelStats":
+        if obj.get("format") != FORMAT:
+            raise StatsError(f"not channel statistics (format {obj.get('format')!r}, want {FORMAT})")
+        layers = {n: LayerStats(d["sum_abs"], d["sum_sq"], d["zeros"], d["count"], d["samples"],
+                                d.get("taylor")) for n, d in obj["layers"].items()}
+        return cls(layers, obj.get("meta", {}))
+
+    @classmethod
+    def from_filter_stats(cls, outputs: dict, samples: int = 0, meta: dict | None = None):
+        """From per-layer sums computed elsewhere (the TFLite `filter_stats` signature):
+        `{layer: {"sum_abs", "sum_sq", "zeros", "count"}}`, `count` a scalar or per-channel."""
+        layers = {}
+        for name, d in outputs.items():
+            missing = {"sum_abs", "sum_sq", "zeros", "count"} - set(d)
+            if missing:
+                raise StatsError(f"filter_stats for layer {name!r} lacks {sorted(missing)}")
+            layers[name] = LayerStats(d["sum_abs"], d["sum_sq"], d["zeros"], d["count"], samples)
+        return cls(layers, dict(meta or {}))
+
+    def save(self, path) -> None:
+        from tfprune.train import atomic_write_text
+        atomic_write_text(Path(path), json.dumps(self.to_json()))
+
+    @classmethod
+    def load(cls, path) -> "ChannelStats":
+        try:
+            return cls.from_json(json.loads(Path(path).read_text()))
+        except (OSError, json.JSONDecodeError, KeyError) as err:
+            raise StatsError(f"cannot read channel statistics from {path}: {err}") from None
+
+
+# ---------------------------------------------------------------- streaming collection
+def _check_input(model, dataset) -> bool:
+    """Raises on images that don't fit the model's input; True when batches carry labels."""
+    spec = dataset.element_spec
+    has_labels = isinstance(spec, tuple) and len(spec) >= 2
+    x_spec = spec[0] if isinstance(spec, tuple) else spec
+    want = tuple(model.inputs[0].shape[1:])
+    got = tuple(x_spec.shape[1:]) if x_spec.shape.rank is not None else None
+    if got is None or len(got) != len(want) or any(
+            w is not None and g is not None and w != g for w, g in zip(want, got)):
+        raise StatsError(f"dataset images of shape {got} do not fit model {model.name!r} "
+                         f"input {want}")
+    return has_labels
+
+
+def _from_logits(model) -> bool:
+    activation = getattr(model.layers[-1], "activation", None)
+    return getattr(activation, "__name__", "linear") != "softmax"
+
+
+def probe_model(model, layers: list[str]):
+    """A multi-output Keras model over the same layers: the measured outputs, then the logits."""
+    import keras
+    missing = [n for n in layers if n not in {layer.name for layer in model.layers}]
+    if missing:
+        raise StatsError(f"model {model.name!r} has no layer(s) {missing}")
+    return keras.Model(model.inputs, [model.get_layer(n).output for n in layers]
+                       + [model.outputs[0]])
+
+
+def make_step(model, layers: list[str], taylor: bool):
+    """The compiled per-batch step: (x[, y]) -> per layer (sum_abs, sum_sq, zeros, count[, taylor])."""
+    import keras
+    import tensorflow as tf
+    probe, from_logits = probe_model(model, layers), _from_logits(model)
+
+    def reduce(a, g=None):
+        axes = list(range(a.shape.rank - 1))
+        out = [tf.reduce_sum(tf.abs(a), axes), tf.reduce_sum(tf.square(a), axes),
+               tf.reduce_sum(tf.cast(tf.equal(a, 0.0), tf.int32), axes),
+               tf.size(a, out_type=tf.int64) // tf.cast(tf.shape(a)[-1], tf.int64)]
+        if g is not None:  # per image: |sum over positions of a * dL/da|, then summed
+            per_image = tf.reduce_sum(a * g, axes[1:]) if len(axes) > 1 else a * g
+            out.append(tf.reduce_sum(tf.abs(per_image), 0))
+        return out
+
+    @tf.function(reduce_retracing=True)
+    def activations(x):
+        return [reduce(a) for a in probe(x, training=False)[:-1]]
+
+    @tf.function(reduce_retracing=True)
+    def with_taylor(x, y):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            outs = probe(x, training=False)
+            # Summed per-image losses: each image's gradient is its own, whatever the batching.
+            loss = tf.reduce_sum(keras.losses.sparse_categorical_crossentropy(
+                y, outs[-1], from_logits=from_logits))
+        grads = tape.gradient(loss, outs[:-1])
+        return [reduce(a, g) for a, g in zip(outs[:-1], grads)]
+
+    return with_taylor if taylor else activations
+
+
+def collect(model, dataset, layers: list[str] | None = None, taylor: bool = False,
+            batches: int | None = None, progress: bool = True) -> ChannelStats:
+    """Stream `dataset` ((x, y) or x batches, already normalised) through `model` and sum the
+    per-channel statistics of `layers` (default: every measure point). `taylor` also sums
+    first-order Taylor terms and needs labels. `batches` caps the number of batches."""
+    import tensorflow as tf
+    from tqdm import tqdm
+    layers = layers or measured_layers(measure_points(model), model)
+    if not layers:
+        raise StatsError(f"model {model.name!r} has no prunable layer to measure")
+    has_labels = _check_input(model, dataset)
+    if taylor and not has_labels:
+        raise StatsError("the taylor criterion needs labels: the dataset yields images only")
+    if batches is not None:
+        if batches < 1:
+            raise StatsError(f"calibration batches must be >= 1, got {batches}")
+        dataset = dataset.take(batches)
+    step = make_step(model, layers, taylor)
+    totals, samples, seen = None, 0, 0
+    for batch in tqdm(dataset, desc="channel statistics", unit="batch", disable=not progress,
+                      total=batches):
+        x = batch[0] if isinstance(batch, tuple) else batch
+        if int(tf.shape(x)[0]) == 0:
+            continue
+        out = step(x, batch[1]) if taylor else step(x)
+        out = [[np.asarray(v, np.float64) for v in layer] for layer in out]
+        totals = out if totals is None else [[t + v for t, v in zip(tl, ol)]
+                                             for tl, ol in zip(totals, out)]
+        samples, seen = samples + int(x.shape[0]), seen + 1
+    if totals is None:
+        raise StatsError("the calibration data yielded zero usable batches")
+    stats = {n: LayerStats(t[0], t[1], t[2], int(t[3]), samples, t[4] if taylor else None)
+             for n, t in zip(layers, totals)}
+    return ChannelStats(stats, {"model": model.name, "batches": seen, "samples": samples})
+
+
+def group_score(stats: ChannelStats, points: list[str], criterion: str, channels: int) -> np.ndarray:
+    """One group's per-channel score: the mean over its measure points of each point's score.
+    Every point's score is a per-element (or per-image) mean, so a group's score is the same
+    kind of number as a single layer's and ranks on the same footing in global allocation. A
+    point with `channels * m` channels (depthwise multiplier m) is averaged over its m copies."""
+    if not points:
+        raise StatsError("a group without measure points cannot be scored from statistics")
+    parts = []
+    for name in points:
+        if name not in stats.layers:
+            raise StatsError(f"no statistics for measured layer {name!r}")
+        score = stats.layers[name].score(criterion)
+        if len(score) % channels:
+            raise StatsError(f"layer {name!r} has {len(score)} channels, group has {channels}")
+        parts.append(score.reshape(channels, -1).mean(axis=1))
+    return np.mean(parts, axis=0)
