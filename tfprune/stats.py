@@ -271,13 +271,13 @@ def make_step(model, layers: list[str], taylor: bool):
     probe, from_logits = probe_model(model, layers), _from_logits(model)
 
     def reduce(a, g=None):
-        axes = list(range(a.shape.rank - 1))
-        out = [tf.reduce_sum(tf.abs(a), axes), tf.reduce_sum(tf.square(a), axes),
-               tf.reduce_sum(tf.cast(tf.equal(a, 0.0), tf.int32), axes),
+        """Per-image sums [N, C] (summed over images on the host, in image order)."""
+        axes = list(range(1, a.shape.rank - 1))
+        total = (lambda t: tf.reduce_sum(t, axes)) if axes else (lambda t: t)
+        out = [total(tf.abs(a)), total(tf.square(a)), total(tf.cast(tf.equal(a, 0.0), tf.int32)),
                tf.size(a, out_type=tf.int64) // tf.cast(tf.shape(a)[-1], tf.int64)]
-        if g is not None:  # per image: |sum over positions of a * dL/da|, then summed
-            per_image = tf.reduce_sum(a * g, axes[1:]) if len(axes) > 1 else a * g
-            out.append(tf.reduce_sum(tf.abs(per_image), 0))
+        if g is not None:  # per image: |sum over positions of a * dL/da|
+            out.append(tf.abs(total(a * g)))
         return out
 
     @tf.function(reduce_retracing=True)
@@ -296,6 +296,15 @@ def make_step(model, layers: list[str], taylor: bool):
         return [reduce(a, g) for a, g in zip(outs[:-1], grads)]
 
     return with_taylor if taylor else activations
+
+
+def _add_in_order(total, per_image):
+    """`total` plus each image's row, one at a time (cumsum is sequential), so the sum is the
+    same float64 number however the images were split into batches."""
+    per_image = np.asarray(per_image, np.float64)
+    if per_image.ndim == 0:
+        return total + int(per_image)
+    return np.cumsum(np.concatenate([total[None], per_image]), axis=0)[-1]
 
 
 def collect(model, dataset, layers: list[str] | None = None, taylor: bool = False,
@@ -323,9 +332,10 @@ def collect(model, dataset, layers: list[str] | None = None, taylor: bool = Fals
         if int(tf.shape(x)[0]) == 0:
             continue
         out = step(x, batch[1]) if taylor else step(x)
-        out = [[np.asarray(v, np.float64) for v in layer] for layer in out]
-        totals = out if totals is None else [[t + v for t, v in zip(tl, ol)]
-                                             for tl, ol in zip(totals, out)]
+        if totals is None:
+            totals = [[np.zeros(np.shape(v)[1:]) if np.ndim(v) else 0 for v in layer]
+                      for layer in out]
+        totals = [[_add_in_order(t, v) for t, v in zip(tl, ol)] for tl, ol in zip(totals, out)]
         samples, seen = samples + int(x.shape[0]), seen + 1
     if totals is None:
         raise StatsError("the calibration data yielded zero usable batches")
