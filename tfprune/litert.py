@@ -20,6 +20,9 @@ FILE_IDENTIFIER = b"TFL3"
 OP_NAMES = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
 TYPE_NAMES = {v: k.lower() for k, v in vars(schema.TensorType).items() if not k.startswith("_")}
 FLEX_PREFIX = "Flex"
+# Constant tensors whose values are read (axes, paddings, strides): up to 64 elements.
+SMALL_CONSTANT_TYPES = {"int32": np.int32, "int64": np.int64, "float32": np.float32,
+                        "int8": np.int8, "uint8": np.uint8}
 
 
 class TFLiteFileError(ValueError):
@@ -39,13 +42,19 @@ class TensorInfo:
     zero_point: tuple[int, ...] = ()
     quantized_dimension: int = 0
     is_constant: bool = False
+    value: tuple | None = dataclasses.field(default=None, compare=False)  # small constants only
 
     @property
     def is_dynamic(self) -> bool:
         return any(d < 0 for d in self.shape_signature)
 
+    @property
+    def is_quantized(self) -> bool:
+        return len(self.scale) > 0
+
     def as_dict(self) -> dict:
         out = dataclasses.asdict(self)
+        out.pop("value")
         for k in ("scale", "zero_point"):  # a per-channel table is noise in a report
             if len(out[k]) > 4:
                 out[k] = f"per-channel ({len(out[k])} values)"
@@ -62,6 +71,7 @@ class OpInfo:
     inputs: tuple[TensorInfo, ...]
     outputs: tuple[TensorInfo, ...]
     options: object = None  # the schema's *OptionsT object, or None
+    version: int = 1
 
     @property
     def is_flex(self) -> bool:
@@ -73,6 +83,26 @@ class OpInfo:
 
     def option(self, name: str, default=None):
         return getattr(self.options, name, default) if self.options is not None else default
+
+    @property
+    def macs(self) -> int:
+        """Multiply-accumulates of a conv / depthwise / fully-connected / transpose-conv /
+        batch-matmul op from its tensor shapes; 0 for every other op."""
+        out = self.outputs[0].shape if self.outputs else ()
+        if not out or any(d < 0 for d in out):
+            return 0
+        n_out = int(np.prod(out))
+        w = self.inputs[1].shape if len(self.inputs) > 1 else ()
+        if self.name == "CONV_2D" and len(w) == 4:  # filter (O, KH, KW, I)
+            return n_out * w[1] * w[2] * w[3]
+        if self.name == "DEPTHWISE_CONV_2D" and len(w) == 4:  # filter (1, KH, KW, O)
+            return n_out * w[1] * w[2]
+        if self.name in ("FULLY_CONNECTED", "BATCH_MATMUL") and len(w) >= 2:
+            return n_out * (w[-1] if self.name == "FULLY_CONNECTED" else w[-2])
+        if self.name == "TRANSPOSE_CONV" and len(w) == 4 and len(self.inputs) > 2:
+            x = self.inputs[2].shape  # inputs: output_shape, filter (O, KH, KW, I), input
+            return int(np.prod(x)) * w[0] * w[1] * w[2]
+        return 0
 
 
 @dataclasses.dataclass
@@ -124,9 +154,14 @@ def _tensor(subgraph, index: int, buffers) -> TensorInfo:
     zp = tuple(int(z) for z in q.zeroPoint) if q is not None and q.zeroPoint is not None else ()
     buf = buffers[t.buffer] if 0 < t.buffer < len(buffers) else None
     constant = buf is not None and ((buf.data is not None and len(buf.data) > 0) or buf.size > 0)
-    name = t.name.decode() if isinstance(t.name, bytes) else str(t.name)
-    return TensorInfo(index, name, shape, sig, TYPE_NAMES.get(t.type, str(t.type)), scale, zp,
-                      int(q.quantizedDimension) if q is not None else 0, constant)
+    dtype = TYPE_NAMES.get(t.type, str(t.type))
+    value = None
+    if constant and buf.data is not None and dtype in SMALL_CONSTANT_TYPES:
+        raw = np.asarray(buf.data, np.uint8).tobytes()
+        if len(raw) <= 64 * np.dtype(SMALL_CONSTANT_TYPES[dtype]).itemsize:
+            value = tuple(np.frombuffer(raw, SMALL_CONSTANT_TYPES[dtype]).tolist())
+    return TensorInfo(index, _decode(t.name), shape, sig, dtype, scale, zp,
+                      int(q.quantizedDimension) if q is not None else 0, constant, value)
 
 
 def _op_name(opcode) -> str:
@@ -148,17 +183,18 @@ def inspect(source: Source) -> ModelInfo:
         raise TFLiteFileError(f"{name} holds no subgraph")
     buffers = model.buffers or []
     codes = [_op_name(c) for c in (model.operatorCodes or [])]
+    versions = [int(c.version) for c in (model.operatorCodes or [])]
     ops: list[OpInfo] = []
     for s, sg in enumerate(model.subgraphs):
         for op in sg.operators or []:
             ins = tuple(_tensor(sg, int(i), buffers) for i in (op.inputs if op.inputs is not None else ()) if i >= 0)
             outs = tuple(_tensor(sg, int(i), buffers) for i in (op.outputs if op.outputs is not None else ()))
-            ops.append(OpInfo(len(ops), s, codes[op.opcodeIndex], ins, outs, op.builtinOptions))
+            ops.append(OpInfo(len(ops), s, codes[op.opcodeIndex], ins, outs, op.builtinOptions,
+                              versions[op.opcodeIndex]))
     main = model.subgraphs[0]
     signatures = {}
     for sd in model.signatureDefs or []:
-        key = sd.signatureKey.decode() if isinstance(sd.signatureKey, bytes) else str(sd.signatureKey)
-        signatures[key] = {
+        signatures[_decode(sd.signatureKey)] = {
             "inputs": [_decode(t.name) for t in sd.inputs or []],
             "outputs": [_decode(t.name) for t in sd.outputs or []],
             "subgraph": int(sd.subgraphIndex)}
