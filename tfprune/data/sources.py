@@ -117,27 +117,32 @@ def load_tfds(name: str, data_dir: str | None = None) -> Source:
                   superclasses, fine_to_coarse)
 
 
-def load_folder(path: str, class_space: tuple[str, ...] | None = None) -> Source:
+def load_folder(path: str) -> Source:
     """Read `PATH/<class>/<image>` (or `PATH/train/<class>/...` and `PATH/test/<class>/...`).
 
-    Labels index `class_space` (CIFAR-100's fine names by default) when every folder name is in
-    it, so a CIFAR-trained model's head still fits; otherwise the sorted folder names.
-    Without a `test` folder the test pool is empty and callers evaluate on the val split.
+    When every folder is named after a CIFAR-100 class, labels index CIFAR-100's classes (so a
+    CIFAR-trained model's head still fits, and superclasses and presets work); otherwise they
+    index the sorted folder names. Without a `test` folder the test pool is empty and the
+    subset's val split stands in for it.
     """
     root = Path(path)
     if not root.is_dir():
         raise DataError(f"image folder {path} does not exist")
     parts = {"train": root / "train", "test": root / "test"}
     if not parts["train"].is_dir():
-        parts = {"train": root, "test": None}
+        parts["train"] = root
+    if not parts["test"].is_dir():
+        parts["test"] = None
     folders = sorted(p.name for p in parts["train"].iterdir() if p.is_dir())
     if not folders:
         raise DataError(f"image folder {parts['train']} has no class sub-folders")
-    space = class_space or _cifar100_names()
-    names = tuple(space) if set(folders) <= set(space) else tuple(folders)
+    cifar = load_npz(str(SAMPLE_PATH))
+    known = set(folders) <= set(cifar.class_names)
+    names = cifar.class_names if known else tuple(folders)
     pools = {k: _read_class_folders(d, names) if d else None for k, d in parts.items()}
     empty = Images(np.zeros((0,) + pools["train"].x.shape[1:], np.uint8), np.zeros(0, np.int64))
-    return Source(f"folder:{path}", pools["train"], pools["test"] or empty, names)
+    return Source(f"folder:{path}", pools["train"], pools["test"] or empty, names,
+                  cifar.superclass_names if known else (), cifar.fine_to_coarse if known else ())
 
 
 def _read_class_folders(root: Path, names: tuple[str, ...]) -> Images:
@@ -163,7 +168,3 @@ def _read_class_folders(root: Path, names: tuple[str, ...]) -> Images:
         raise DataError(f"image folder {root} holds no images ({', '.join(IMAGE_SUFFIXES)})")
     return Images(np.stack(xs), np.asarray(ys, np.int64))
 
-
-def _cifar100_names() -> tuple[str, ...]:
-    with np.load(SAMPLE_PATH, allow_pickle=False) as arrays:
-        return tuple(str(n) for n in arrays["fine_label_names"])

@@ -1,0 +1,25 @@
+"""Shared test fixtures: committed real CIFAR-100 cut-outs, never ../shared."""
+import os
+from pathlib import Path
+
+import pytest
+
+import tfprune  # noqa: F401  (sets TF log level before TF loads)
+
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+MINI_NPZ = FIXTURES / "cifar100_mini.npz"  # every class: 5 train + 2 test images
+
+
+@pytest.fixture(scope="session")
+def mini_source():
+    from tfprune import data
+
+    return data.load_source(f"npz:{MINI_NPZ}")
+
+
+@pytest.fixture(scope="session")
+def sample_splits():
+    """The bundled `aquatic` sample (50 train + 30 test images per class)."""
+    from tfprune import data
+
+    return data.load_subset("sample", "aquatic")
