@@ -1,0 +1,83 @@
+"""Surgery: apply a prune plan, building a physically smaller model.
+
+`apply_plan(model, plan, custom_objects=None) -> keras.Model` checks the plan against the
+model (`tfprune.plan.check_plan`: same architecture fingerprint, same groups), reads the model
+(`tfprune.modelspec`), and for every layer whose input or output channels shrink edits its
+config through its rule (`filters`, `units`, Reshape targets; `build_config` dropped) and
+keeps the kept slices of every weight (kernels on both channel axes, biases, BatchNorm
+gamma/beta/moving statistics, depthwise and separable kernels, PReLU alpha, Dense rows after
+Flatten). It then rebuilds the model with `from_config`. Layer names are unchanged; layers
+that lose nothing keep their exact weight arrays.
+
+`prune(model, graph, kept)` does the same from {group id: kept indices}; `zero_dropped(model,
+plan)` returns a same-shaped copy of the model with every dropped weight element set to zero
+(the reference of the equivalence test).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from tfprune import graph as graph_mod
+from tfprune import modelspec
+from tfprune import plan as plan_mod
+
+
+def _layer_masks(graph, keep, name):
+    return (graph.tensor_mask(graph.prov[name], keep),
+            [graph.tensor_mask(p, keep) for p in graph.input_provs(name)])
+
+
+def _axis_index(kind, out_mask, in_masks, layer):
+    if kind == "out":
+        return np.flatnonzero(out_mask)
+    if kind == "in":
+        return np.flatnonzero(in_masks[0])
+    m = int(layer.config.get("depth_multiplier", 1))
+    return np.flatnonzero(np.repeat(in_masks[0], m))
+
+
+def _edited_spec(graph, keep, zero=False):
+    spec = graph.spec.copy()
+    for name, layer in spec.layers.items():
+        out_mask, in_masks = _layer_masks(graph, keep, name)
+        if out_mask.all() and all(m.all() for m in in_masks):
+            continue
+        rule = graph.rules[name]
+        new = []
+        for w, axes in zip(layer.weights, rule.weight_axes(layer)):
+            for axis, kind in axes.items():
+                idx = _axis_index(kind, out_mask, in_masks, layer)
+                if zero:
+                    drop = np.ones(w.shape[axis], dtype=bool)
+                    drop[idx] = False
+                    w = np.array(w, copy=True)
+                    w[(slice(None),) * axis + (drop,)] = 0
+                else:
+                    w = np.take(w, idx, axis=axis)
+            new.append(w)
+        layer.weights = new
+        if not zero:
+            layer.config = rule.edit(layer.config, layer, int(out_mask.sum()))
+    return spec
+
+
+def prune(model, graph, kept: dict, custom_objects=None, keras_module=None):
+    """The pruned model keeping channels `kept` ({group id: indices}) of `graph`'s groups."""
+    spec = _edited_spec(graph, graph.keep_mask(kept))
+    return modelspec.write_model(spec, keras_module, custom_objects)
+
+
+def apply_plan(model, plan: dict, custom_objects=None, graph=None):
+    """A new, smaller model: `plan` (a dict from `tfprune.plan.make_plan` or its JSON) applied
+    to `model`. Refuses a plan made for another architecture."""
+    graph = graph or graph_mod.build_graph(model, ignore=plan.get("ignore", ()))
+    kept = plan_mod.check_plan(plan, graph)
+    return prune(model, graph, kept, custom_objects)
+
+
+def zero_dropped(model, plan: dict, custom_objects=None, graph=None):
+    """A copy of `model` (same shapes) with every weight element the plan drops set to 0."""
+    graph = graph or graph_mod.build_graph(model, ignore=plan.get("ignore", ()))
+    kept = plan_mod.check_plan(plan, graph)
+    spec = _edited_spec(graph, graph.keep_mask(kept), zero=True)
+    return modelspec.write_model(spec, None, custom_objects)
