@@ -53,7 +53,7 @@ def test_measure_points_follow_bn_activation_and_merge_chains():
     assert resnet["s1b0_a_conv"] == ["s1b0_a_relu"] and resnet["s2b0_proj_conv"] == ["s2b0_out"]
     assert resnet["s3b2_b_conv"] == ["s3b2_out"] and "logits" not in resnet
     mbv2 = stats.measure_points(zoo.build("mobilenetv2"))
-    assert mbv2["block1_dw"] == ["block1_dw_relu"]
+    assert mbv2["block1_expand_conv"] == ["block1_expand_relu"]
     assert mbv2["block2_project_conv"] == ["block2_add"]  # linear bottleneck: no activation
 
 

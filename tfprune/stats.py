@@ -1,10 +1,9 @@
 """Streaming per-channel activation statistics, measured where each filter's channel is consumed.
 
-`measure_points(model)` names, for every filter producer (Conv2D, SeparableConv2D,
-Conv2DTranspose, DepthwiseConv2D, Dense), the layer(s) whose output carries its channels as the
-next layer sees them: the producer's output followed through BatchNormalization and activation
-layers, and through merges (Add, ...) to the activation after them, stopping where the tensor
-fans out or reaches anything else. `collect` streams a tf.data pipeline of (x, y) batches
+`measure_points(model)` names, for every producer of a prunable group of the core's channel
+graph, the layer whose output carries its filters as the next layer sees them: the producer's
+output followed through BatchNormalization and activation layers, and through merges (Add,
+...) to the activation after them, stopping where the tensor fans out or reaches anything else. `collect` streams a tf.data pipeline of (x, y) batches
 through one compiled forward pass per batch (plus a backward pass for the Taylor sums) that
 returns the measured layers' outputs reduced to per-channel sums, so memory is proportional to
 the number of channels. The result is a `ChannelStats`: plain sums, JSON-serialisable,
@@ -22,15 +21,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 from pathlib import Path
 
 import numpy as np
 
 FORMAT = "tfprune.channel_stats/1"
-PRODUCERS = ("Conv2D", "SeparableConv2D", "Conv2DTranspose", "DepthwiseConv2D", "Dense")
-PASS_THROUGH = ("BatchNormalization", "Activation", "ReLU", "LeakyReLU", "PReLU", "ELU")
-MERGES = ("Add", "Subtract", "Average", "Maximum", "Minimum", "Multiply")
+ACTIVATIONS = ("ReLU", "LeakyReLU", "PReLU", "ELU", "ThresholdedReLU")
 CRITERIA = ("act_l1", "act_l2", "apoz", "taylor")
 
 
@@ -39,69 +35,32 @@ class StatsError(ValueError):
 
 
 # ---------------------------------------------------------------- where to measure
-def _inbound_names(nodes) -> list[str]:
-    """Layer names feeding a layer, from a Keras 3 or tf_keras `inbound_nodes` config entry."""
-    found = []
-
-    def walk(obj):
-        if isinstance(obj, dict):
-            history = obj.get("config", {}).get("keras_history") if "config" in obj else None
-            if history:
-                found.append(history[0])
-            else:
-                for value in obj.values():
-                    walk(value)
-        elif isinstance(obj, (list, tuple)):
-            if len(obj) >= 3 and isinstance(obj[0], str) and isinstance(obj[1], int):
-                found.append(obj[0])  # tf_keras: [name, node_index, tensor_index, kwargs]
-            else:
-                for item in obj:
-                    walk(item)
-
-    walk(nodes)
-    return found
+def _consumed_at(graph, producer: str) -> str:
+    """The layer whose output carries `producer`'s filters as the next layer sees them: the
+    producer's output followed through BatchNorm and activation layers, and through merges
+    that tie channels (Add, Multiply, ...; not Concatenate) to the activation after them,
+    stopping where the tensor fans out, at a Keras backend op, or at anything else."""
+    from tfprune import rules
+    name = producer
+    while True:
+        nxt = graph.consumers_of(name)
+        if len(nxt) != 1 or graph.spec.layers[nxt[0]].is_op:
+            return name
+        rule, layer = graph.rules[nxt[0]], graph.spec.layers[nxt[0]]
+        chain = isinstance(rule, (rules.BatchNorm, rules.Activation)) or type(rule) is rules.Merge
+        if not (chain or (isinstance(rule, rules.PassThrough) and layer.class_name in ACTIVATIONS)):
+            return name
+        name = nxt[0]
 
 
-def _layer_graph(model):
-    """(class names, consumers) by layer name, and the model's output layer names."""
-    config = model.get_config()
-    if "layers" not in config:
-        raise StatsError(f"model {model.name!r} is not a functional or Sequential Keras model")
-    if "output_layers" not in config:  # Sequential: a chain
-        names = [layer.name for layer in model.layers]
-        classes = {layer.name: type(layer).__name__ for layer in model.layers}
-        consumers = {a: [b] for a, b in zip(names, names[1:])}
-        return classes, consumers, {names[-1]}, {n: layer for n, layer in zip(names, model.layers)}
-    classes, consumers = {}, {}
-    for entry in config["layers"]:
-        classes[entry["name"]] = entry["class_name"]
-        for src in _inbound_names(entry.get("inbound_nodes", [])):
-            consumers.setdefault(src, []).append(entry["name"])
-    outputs = config["output_layers"]
-    if outputs and isinstance(outputs[0], str):
-        outputs = [outputs]
-    configs = {entry["name"]: entry["config"] for entry in config["layers"]}
-    return classes, consumers, {o[0] for o in outputs}, configs
-
-
-def measure_points(model) -> dict[str, list[str]]:
-    """{producer layer name: [measured layer names]} for every producer that does not feed the
-    model's output unchanged (the classifier is never pruned). Today every producer has one
-    point: the end of its BatchNorm/activation/merge chain."""
-    classes, consumers, outputs, _ = _layer_graph(model)
-    points = {}
-    for name, cls in classes.items():
-        if cls not in PRODUCERS:
-            continue
-        current = name
-        while current not in outputs:
-            nxt = consumers.get(current, [])
-            if len(nxt) != 1 or classes[nxt[0]] not in PASS_THROUGH + MERGES:
-                break
-            current = nxt[0]
-        if current not in outputs:
-            points[name] = [current]
-    return points
+def measure_points(model, graph=None) -> dict[str, list[str]]:
+    """{producer: [measured layer]} for every member of every prunable group of the core's
+    channel graph (`tfprune.graph.build_graph(model)` unless `graph` is given). Each producer
+    has one point (`_consumed_at`); for a residual group these are the post-add activations."""
+    if graph is None:
+        from tfprune.graph import build_graph
+        graph = build_graph(model)
+    return {m: [_consumed_at(graph, m)] for g in graph.prunable_groups() for m in g.members}
 
 
 def measured_layers(points: dict[str, list[str]], model=None) -> list[str]:
@@ -255,8 +214,10 @@ def _from_logits(model) -> bool:
 
 
 def probe_model(model, layers: list[str]):
-    """A multi-output Keras model over the same layers: the measured outputs, then the logits."""
-    import keras
+    """A multi-output model over the same layers (Keras 3 or tf_keras, as `model` is): the
+    measured outputs, then the model's (first) output."""
+    import importlib
+    keras = importlib.import_module(type(model).__module__.split(".")[0])
     missing = [n for n in layers if n not in {layer.name for layer in model.layers}]
     if missing:
         raise StatsError(f"model {model.name!r} has no layer(s) {missing}")
@@ -308,10 +269,11 @@ def _add_in_order(total, per_image):
 
 
 def collect(model, dataset, layers: list[str] | None = None, taylor: bool = False,
-            batches: int | None = None, progress: bool = True) -> ChannelStats:
+            batches: int | None = None, progress: bool = True, step=None) -> ChannelStats:
     """Stream `dataset` ((x, y) or x batches, already normalised) through `model` and sum the
     per-channel statistics of `layers` (default: every measure point). `taylor` also sums
-    first-order Taylor terms and needs labels. `batches` caps the number of batches."""
+    first-order Taylor terms and needs labels. `batches` caps the number of batches. `step`:
+    a `make_step(model, layers, taylor)` to reuse (compiled once) across calls."""
     import tensorflow as tf
     from tqdm import tqdm
     layers = layers or measured_layers(measure_points(model), model)
@@ -324,7 +286,7 @@ def collect(model, dataset, layers: list[str] | None = None, taylor: bool = Fals
         if batches < 1:
             raise StatsError(f"calibration batches must be >= 1, got {batches}")
         dataset = dataset.take(batches)
-    step = make_step(model, layers, taylor)
+    step = step or make_step(model, layers, taylor)
     totals, samples, seen = None, 0, 0
     for batch in tqdm(dataset, desc="channel statistics", unit="batch", disable=not progress,
                       total=batches):
