@@ -1,0 +1,77 @@
+"""The validation gate: check converted models for Android CPU/GPU and the Coral Edge TPU.
+
+python -m pipelines.validate --tflite=A.tflite[,B.tflite] [--keras=PATH --data=sample \
+    --subset=aquatic] --targets=android-cpu,android-gpu,edgetpu --output=DIR
+writes DIR/validation.json and DIR/validation.md and exits 1 naming every failed gate (a bad
+flag or input is a one-line error, also non-zero). With --keras, parity runs on the subset's
+held-out test images.
+"""
+import os
+import sys
+
+from absl import app, flags, logging
+
+flags.DEFINE_list("tflite", None, "Comma-separated .tflite files to validate.")
+flags.DEFINE_string("keras", None, "The Keras source model (.keras, pretrained:NAME, zoo name) "
+                    "for parity; omit to skip parity.")
+flags.DEFINE_string("data", "sample", "Data source for parity images.")
+flags.DEFINE_string("subset", "all", "Class subset whose held-out test images are used.")
+flags.DEFINE_integer("seed", 0, "Seed of the subset split.")
+flags.DEFINE_integer("max_images", 0, "Use at most this many test images (0 = all).")
+flags.DEFINE_string("targets", "android-cpu,android-gpu,edgetpu", "Targets to check.")
+flags.DEFINE_string("output", None, "Directory for validation.json and validation.md.")
+flags.DEFINE_float("min_agreement", 0.995, "Float models: minimum top-1 agreement with Keras.")
+flags.DEFINE_float("max_accuracy_drop_pp", 1.0, "Quantised models: maximum accuracy drop in "
+                   "percentage points.")
+flags.DEFINE_integer("latency_runs", 50, "Timed single-image invokes per thread count (0 = skip).")
+flags.DEFINE_list("threads", ["1", "2"], "Thread counts for latency.")
+flags.DEFINE_float("max_latency_ms", None, "Optional latency gate on the median.")
+flags.DEFINE_string("edgetpu_compiler", None, "Path of an edgetpu_compiler binary to run too.")
+flags.DEFINE_bool("allow_flex", False, "Accept Flex ops on android-cpu (select-tf-ops runtime).")
+flags.mark_flags_as_required(["tflite", "output"])
+FLAGS = flags.FLAGS
+
+
+def main(argv):
+    del argv
+    logging.set_verbosity(logging.WARNING)  # keep SavedModel/converter chatter out
+    from tfprune import data, validate
+    from tfprune.modelio import ModelSpecError, load_model
+    from tfprune.validate import report
+
+    try:
+        targets = validate.parse_targets(FLAGS.targets)
+        threads = tuple(int(t) for t in FLAGS.threads)
+    except ValueError as err:
+        sys.exit(f"validate: bad --targets/--threads: {err}")
+    if FLAGS.edgetpu_compiler and not os.access(FLAGS.edgetpu_compiler, os.X_OK):
+        sys.exit(f"validate: --edgetpu_compiler {FLAGS.edgetpu_compiler} is not an executable")
+    keras_model = images = None
+    if FLAGS.keras:
+        try:
+            keras_model = load_model(FLAGS.keras)
+            images = data.load_subset(FLAGS.data, FLAGS.subset, FLAGS.seed).test
+        except (ModelSpecError, data.DataError) as err:
+            sys.exit(f"validate: {err}")
+        if FLAGS.max_images:
+            images = images.take(slice(0, FLAGS.max_images))
+    result = validate.validate(
+        FLAGS.tflite, targets, keras_source=FLAGS.keras,
+        data={"data": FLAGS.data, "subset": FLAGS.subset, "split": "test", "seed": FLAGS.seed,
+              "images": None if images is None else len(images)} if FLAGS.keras else None,
+        keras_model=keras_model, images=images, min_agreement=FLAGS.min_agreement,
+        max_accuracy_drop_pp=FLAGS.max_accuracy_drop_pp, latency_runs=FLAGS.latency_runs,
+        threads=threads, edgetpu_compiler=FLAGS.edgetpu_compiler, allow_flex=FLAGS.allow_flex,
+        max_latency_ms=FLAGS.max_latency_ms)
+    js, md = report.write(result, FLAGS.output)
+    print(f"validate: wrote {js} and {md}")
+    if not result["passed"]:
+        print("validate: FAILED gate(s):\n  " + "\n  ".join(result["failed_gates"]),
+              file=sys.stderr)
+        return 1
+    print(f"validate: all gates passed for {len(result['files'])} model(s)")
+    return 0
+
+
+if __name__ == "__main__":
+    app.run(main)
