@@ -1,0 +1,217 @@
+"""A Keras functional model's forward pass rebuilt from its config over plain tensors.
+
+`LayerGraph.from_model` reads the model through its public contract (`get_config()`'s layer
+list with inbound nodes, and each layer's weights by `.path`), and `LayerGraph.run` evaluates
+it with the builtin-gradient ops of `grads`, one rule per layer type (`RULES`). BatchNorm
+runs in inference mode (a per-channel affine from its moving statistics) and Dropout is the
+identity: on-device training keeps the graph deterministic and small batches would make
+batch statistics unreliable. A layer configuration without a builtin rule falls back to the
+plain TF op (whose gradient needs the Flex runtime); the graph records it in `flex_layers`.
+"""
+from __future__ import annotations
+
+import dataclasses
+import warnings
+
+import keras
+import tensorflow as tf
+
+from tfprune.ondevice import grads as G
+
+
+class UnsupportedModelError(ValueError):
+    """A model the on-device exporter cannot rebuild; the message names the layer."""
+
+
+@dataclasses.dataclass
+class Node:
+    name: str
+    kind: str
+    config: dict
+    inputs: list[str]
+    weights: dict[str, str]          # role (kernel, bias, gamma, ...) -> variable path
+
+
+def _history(args) -> list[str]:
+    """Layer names of the keras tensors in an inbound node's (nested) args."""
+    if isinstance(args, dict):
+        if args.get("class_name") == "__keras_tensor__":
+            return [args["config"]["keras_history"][0]]
+        return [n for v in args.values() for n in _history(v)]
+    if isinstance(args, (list, tuple)):
+        return [n for a in args for n in _history(a)]
+    return []
+
+
+def _activation(node: Node, x, flex: list):
+    act = node.config.get("activation", "linear")
+    act = act if isinstance(act, str) else act.get("config", {}).get("name", str(act))
+    if act == "linear":
+        return x
+    if act == "relu":
+        return G.relu(x)
+    if act == "relu6":
+        return G.relu(x, 6.0)
+    flex.append(f"{node.name}: activation {act!r} uses TF autodiff")
+    return keras.activations.get(act)(x)
+
+
+def _conv(node, xs, p, flex):
+    c = node.config
+    if tuple(c.get("dilation_rate", (1, 1))) != (1, 1) or c.get("groups", 1) != 1:
+        flex.append(f"{node.name}: dilated/grouped Conv2D uses TF autodiff")
+        y = tf.nn.conv2d(xs[0], p["kernel"], list(c["strides"]), c["padding"].upper(),
+                         dilations=list(c.get("dilation_rate", (1, 1))))
+    else:
+        y = G.conv2d(xs[0], p["kernel"], c["strides"], c["padding"])
+    if c.get("use_bias"):
+        y = G.bias_add(y, p["bias"])
+    return _activation(node, y, flex)
+
+
+def _depthwise(node, xs, p, flex):
+    c = node.config
+    kernel = p["kernel"] if "kernel" in p else p["depthwise_kernel"]  # Keras 3 / tf_keras
+    y = G.depthwise_conv2d(xs[0], kernel, c["strides"], c["padding"])
+    if c.get("use_bias"):
+        y = G.bias_add(y, p["bias"])
+    return _activation(node, y, flex)
+
+
+def _dense(node, xs, p, flex):
+    y = G.dense(xs[0], p["kernel"])
+    if node.config.get("use_bias"):
+        y = G.bias_add(y, p["bias"])
+    return _activation(node, y, flex)
+
+
+def _batchnorm(node, xs, p, flex):
+    eps = node.config["epsilon"]
+    scale = tf.math.rsqrt(p["moving_variance"] + eps)
+    if "gamma" in p:
+        scale = scale * p["gamma"]
+    shift = -p["moving_mean"] * scale
+    if "beta" in p:
+        shift = shift + p["beta"]
+    return xs[0] * scale + shift
+
+
+def _relu(node, xs, p, flex):
+    c = node.config
+    if c.get("negative_slope", 0.0) or c.get("threshold", 0.0):
+        flex.append(f"{node.name}: leaky/thresholded ReLU uses TF autodiff")
+        return keras.layers.ReLU.from_config(c)(xs[0])
+    return G.relu(xs[0], c.get("max_value"))
+
+
+def _maxpool(node, xs, p, flex):
+    c = node.config
+    pool, strides = tuple(c["pool_size"]), tuple(c.get("strides") or c["pool_size"])
+    if pool != strides:
+        flex.append(f"{node.name}: overlapping max pooling uses TF autodiff (MaxPoolGrad)")
+        return tf.nn.max_pool2d(xs[0], pool, strides, c["padding"].upper())
+    return G.max_pool(xs[0], pool, c["padding"])
+
+
+def _gap(node, xs, p, flex):
+    return G.global_avg_pool(xs[0], keepdims=node.config.get("keepdims", False))
+
+
+def _flatten(node, xs, p, flex):
+    return tf.reshape(xs[0], [xs[0].shape[0], -1])
+
+
+def _identity(node, xs, p, flex):
+    return xs[0]
+
+
+RULES = {
+    "Conv2D": _conv, "DepthwiseConv2D": _depthwise, "Dense": _dense,
+    "BatchNormalization": _batchnorm, "ReLU": _relu, "Activation": lambda n, xs, p, f: _activation(n, xs[0], f),
+    "MaxPooling2D": _maxpool, "GlobalAveragePooling2D": _gap, "Flatten": _flatten,
+    "Dropout": _identity, "SpatialDropout2D": _identity,
+    "Add": lambda n, xs, p, f: tf.add_n(xs) if len(xs) > 2 else xs[0] + xs[1],
+    "Concatenate": lambda n, xs, p, f: tf.concat(xs, axis=n.config.get("axis", -1)),
+}
+# Layer outputs whose per-channel statistics are the "activation after BN" of a filter.
+ACTIVATION_KINDS = ("ReLU", "Activation")
+
+
+@dataclasses.dataclass
+class LayerGraph:
+    """The model's layers in evaluation order, its input and output layer names."""
+
+    name: str
+    nodes: list[Node]
+    input_name: str
+    input_shape: tuple[int, ...]
+    output_name: str
+    flex_layers: list[str] = dataclasses.field(default_factory=list)
+
+    @classmethod
+    def from_model(cls, model: keras.Model) -> "LayerGraph":
+        cfg = model.get_config()
+        if "layers" not in cfg or "output_layers" not in cfg:
+            raise UnsupportedModelError(f"model {model.name!r} is not a functional Keras model")
+        nodes, inputs = [], []
+        for layer_cfg in cfg["layers"]:
+            kind, name = layer_cfg["class_name"], layer_cfg["name"]
+            inbound = layer_cfg.get("inbound_nodes", [])
+            if kind == "InputLayer":
+                inputs.append((name, tuple(layer_cfg["config"]["batch_shape"][1:])))
+                continue
+            if kind not in RULES:
+                raise UnsupportedModelError(
+                    f"layer {name!r} of type {kind} has no on-device rule; supported: "
+                    f"{', '.join(sorted(RULES))}")
+            if len(inbound) != 1:
+                raise UnsupportedModelError(f"layer {name!r} is called {len(inbound)} times; "
+                                            "shared layers are not supported")
+            weights = {w.path.rsplit("/", 1)[-1]: w.path for w in model.get_layer(name).weights}
+            nodes.append(Node(name, kind, layer_cfg["config"], _history(inbound[0]["args"]), weights))
+        outs = cfg["output_layers"]
+        outs = [outs] if outs and isinstance(outs[0], str) else outs
+        if len(inputs) != 1 or len(outs) != 1:
+            raise UnsupportedModelError(f"model {model.name!r} must have one input and one output")
+        return cls(model.name, _topological(nodes, inputs[0][0]), inputs[0][0], inputs[0][1],
+                   outs[0][0])
+
+    def run(self, x, params: dict, taps: tuple[str, ...] = ()):
+        """Evaluate on `x` with `params` {variable path: tensor or variable}; returns
+        (output, {tap layer name: its output})."""
+        values, flex = {self.input_name: x}, []
+        for node in self.nodes:
+            p = {role: params[path] for role, path in node.weights.items()}
+            values[node.name] = RULES[node.kind](node, [values[i] for i in node.inputs], p, flex)
+        for message in flex:
+            if message not in self.flex_layers:
+                warnings.warn(f"on-device export: {message}; the model will need the Flex runtime")
+                self.flex_layers.append(message)
+        return values[self.output_name], {t: values[t] for t in taps}
+
+    def layer_names(self) -> list[str]:
+        return [n.name for n in self.nodes]
+
+    def default_stats_layers(self) -> list[str]:
+        """Every ReLU-like output: ReLU/Activation layers, and conv/dense with a fused ReLU."""
+        out = []
+        for n in self.nodes:
+            act = n.config.get("activation", "linear")
+            if n.kind in ACTIVATION_KINDS or (n.kind in ("Conv2D", "Dense", "DepthwiseConv2D")
+                                              and act in ("relu", "relu6")):
+                out.append(n.name)
+        return out
+
+
+def _topological(nodes: list[Node], input_name: str) -> list[Node]:
+    done, order, pending = {input_name}, [], list(nodes)
+    while pending:
+        ready = [n for n in pending if all(i in done for i in n.inputs)]
+        if not ready:
+            raise UnsupportedModelError(f"layers {[n.name for n in pending]} have inputs that "
+                                        "are not produced by the model")
+        for n in ready:
+            order.append(n)
+            done.add(n.name)
+        pending = [n for n in pending if n.name not in done]
+    return order

@@ -1,0 +1,211 @@
+"""Differentiable ops whose backward pass lowers to builtin TFLite ops only.
+
+Plain TF autodiff of a conv net emits Conv2DBackpropFilter, ReluGrad, MaxPoolGrad,
+BiasAddGrad, SparseSoftmaxCrossEntropyWithLogits..., which exist in TFLite only as Flex ops.
+Each op here is a `tf.custom_gradient` whose gradient is written with ops that have builtin
+TFLite kernels:
+
+- conv2d: input gradient = conv2d_transpose (TRANSPOSE_CONV); filter gradient = ONE CONV_2D:
+  dW[kh,kw,ci,co] = sum_{n,h,w} xpad[n, h*s+kh, w*s+kw, ci] * dy[n,h,w,co] is a VALID
+  convolution of xpad transposed to (ci, H, W, N) with dy transposed to (Ho, Wo, N, co) as the
+  filter, dilation = stride, cropped to (kh, kw). 1x1 kernels use one matmul instead.
+- depthwise_conv2d: input gradient = depthwise conv of the zero-upsampled dy with the flipped
+  kernel; filter gradient = kh*kw strided slices, MUL and SUM.
+- relu / relu6: SELECT_V2 on the saved output; max_pool (window == stride): the gradient goes
+  to the first maximum of each window (TF's MaxPoolGrad rule), by slices, compares and SELECT.
+- dense: matmuls; global average pooling: a broadcast; softmax cross-entropy: softmax - one_hot.
+"""
+from __future__ import annotations
+
+import tensorflow as tf
+
+
+def same_padding(size: int, kernel: int, stride: int, padding: str) -> tuple[int, int, int]:
+    """(output size, pad before, pad after) of TF's SAME / VALID rule on one spatial axis."""
+    if padding == "valid":
+        return (size - kernel) // stride + 1, 0, 0
+    out = -(-size // stride)
+    total = max((out - 1) * stride + kernel - size, 0)
+    return out, total // 2, total - total // 2
+
+
+def _pads(shape, kernel, strides, padding):
+    (oh, pt, pb), (ow, pl, pr) = (same_padding(shape[1], kernel[0], strides[0], padding),
+                                  same_padding(shape[2], kernel[1], strides[1], padding))
+    return (oh, ow), [[0, 0], [pt, pb], [pl, pr], [0, 0]]
+
+
+def _tf_padding(padding: str) -> str:
+    return "SAME" if padding == "same" else "VALID"
+
+
+def conv2d_filter_grad(x, dy, kernel, strides, padding):
+    """dW of a conv (kh, kw, ci, co) as one dilated CONV_2D (or one matmul for 1x1)."""
+    kh, kw = kernel
+    (oh, ow), pads = _pads(x.shape, kernel, strides, padding)
+    if kernel == (1, 1):
+        xs = x[:, :(oh - 1) * strides[0] + 1:strides[0], :(ow - 1) * strides[1] + 1:strides[1], :]
+        xm = tf.reshape(xs, [-1, x.shape[-1]])
+        dym = tf.reshape(dy, [-1, dy.shape[-1]])
+        return tf.reshape(tf.matmul(xm, dym, transpose_a=True), [1, 1, x.shape[-1], dy.shape[-1]])
+    xp = tf.pad(x, pads) if any(p for pair in pads for p in pair) else x
+    xt = tf.transpose(xp, [3, 1, 2, 0])          # (ci, Hp, Wp, N)
+    dyt = tf.transpose(dy, [1, 2, 0, 3])         # (Ho, Wo, N, co)
+    out = tf.nn.conv2d(xt, dyt, strides=1, padding="VALID", dilations=list(strides))
+    return tf.transpose(out[:, :kh, :kw, :], [1, 2, 0, 3])
+
+
+def conv2d(x, w, strides=(1, 1), padding="same"):
+    """Conv2D (no bias) with a builtin-only backward pass."""
+    strides, kernel = tuple(strides), tuple(w.shape[:2])
+
+    @tf.custom_gradient
+    def op(x, w):
+        y = tf.nn.conv2d(x, w, strides=list(strides), padding=_tf_padding(padding))
+
+        def grad(dy):
+            dx = tf.nn.conv2d_transpose(dy, w, tf.shape(x), strides=list(strides),
+                                        padding=_tf_padding(padding))
+            return dx, conv2d_filter_grad(x, dy, kernel, strides, padding)
+        return y, grad
+    return op(x, w)
+
+
+def _upsample_zeros(dy, strides):
+    """Insert stride-1 zeros between the rows and columns of dy: (N,(Ho-1)*s+1,(Wo-1)*s+1,C)."""
+    n, h, w, c = dy.shape
+    sh, sw = strides
+    if sw > 1:
+        dy = tf.pad(tf.reshape(dy, [n * h, w, 1, c]), [[0, 0], [0, 0], [0, sw - 1], [0, 0]])
+        dy = tf.reshape(dy, [n, h, w * sw, c])[:, :, :(w - 1) * sw + 1, :]
+        w = (w - 1) * sw + 1
+    if sh > 1:
+        dy = tf.pad(tf.reshape(dy, [n, h, 1, w * c]), [[0, 0], [0, 0], [0, sh - 1], [0, 0]])
+        dy = tf.reshape(dy, [n, h * sh, w, c])[:, :(h - 1) * sh + 1, :, :]
+    return dy
+
+
+def depthwise_conv2d(x, w, strides=(1, 1), padding="same"):
+    """DepthwiseConv2D (depth multiplier 1, no bias) with a builtin-only backward pass."""
+    strides, kernel = tuple(strides), tuple(w.shape[:2])
+    if w.shape[3] != 1:
+        raise NotImplementedError("depthwise gradient supports depth_multiplier 1 only")
+
+    @tf.custom_gradient
+    def op(x, w):
+        y = tf.nn.depthwise_conv2d(x, w, [1, *strides, 1], padding=_tf_padding(padding))
+
+        def grad(dy):
+            (oh, ow), pads = _pads(x.shape, kernel, strides, padding)
+            hp, wp = x.shape[1] + sum(pads[1]), x.shape[2] + sum(pads[2])
+            kh, kw = kernel
+            # dx_pad = full correlation of zero-upsampled dy with the flipped kernel.
+            up = _upsample_zeros(dy, strides)
+            extra_h, extra_w = hp - ((oh - 1) * strides[0] + kh), wp - ((ow - 1) * strides[1] + kw)
+            up = tf.pad(up, [[0, 0], [kh - 1, kh - 1 + extra_h], [kw - 1, kw - 1 + extra_w], [0, 0]])
+            dxp = tf.nn.depthwise_conv2d(up, tf.reverse(w, [0, 1]), [1, 1, 1, 1], "VALID")
+            dx = dxp[:, pads[1][0]:pads[1][0] + x.shape[1], pads[2][0]:pads[2][0] + x.shape[2], :]
+            xp = tf.pad(x, pads)
+            rows = []
+            for i in range(kh):
+                for j in range(kw):
+                    patch = xp[:, i:i + (oh - 1) * strides[0] + 1:strides[0],
+                               j:j + (ow - 1) * strides[1] + 1:strides[1], :]
+                    rows.append(tf.reduce_sum(patch * dy, axis=[0, 1, 2]))
+            dw = tf.reshape(tf.stack(rows), [kh, kw, x.shape[3], 1])
+            return dx, dw
+        return y, grad
+    return op(x, w)
+
+
+def bias_add(x, b):
+    @tf.custom_gradient
+    def op(x, b):
+        def grad(dy):
+            return dy, tf.reduce_sum(tf.reshape(dy, [-1, dy.shape[-1]]), axis=0)
+        return x + b, grad
+    return op(x, b)
+
+
+def dense(x, w):
+    """x @ w with matmul gradients (FULLY_CONNECTED / BATCH_MATMUL)."""
+    @tf.custom_gradient
+    def op(x, w):
+        def grad(dy):
+            return tf.matmul(dy, w, transpose_b=True), tf.matmul(x, dy, transpose_a=True)
+        return tf.matmul(x, w), grad
+    return op(x, w)
+
+
+def relu(x, max_value: float | None = None):
+    """ReLU / ReLU6: gradient passes where 0 < x (< max_value), as TF's ReluGrad/Relu6Grad."""
+    @tf.custom_gradient
+    def op(x):
+        y = tf.nn.relu(x) if max_value is None else tf.minimum(tf.nn.relu(x), max_value)
+
+        def grad(dy):
+            keep = x > 0 if max_value is None else tf.logical_and(x > 0, x < max_value)
+            return tf.where(keep, dy, tf.zeros_like(dy))
+        return y, grad
+    return op(x)
+
+
+def max_pool(x, pool, padding="valid"):
+    """Non-overlapping max pooling (window == stride); gradient to each window's first max."""
+    ph, pw = pool
+
+    @tf.custom_gradient
+    def op(x):
+        y = tf.nn.max_pool2d(x, [ph, pw], [ph, pw], _tf_padding(padding))
+
+        def grad(dy):
+            n, h, w, c = x.shape
+            oh, ow = dy.shape[1], dy.shape[2]
+            (_, pads) = _pads(x.shape, (ph, pw), (ph, pw), padding)
+            xp = tf.pad(x, pads, constant_values=float("-inf")) if padding == "same" else x
+            taken = tf.zeros_like(dy, dtype=tf.bool)
+            parts = []
+            for i in range(ph):
+                for j in range(pw):
+                    xs = xp[:, i:i + (oh - 1) * ph + 1:ph, j:j + (ow - 1) * pw + 1:pw, :]
+                    hit = tf.logical_and(tf.equal(xs, y), tf.logical_not(taken))
+                    taken = tf.logical_or(taken, hit)
+                    parts.append(tf.where(hit, dy, tf.zeros_like(dy)))
+            g = tf.stack(parts, axis=3)                          # (n, oh, ow, ph*pw, c)
+            g = tf.reshape(g, [n, oh, ow, ph, pw, c])
+            g = tf.reshape(tf.transpose(g, [0, 1, 3, 2, 4, 5]), [n, oh * ph, ow * pw, c])
+            top, left = pads[1][0], pads[2][0]
+            g = g[:, top:top + min(h, oh * ph - top), left:left + min(w, ow * pw - left), :]
+            return tf.pad(g, [[0, 0], [0, h - g.shape[1]], [0, w - g.shape[2]], [0, 0]])
+        return y, grad
+    return op(x)
+
+
+def global_avg_pool(x, keepdims=False):
+    @tf.custom_gradient
+    def op(x):
+        def grad(dy):
+            d = tf.reshape(dy, [x.shape[0], 1, 1, x.shape[3]]) / float(x.shape[1] * x.shape[2])
+            return tf.broadcast_to(d, x.shape)
+        return tf.reduce_mean(x, axis=[1, 2], keepdims=keepdims), grad
+    return op(x)
+
+
+def softmax_cross_entropy(logits, labels):
+    """Mean cross-entropy over the rows whose label is in [0, classes); other labels (e.g. -1
+    for the padding rows of a final partial batch) are ignored. Returns (loss, valid rows)."""
+    classes = logits.shape[-1]
+    onehot = tf.one_hot(labels, classes, dtype=logits.dtype)
+    count = tf.reduce_sum(onehot)
+
+    @tf.custom_gradient
+    def op(logits):
+        logp = tf.nn.log_softmax(logits)
+        denom = tf.maximum(count, 1.0)
+        loss = -tf.reduce_sum(onehot * logp) / denom
+
+        def grad(dl):
+            valid = tf.reduce_sum(onehot, axis=-1, keepdims=True)
+            return dl * (tf.exp(logp) * valid - onehot) / denom
+        return loss, grad
+    return op(logits), count

@@ -1,0 +1,75 @@
+"""The TF/Keras twin of the on-device step, for checks and comparisons.
+
+The on-device `train` is: forward in inference mode (BatchNorm with its moving statistics,
+no dropout), mean softmax cross-entropy over the real rows, Keras SGD/Adam update. Here the
+same step runs on the Keras model itself with TF autodiff and a Keras optimiser, so gradients,
+N-step trajectories and whole fine-tuning runs can be compared with the LiteRT ones.
+"""
+from __future__ import annotations
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+
+def calibrate_batchnorm(model: keras.Model, x: np.ndarray) -> None:
+    """Set every BatchNorm's moving statistics to the batch statistics of `x` (in one
+    training-mode call), so a randomly initialised model has sane inference-mode activations."""
+    bns = [l for l in model.layers if isinstance(l, keras.layers.BatchNormalization)]
+    saved = [bn.momentum for bn in bns]
+    for bn in bns:
+        bn.momentum = 0.0
+    model(tf.constant(x), training=True)
+    for bn, m in zip(bns, saved):
+        bn.momentum = m
+
+
+def _loss(logits, y):
+    return tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(tf.constant(y), logits))
+
+
+def keras_gradients(model: keras.Model, x, y, paths: list[str]) -> dict[str, np.ndarray]:
+    """TF autodiff of the on-device loss on the Keras model: {variable path: gradient}."""
+    by_path = {w.path: w for w in model.weights}
+    variables = [by_path[p] for p in paths]
+    with tf.GradientTape() as tape:
+        tape.watch([v.value for v in variables])
+        loss = _loss(model(tf.constant(x), training=False), y)
+    grads = tape.gradient(loss, variables)
+    return {p: g.numpy() for p, g in zip(paths, grads)}
+
+
+def make_optimizer(kind: str = "sgd", learning_rate: float = 0.01, momentum: float = 0.9,
+                   weight_decay: float = 5e-4):
+    if kind == "sgd":
+        return keras.optimizers.SGD(learning_rate, momentum=momentum,
+                                    weight_decay=weight_decay or None)
+    return keras.optimizers.Adam(learning_rate, weight_decay=weight_decay or None)
+
+
+class KerasStepper:
+    """The on-device `train` step on the Keras model: `step(x, y) -> (loss, correct)`."""
+
+    def __init__(self, model: keras.Model, paths: list[str], optimizer):
+        by_path = {w.path: w for w in model.weights}
+        self.model, self.variables, self.optimizer = model, [by_path[p] for p in paths], optimizer
+        self.optimizer.build(self.variables)
+        self._step = tf.function(self._raw_step)
+
+    def _raw_step(self, x, y):
+        with tf.GradientTape() as tape:
+            logits = self.model(x, training=False)
+            loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(y, logits))
+        self.optimizer.apply(tape.gradient(loss, self.variables), self.variables)
+        return loss, tf.reduce_sum(tf.cast(tf.equal(tf.argmax(logits, -1, tf.int32), y), tf.int32))
+
+    def step(self, x, y) -> tuple[float, int]:
+        loss, correct = self._step(tf.constant(x, tf.float32), tf.constant(y, tf.int32))
+        return float(loss), int(correct)
+
+    def set_learning_rate(self, lr: float) -> None:
+        self.optimizer.learning_rate.assign(lr)
+
+    def evaluate(self, x, y, batch_size: int = 256) -> float:
+        logits = self.model.predict(x, batch_size=batch_size, verbose=0)
+        return float(np.mean(np.argmax(logits, -1) == y))
