@@ -29,10 +29,6 @@ import numpy as np
 from tfprune import modelspec, rules
 
 
-class NothingPrunableError(ValueError):
-    """Every channel of the model is blocked; the message lists why."""
-
-
 @dataclasses.dataclass
 class Group:
     id: int
@@ -42,6 +38,7 @@ class Group:
     flow: tuple = ()
     consumers: tuple = ()
     blocked_by: tuple = ()
+    blocks: int = 1               # grouped convs: keep the same number in each of `blocks`
 
     @property
     def prunable(self) -> bool:
@@ -53,9 +50,10 @@ class _Builder:
 
     def __init__(self):
         self.parent, self.owner, self.blocks = [], [], {}
-        self.producers = {}
+        self.producers, self.blocks_of = {}, {}
 
-    def new_atoms(self, name, n):
+    def new_atoms(self, name, n, blocks=1):
+        self.blocks_of[name] = blocks
         start = len(self.parent)
         self.parent.extend(range(start, start + n))
         self.owner.extend([name] * n)
@@ -155,8 +153,12 @@ class ChannelGraph:
             reasons = sorted({r for a in atoms.tolist() for r in b.blocks.get(a, ())})
             member_channels = {m: self.atom_class[np.arange(*_span(b.producers[m]))]
                                for m in members}
+            blocks = int(np.lcm.reduce([b.blocks_of[m] for m in members]))
+            if blocks > 1 and any(not np.array_equal(member_channels[m], np.arange(len(classes)))
+                                  for m in members if b.blocks_of[m] > 1):
+                reasons.append((members[0], "grouped convolution tied out of channel order"))
             self.groups.append(Group(gid, tuple(members), len(classes), member_channels,
-                                     blocked_by=tuple(reasons)))
+                                     blocked_by=tuple(reasons), blocks=blocks))
         self._flow()
 
     def _flow(self):

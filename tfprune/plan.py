@@ -42,11 +42,23 @@ def check_level(level: float) -> float:
     return level
 
 
-def _allowed(want: np.ndarray, sizes: np.ndarray, round_to: int, min_channels: int):
+def _allowed(want: np.ndarray, sizes: np.ndarray, steps: np.ndarray, min_channels: int):
     keep = np.maximum(want, min_channels)
-    if round_to > 1:
-        keep = -(-keep // round_to) * round_to
+    keep = -(-keep // steps) * steps
     return np.minimum(keep, sizes)
+
+
+def _top(order: np.ndarray, keep: int, blocks: int) -> np.ndarray:
+    """The `keep` best channels (`order` ascending by score); with blocks > 1, keep/blocks
+    from each contiguous block of channels."""
+    if blocks == 1:
+        return np.sort(order[len(order) - keep:])
+    per, width = keep // blocks, len(order) // blocks
+    out = []
+    for j in range(blocks):
+        in_block = order[(order >= j * width) & (order < (j + 1) * width)]
+        out.extend(in_block[len(in_block) - per:] if per else [])
+    return np.sort(np.asarray(out, dtype=np.int64))
 
 
 def make_plan(graph, scores: dict, level: float, target: str = "params",
@@ -68,6 +80,7 @@ def make_plan(graph, scores: dict, level: float, target: str = "params",
         raise PlanError(f"nothing is prunable in model {graph.spec.name!r}: {reasons or 'no filters'}")
     gscores = scoring.group_scores(graph, scores, normalizer) if scores else {}
     sizes = np.array([g.size for g in groups])
+    steps = np.array([np.lcm(round_to, g.blocks) for g in groups])
     order = {g.id: np.lexsort((np.arange(g.size), gscores.get(g.id, np.zeros(g.size))))
              for g in groups}  # ascending score: first = removed first
     measure = _MEASURE[target]
@@ -75,7 +88,7 @@ def make_plan(graph, scores: dict, level: float, target: str = "params",
     total = before[measure]
 
     def keeps_for(keep_counts):
-        return {g.id: np.sort(order[g.id][g.size - k:]) for g, k in zip(groups, keep_counts)}
+        return {g.id: _top(order[g.id], k, g.blocks) for g, k in zip(groups, keep_counts)}
 
     def reached(keep_counts):
         kept = graph.keep_mask(keeps_for(keep_counts))
@@ -83,7 +96,7 @@ def make_plan(graph, scores: dict, level: float, target: str = "params",
 
     if allocation == "uniform":
         def counts_at(x):
-            return _allowed(np.round(sizes * (1.0 - x)).astype(np.int64), sizes, round_to,
+            return _allowed(np.round(sizes * (1.0 - x)).astype(np.int64), sizes, steps,
                             min_channels)
         grid = np.linspace(0.0, 1.0, 201)
     else:
@@ -93,7 +106,7 @@ def make_plan(graph, scores: dict, level: float, target: str = "params",
 
         def counts_at(i):
             removed = np.bincount(ranked[:int(i)], minlength=len(groups))
-            return _allowed(sizes - removed, sizes, round_to, min_channels)
+            return _allowed(sizes - removed, sizes, steps, min_channels)
         grid = np.arange(len(ranked) + 1)
     best = _search(grid, lambda x: reached(counts_at(x)), level)
     keep_counts = counts_at(best)

@@ -102,13 +102,16 @@ class Producer(Rule):
     size_key = "filters"
 
     def propagate(self, layer, ins, b):
-        if layer.config.get("groups", 1) != 1:
-            return Blocker("grouped convolution").propagate(layer, ins, b)
-        return b.new_atoms(layer.name, channels(layer.output_shape))
+        groups = int(layer.config.get("groups", 1))
+        if groups != 1:  # inputs stay; outputs go in equal numbers from each conv group
+            for prov in ins:
+                b.block(prov, layer.name, f"{layer.class_name}: input of a grouped convolution")
+        return b.new_atoms(layer.name, channels(layer.output_shape), blocks=groups)
 
     def weight_axes(self, layer):
-        axes = [{layer.weights[0].ndim - 2: "in", layer.weights[0].ndim - 1: "out"}]
-        return axes + [{0: "out"} for _ in layer.weights[1:]]
+        nd = layer.weights[0].ndim
+        axes = {nd - 1: "out"} if layer.config.get("groups", 1) != 1 else {nd - 2: "in", nd - 1: "out"}
+        return [axes] + [{0: "out"} for _ in layer.weights[1:]]
 
     def edit(self, config, layer, n_out):
         config[self.size_key] = n_out

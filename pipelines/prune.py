@@ -1,0 +1,163 @@
+"""Prune a Keras model: score filters, plan to a target level, remove them physically.
+
+python -m pipelines.prune --model=pretrained:resnet20 --criterion=l1 --level=0.5 \
+    --target=params --allocation=global --output=runs/prune_r20
+Writes OUTPUT/pruned.keras, plan.json, metrics.json (and scores.json) and report.md.
+`--plan=plan.json` applies an existing plan instead of scoring and planning. Data-aware
+criteria take `--data`/`--subset`/`--calibration_batches`; `--finetune_epochs` > 0 fine-tunes
+the pruned model on the subset's training split. Never writes over `--model`; a non-empty
+`--output` needs `--overwrite`. Every failure is one line naming its cause, exit status 1.
+"""
+import json
+import os
+import sys
+
+from absl import app, flags
+
+flags.DEFINE_string("model", None, "A .keras file, pretrained:NAME or a zoo name.")
+flags.DEFINE_string("criterion", "l1", "Filter importance criterion (tfprune.scoring).")
+flags.DEFINE_float("level", 0.5, "Fraction in [0, 1) of the target measure to remove.")
+flags.DEFINE_enum("target", "params", ["params", "flops", "filters"], "What the level counts.")
+flags.DEFINE_enum("allocation", "global", ["global", "uniform"], "One global ranking, or the "
+                  "same fraction from every group.")
+flags.DEFINE_enum("normalizer", "mean", ["mean", "max", "none"], "Per-layer score normalisation.")
+flags.DEFINE_integer("round_to", 1, "Keep channel counts multiples of this.")
+flags.DEFINE_integer("min_channels", 2, "Channels every group keeps at least.")
+flags.DEFINE_list("ignore", [], "Layers whose output channels are never pruned.")
+flags.DEFINE_integer("seed", 0, "Seed (random criterion, data order, fine-tuning).")
+flags.DEFINE_string("plan", None, "Apply this plan.json instead of scoring and planning.")
+flags.DEFINE_string("data", None, "Data for data-aware criteria / fine-tuning: sample, npz:PATH, "
+                    "tfds:NAME or folder:PATH.")
+flags.DEFINE_string("subset", "aquatic", "Class subset of --data (a preset or class list).")
+flags.DEFINE_string("data_dir", None, "TFDS data dir.")
+flags.DEFINE_integer("calibration_batches", 10, "Batches a data-aware criterion sees.")
+flags.DEFINE_integer("batch_size", 64, "Batch size for scoring and fine-tuning.")
+flags.DEFINE_integer("finetune_epochs", 0, "Fine-tune epochs after pruning (0 = prune only).")
+flags.DEFINE_float("finetune_lr", 0.01, "Fine-tuning learning rate (SGD, momentum 0.9).")
+flags.DEFINE_string("output", None, "Output directory.")
+flags.DEFINE_bool("overwrite", False, "Allow a non-empty --output.")
+flags.mark_flags_as_required(["model", "output"])
+FLAGS = flags.FLAGS
+OUTPUTS = ("pruned.keras", "plan.json", "metrics.json", "scores.json", "report.md")
+
+
+class PruneError(ValueError):
+    """A refusal of the pruning app; the message names the flag or file."""
+
+
+def check_output(output: str, model: str, overwrite: bool) -> None:
+    if os.path.exists(output) and not os.path.isdir(output):
+        raise PruneError(f"--output {output} exists and is not a directory")
+    targets = {os.path.realpath(os.path.join(output, name)) for name in OUTPUTS}
+    if os.path.realpath(model) in targets or os.path.realpath(model) == os.path.realpath(output):
+        raise PruneError(f"--output {output} would write over --model {model}")
+    if os.path.isdir(output) and os.listdir(output) and not overwrite:
+        raise PruneError(f"--output {output} is not empty (pass --overwrite to replace its files)")
+
+
+def load_splits():
+    from tfprune import data
+    if not FLAGS.data:
+        return None
+    return data.load_subset(FLAGS.data, FLAGS.subset, FLAGS.seed, FLAGS.data_dir)
+
+
+def scoring_context(splits):
+    from tfprune import data, scoring
+    ds = data.as_dataset(splits.train, FLAGS.batch_size) if splits is not None else None
+    return scoring.ScoringContext(
+        data=ds, max_batches=FLAGS.calibration_batches, seed=FLAGS.seed,
+        options={"splits": splits, "batch_size": FLAGS.batch_size})
+
+
+def accuracy(model, splits):
+    from tfprune import data, train
+    train.compile_sgd(model, 0.0, 0.0)
+    return float(model.evaluate(data.as_dataset(splits.test, 256), verbose=0)[1])
+
+
+def report(plan: dict, comparison: dict, extra: dict) -> str:
+    from tfprune import metrics
+    achieved = plan["achieved"]
+    lines = [f"# Pruning report: {plan['model']['name']}", "",
+             f"- criterion: `{plan['criterion']}`, target `{plan['target']}`, allocation "
+             f"`{plan['allocation']}`, round_to {plan['round_to']}, min_channels "
+             f"{plan['min_channels']}",
+             f"- level: target {plan['level']:.3f}, achieved {achieved['level']:.3f} "
+             f"(params {achieved['params_level']:.3f}, MACs {achieved['flops_level']:.3f}, "
+             f"filters {achieved['filters_level']:.3f})"]
+    lines += [f"- {k.replace('_', ' ')}: {v}" for k, v in extra.items()]
+    lines += [f"- note: {n}" for n in plan.get("notes", [])]
+    lines += ["", "## Totals", "", metrics.summary_table(comparison), "", "## Blocked groups", ""]
+    for b in plan["blocked"]:
+        why = "; ".join(f"{x['layer']}: {x['reason']}" for x in b["blocked_by"])
+        lines.append(f"- {', '.join(b['members'])} ({b['channels']} channels): {why}")
+    lines += ["", "## Per layer", "", metrics.markdown_table(comparison), ""]
+    return "\n".join(lines)
+
+
+def run() -> dict:
+    from tfprune import graph, metrics, modelio, scoring, surgery, train
+    from tfprune import plan as plan_mod
+
+    check_output(FLAGS.output, FLAGS.model, FLAGS.overwrite)
+    plan_mod.check_level(FLAGS.level)
+    model = modelio.load_model(FLAGS.model)
+    g = graph.build_graph(model, ignore=FLAGS.ignore)
+    crit = None if FLAGS.plan else scoring.get(FLAGS.criterion)
+    if crit is not None and crit.needs_data and not FLAGS.data:
+        raise PruneError(f"--criterion={FLAGS.criterion} is data-aware: it needs --data "
+                         "(e.g. --data=sample --subset=aquatic)")
+    splits = load_splits()
+    scores = {}
+    if FLAGS.plan:
+        plan = plan_mod.load_plan(FLAGS.plan)
+    else:
+        scores = scoring.compute_scores(FLAGS.criterion, model, g, scoring_context(splits))
+        plan = plan_mod.make_plan(g, scores, FLAGS.level, FLAGS.target, FLAGS.allocation,
+                                  FLAGS.round_to, FLAGS.min_channels, FLAGS.criterion,
+                                  FLAGS.normalizer, FLAGS.seed)
+    pruned = surgery.apply_plan(model, plan, graph=g)
+    extra = {}
+    if splits is not None:
+        extra["accuracy_before"] = round(accuracy(model, splits), 4)
+        extra["accuracy_pruned"] = round(accuracy(pruned, splits), 4)
+    if FLAGS.finetune_epochs > 0:
+        if splits is None:
+            raise PruneError("--finetune_epochs needs --data (and --subset)")
+        from tfprune import data
+        train.compile_sgd(pruned, FLAGS.finetune_lr, 5e-4)
+        pruned.fit(data.as_dataset(splits.train, FLAGS.batch_size, training=True, seed=FLAGS.seed),
+                   epochs=FLAGS.finetune_epochs, verbose=2)
+        extra["accuracy_finetuned"] = round(accuracy(pruned, splits), 4)
+    comparison = metrics.compare(g.counts(per_layer=True), metrics.model_metrics(pruned))
+    os.makedirs(FLAGS.output, exist_ok=True)
+    pruned.optimizer = None
+    train.atomic_save(pruned, os.path.join(FLAGS.output, "pruned.keras"))
+    plan_mod.save_plan(plan, os.path.join(FLAGS.output, "plan.json"))
+    write = lambda name, text: train.atomic_write_text(os.path.join(FLAGS.output, name), text)
+    write("scores.json", json.dumps({k: v.tolist() for k, v in scores.items()}))
+    result = {"plan_achieved": plan["achieved"], **extra, **comparison}
+    write("metrics.json", json.dumps(result, indent=1))
+    write("report.md", report(plan, comparison, extra))
+    return result
+
+
+def main(argv):
+    del argv
+    from tfprune import data, modelio, modelspec, plan, scoring
+    known = (PruneError, plan.PlanError, scoring.ScoringError, modelio.ModelSpecError,
+             modelspec.ModelReadError, data.DataError)
+    try:
+        result = run()
+    except known as err:
+        sys.exit(f"prune: {err}")
+    except (OSError, json.JSONDecodeError) as err:
+        sys.exit(f"prune: {err}")
+    a = result["plan_achieved"]
+    print(f"prune: {FLAGS.model} -> {FLAGS.output}/pruned.keras: params {result['before']['params']:,}"
+          f" -> {result['after']['params']:,} (level {a['level']:.3f} of {FLAGS.target})")
+
+
+if __name__ == "__main__":
+    app.run(main)
