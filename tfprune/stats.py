@@ -194,7 +194,7 @@ class ChannelStats:
 
 
 # ---------------------------------------------------------------- streaming collection
-def _check_input(model, dataset) -> bool:
+def check_input(model, dataset) -> bool:
     """Raises on images that don't fit the model's input; True when batches carry labels."""
     spec = dataset.element_spec
     has_labels = isinstance(spec, tuple) and len(spec) >= 2
@@ -279,7 +279,7 @@ def collect(model, dataset, layers: list[str] | None = None, taylor: bool = Fals
     layers = layers or measured_layers(measure_points(model), model)
     if not layers:
         raise StatsError(f"model {model.name!r} has no prunable layer to measure")
-    has_labels = _check_input(model, dataset)
+    has_labels = check_input(model, dataset)
     if taylor and not has_labels:
         raise StatsError("the taylor criterion needs labels: the dataset yields images only")
     if batches is not None:

@@ -1,0 +1,209 @@
+"""Data-aware criteria through the core's registry: dead filters rank last, class-specific
+filters follow the data they are scored on, scores equal numpy / GradientTape references and
+do not depend on batching, scores round-trip as JSON, bad input gets a clear error."""
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tfprune import data, datascore, scoring, stats, zoo
+from tfprune.graph import build_graph
+
+DATA_AWARE = ("act_l1", "act_l2", "apoz", "taylor")
+DOLPHIN, BEAVER = 30, 4      # CIFAR-100 classes in the bundled aquatic sample: sea-blue / brown
+BLUE, RED = 6, 7             # the colour filters of `colour_model`
+
+
+def ctx_for(images, batch_size, **options):
+    return scoring.ScoringContext(data=data.as_dataset(images, batch_size),
+                                  options={"progress": False, **options})
+
+
+def randomise_bn(model, seed=0):
+    rng = np.random.default_rng(seed)
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            n = layer.get_weights()[0].shape[0]
+            layer.set_weights([rng.uniform(0.5, 1.5, n), rng.normal(0, 0.3, n),
+                               rng.normal(0, 0.3, n), rng.uniform(0.5, 2, n)])
+    return model
+
+
+def kill(model, conv, filters, bn=None):
+    """Zero response on any data: zero kernel, and a negative bias / BN shift before the ReLU."""
+    weights = model.get_layer(conv).get_weights()
+    weights[0][..., filters] = 0.0
+    if len(weights) > 1:
+        weights[1][filters] = -1.0
+    model.get_layer(conv).set_weights(weights)
+    if bn:
+        gamma, beta, mean, var = model.get_layer(bn).get_weights()
+        beta[filters], mean[filters] = -1.0, 0.0
+        model.get_layer(bn).set_weights([gamma, beta, mean, var])
+
+
+def plain_model():
+    keras.utils.set_random_seed(0)
+    x = inputs = keras.Input((32, 32, 3))
+    x = keras.layers.Conv2D(8, 3, padding="same", use_bias=False, name="c1")(x)
+    x = keras.layers.ReLU(name="c1_relu")(keras.layers.BatchNormalization(name="c1_bn")(x))
+    x = keras.layers.Conv2D(8, 3, padding="same", activation="relu", name="c2")(x)
+    x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
+    model = randomise_bn(keras.Model(inputs, keras.layers.Dense(100, name="logits")(x)))
+    kill(model, "c1", [2, 5], "c1_bn")
+    kill(model, "c2", [1])
+    return model, {"c1": [2, 5], "c2": [1]}
+
+
+def assert_dead_rank_last(scores, dead):
+    for layer, idx in dead.items():
+        live = np.setdiff1d(np.arange(len(scores[layer])), idx)
+        assert scores[layer][idx].max() < scores[layer][live].min(), (layer, scores[layer])
+
+
+@pytest.fixture(scope="module")
+def fixture_images():
+    return data.load_source("npz:tests/fixtures/cifar100_mini.npz").train.take(np.arange(0, 500, 20))
+
+
+@pytest.mark.parametrize("criterion", DATA_AWARE + ("finetune_l1",))
+def test_dead_filters_rank_last_on_a_plain_cnn(criterion, fixture_images):
+    model, dead = plain_model()
+    ctx = ctx_for(fixture_images, 8, finetune_l1_epochs=1)
+    scores = scoring.compute_scores(criterion, model, build_graph(model), ctx)
+    assert_dead_rank_last(scores, dead)
+    if criterion == "finetune_l1":  # ranked on fine-tuned weights; the input model untouched
+        tuned = ctx.options["finetuned_model"]
+        assert not np.allclose(tuned.get_layer("c2").get_weights()[0],
+                               model.get_layer("c2").get_weights()[0])
+        assert np.all(model.get_layer("c2").get_weights()[0][..., 1] == 0)
+
+
+def test_dead_filters_rank_last_in_resnet20_and_its_residual_group(fixture_images):
+    model = randomise_bn(zoo.build("resnet20"), 1)
+    kill(model, "s2b1_a_conv", [3, 7, 11], "s2b1_a_bn")
+    graph = build_graph(model)
+    for criterion, scores in all_scores(model, graph, ctx_for(fixture_images, 16)).items():
+        assert_dead_rank_last(scores, {"s2b1_a_conv": [3, 7, 11]})
+        group = graph.group_of("s1b0_b_conv")  # stem + stage-1 residual branches, one group
+        assert set(group.members) == {"stem_conv", "s1b0_b_conv", "s1b1_b_conv", "s1b2_b_conv"}
+        assert len(scoring.group_scores(graph, scores)[group.id]) == 16
+
+
+def all_scores(model, graph, ctx):
+    """Every data-aware criterion from one pass: taylor through the registry, the others from
+    the statistics it leaves in the context (one compiled pass instead of four)."""
+    out = {"taylor": scoring.compute_scores("taylor", model, graph, ctx)}
+    for criterion in DATA_AWARE[:-1]:
+        out[criterion] = datascore.scores_from_stats(graph, ctx.options["channel_stats"], criterion)
+    return out
+
+
+def colour_model():
+    """A 1x1 conv on the normalised image: filters 0-5 detect brightness above thresholds (any
+    class), filter BLUE fires where blue exceeds red, RED where red exceeds blue; the head
+    reads BLUE as evidence for dolphin and RED for beaver."""
+    x = inputs = keras.Input((32, 32, 3))
+    x = keras.layers.Conv2D(8, 1, name="c1")(x)
+    x = keras.layers.ReLU(name="c1_relu")(keras.layers.BatchNormalization(name="c1_bn")(x))
+    x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
+    model = keras.Model(inputs, keras.layers.Dense(100, name="logits")(x))
+    std, mean = np.float32(data.STD), np.float32(data.MEAN)  # raw = normalised * std + mean
+    kernel, bias = np.zeros((1, 1, 3, 8), np.float32), np.zeros(8, np.float32)
+    for i, threshold in enumerate((0.3, 0.4, 0.45, 0.5, 0.55, 0.6)):
+        kernel[0, 0, :, i], bias[i] = std, 3 * (mean.mean() - threshold)
+    kernel[0, 0, :, BLUE], bias[BLUE] = 6 * np.array([-std[0], 0, std[2]]), 6 * (mean[2] - mean[0] - 0.05)
+    kernel[0, 0, :, RED], bias[RED] = -kernel[0, 0, :, BLUE], 6 * (mean[0] - mean[2] - 0.05)
+    model.get_layer("c1").set_weights([kernel, bias])
+    head = np.random.default_rng(0).normal(0, 0.1, (8, 100)).astype(np.float32)
+    head[[BLUE, RED]] = 0
+    head[BLUE, DOLPHIN] = head[RED, BEAVER] = 1
+    model.get_layer("logits").set_weights([head, np.zeros(100, np.float32)])
+    return model
+
+
+@pytest.mark.parametrize("criterion", DATA_AWARE)
+def test_class_specific_filters_follow_the_data_they_are_scored_on(criterion, sample_splits):
+    model = colour_model()
+    graph = build_graph(model)
+    ranks = {}
+    for cls in (DOLPHIN, BEAVER):
+        images = sample_splits.train.take(np.flatnonzero(sample_splits.train.y == cls))
+        score = scoring.compute_scores(criterion, model, graph, ctx_for(images, 20))["c1"]
+        ranks[cls] = np.argsort(np.argsort(-score))  # 0 = most important of 8
+    assert ranks[DOLPHIN][BLUE] <= 1 and ranks[BEAVER][BLUE] >= 6
+    assert ranks[BEAVER][RED] <= 1 and ranks[DOLPHIN][RED] >= 6
+
+
+def test_scores_equal_numpy_and_gradient_tape_references(fixture_images):
+    model = randomise_bn(zoo.build("resnet20"), 2)
+    graph = build_graph(model)
+    images = fixture_images.take(np.arange(6))
+    x, y = data.normalize_np(images.x), images.y
+    points = stats.measure_points(model, graph)
+    names = sorted({p[0] for p in points.values()})
+    probe = keras.Model(model.inputs, [model.get_layer(n).output for n in names] + model.outputs)
+    acts = {n: np.asarray(a, np.float64) for n, a in zip(names, probe(x, training=False))}
+    taylor = {n: 0.0 for n in names}
+    for i in range(len(x)):
+        with tf.GradientTape() as tape:
+            outs = probe(x[i:i + 1], training=False)
+            loss = keras.losses.sparse_categorical_crossentropy(y[i:i + 1], outs[-1], from_logits=True)
+        for n, a, g in zip(names, outs[:-1], tape.gradient(loss, outs[:-1])):
+            taylor[n] = taylor[n] + np.abs((np.asarray(a) * np.asarray(g)).sum((0, 1, 2))) / len(x)
+    reference = {"act_l1": lambda a: np.abs(a).mean((0, 1, 2)),
+                 "act_l2": lambda a: np.sqrt((a ** 2).mean((0, 1, 2))),
+                 "apoz": lambda a: 1.0 - (a == 0).mean((0, 1, 2))}
+    for criterion, scores in all_scores(model, graph, ctx_for(images, 6)).items():
+        assert set(scores) == set(points)
+        for producer, (point,) in points.items():
+            want = taylor[point] if criterion == "taylor" else reference[criterion](acts[point])
+            np.testing.assert_allclose(scores[producer], want, rtol=2e-4, atol=1e-7,
+                                       err_msg=f"{criterion} {producer}@{point}")
+
+
+def test_one_batch_equals_many_and_scores_round_trip(fixture_images, tmp_path):
+    model = randomise_bn(zoo.build("resnet20"), 3)
+    graph = build_graph(model)
+    ctx = ctx_for(fixture_images, 4)
+    one_batch, many_batches = all_scores(model, graph, ctx_for(fixture_images, 25)), all_scores(
+        model, graph, ctx)
+    assert ctx.options["channel_stats"].meta["batches"] == 7
+    for criterion, one in one_batch.items():
+        many = many_batches[criterion]
+        for layer, score in one.items():
+            if criterion == "taylor":
+                np.testing.assert_allclose(many[layer], score, rtol=1e-5, atol=1e-12)
+            else:
+                np.testing.assert_array_equal(many[layer], score)
+        path = tmp_path / f"{criterion}.json"
+        datascore.save_scores(path, criterion, many, ctx.options["channel_stats"], graph)
+        name, loaded, channel_stats = datascore.load_scores(path)
+        assert name == criterion and set(loaded) == set(many)
+        again = datascore.scores_from_stats(graph, channel_stats, criterion)
+        for layer, score in many.items():
+            np.testing.assert_array_equal(loaded[layer], score)
+            np.testing.assert_array_equal(again[layer], score)
+
+
+def test_bad_input_gets_a_clear_error(fixture_images):
+    model, _ = plain_model()
+    graph = build_graph(model)
+    for criterion in DATA_AWARE + ("finetune_l1",):
+        assert scoring.get(criterion).needs_data
+        with pytest.raises(scoring.ScoringError, match="needs data"):
+            scoring.compute_scores(criterion, model, graph, scoring.ScoringContext())
+    assert scoring.get("taylor").needs_labels
+    unlabelled = scoring.ScoringContext(data=data.as_dataset(fixture_images, 8).map(lambda x, y: x))
+    with pytest.raises(scoring.ScoringError, match="taylor.*needs labels"):
+        scoring.compute_scores("taylor", model, graph, unlabelled)
+    small = scoring.ScoringContext(data=tf.data.Dataset.from_tensor_slices(
+        (np.zeros((4, 24, 24, 3), np.float32), np.zeros(4, np.int32))).batch(2))
+    with pytest.raises(scoring.ScoringError, match=r"\(24, 24, 3\) do not fit"):
+        scoring.compute_scores("act_l2", model, graph, small)
+    empty = scoring.ScoringContext(data=data.as_dataset(fixture_images, 8).take(0))
+    with pytest.raises(scoring.ScoringError, match="zero usable batches"):
+        scoring.compute_scores("apoz", model, graph, empty)
+    without_labels = stats.collect(model, unlabelled.data, progress=False)  # e.g. from a phone
+    with pytest.raises(scoring.ScoringError, match="no Taylor sums"):
+        datascore.scores_from_stats(graph, without_labels, "taylor")
