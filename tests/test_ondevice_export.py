@@ -1,0 +1,200 @@
+"""The exported trainable .tflite in LiteRT: builtin ops only, gradients and N steps equal
+TF/Keras, partial batches, bit-identical restore, filter_stats = host statistics, bad input."""
+import json
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+from keras import layers
+
+from tfprune import stats, zoo
+from tfprune.ondevice import export_trainable
+from tfprune.ondevice import reference as R
+from tfprune.ondevice.runtime import RuntimeInputError, TrainableRuntime
+
+B, CLASSES, SHAPE = 4, 10, (12, 12, 3)
+RNG = np.random.default_rng(1)
+X = RNG.normal(size=(10, *SHAPE)).astype(np.float32)
+Y = RNG.integers(0, CLASSES, 10).astype(np.int32)
+
+
+def tiny_model() -> keras.Model:
+    """Every layer type of the zoo in a few kilobytes: conv (bias/no bias, stride 1/2,
+    same/valid, fused relu), BN, ReLU, ReLU6, depthwise, Add, MaxPool, Concatenate, Dropout,
+    Flatten, Dense (relu, logits)."""
+    keras.utils.set_random_seed(3)
+    inp = keras.Input(SHAPE, name="image")
+    x = layers.Conv2D(8, 3, padding="same", use_bias=False, name="c1")(inp)
+    x = layers.ReLU(name="r1")(layers.BatchNormalization(name="bn1")(x))
+    a = layers.Conv2D(8, 1, activation="relu", name="a")(x)
+    b = layers.DepthwiseConv2D(3, padding="same", use_bias=False, name="dw")(x)
+    b = layers.ReLU(6.0, name="r2")(layers.BatchNormalization(name="bn2")(b))
+    x = layers.MaxPooling2D(2, name="pool")(layers.Add(name="add")([a, b]))
+    c = layers.Conv2D(6, 3, strides=2, padding="same", name="c2")(x)
+    d = layers.Conv2D(6, 2, strides=1, padding="valid", name="d")(x)     # 5x5
+    d = layers.MaxPooling2D(2, padding="same", name="pool2")(d)
+    x = layers.ReLU(name="r3")(layers.Concatenate(name="cat")([c, d]))
+    x = layers.Flatten(name="flat")(layers.Dropout(0.5, name="drop")(x))
+    x = layers.Dense(16, activation="relu", name="fc")(x)
+    model = keras.Model(inp, layers.Dense(CLASSES, name="logits")(x), name="tiny")
+    R.calibrate_batchnorm(model, X)
+    return model
+
+
+@pytest.fixture(scope="module")
+def sgd_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("sgd")
+    export_trainable(tiny_model(), out, batch_size=B, learning_rate=0.05)
+    return out
+
+
+@pytest.fixture(scope="module")
+def adam_head_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("adam")
+    export_trainable(tiny_model(), out, batch_size=B, optimizer="adam", learning_rate=0.01,
+                     trainable="head")
+    return out
+
+
+@pytest.fixture(scope="module")
+def resnet_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("resnet20")
+    model = zoo.build("resnet20")
+    R.calibrate_batchnorm(model, RNG.normal(size=(8, 32, 32, 3)).astype(np.float32))
+    export_trainable(model, out, batch_size=2, learning_rate=1000.0, momentum=0.0, weight_decay=0.0)
+    return out, model
+
+
+def _rel(a, b):
+    return float(np.linalg.norm(a - b) / max(np.linalg.norm(b), 1e-30))
+
+
+def test_manifest_lists_builtin_ops_and_signatures(sgd_dir):
+    manifest = json.loads((sgd_dir / "trainable.json").read_text())
+    assert manifest["flex_ops"] == {} and not manifest["flex_required"]
+    assert manifest["ops"]["TRANSPOSE_CONV"] >= 1 and manifest["ops"]["CONV_2D"] >= 1
+    assert not any(op.startswith("Flex") for op in manifest["ops"])
+    sigs = manifest["signatures"]
+    assert set(sigs) == {"train", "infer", "filter_stats", "save", "restore", "set_learning_rate"}
+    assert {i["name"]: i["shape"] for i in sigs["train"]["inputs"]} == {"x": [B, *SHAPE], "y": [B]}
+    assert {o["name"] for o in sigs["infer"]["outputs"]} == {"logits", "probabilities"}
+    assert sigs["restore"]["inputs"][0]["shape"] == [manifest["state_size"]]
+    assert (sgd_dir / "trainable.tflite").stat().st_size == manifest["size_bytes"]
+
+
+def test_litert_gradients_equal_keras_autodiff(sgd_dir):
+    """lr = 1000 makes w1 = w0 - lr*wd*w0 - lr*g, so g comes back out of one step."""
+    rt, model = TrainableRuntime(sgd_dir / "trainable.tflite"), tiny_model()
+    lr, wd = 1000.0, rt.manifest["optimizer"]["weight_decay"]
+    rt.set_learning_rate(lr)
+    w0 = rt.variables()
+    rt.train_batch(X[:B], Y[:B])
+    w1 = rt.variables()
+    ref = R.keras_gradients(model, X[:B], Y[:B], rt.manifest["trainable_variables"])
+    assert len(ref) == len(model.trainable_weights)
+    for path, g in ref.items():
+        assert _rel(((1 - lr * wd) * w0[path] - w1[path]) / lr, g) <= 1e-4, path
+
+
+def _keras_run(dir_, kind, lr, steps, head=False):
+    rt, model = TrainableRuntime(dir_ / "trainable.tflite"), tiny_model()
+    paths = rt.manifest["trainable_variables"]
+    stepper = R.KerasStepper(model, paths, R.make_optimizer(kind, lr, 0.9, 5e-4))
+    out = []
+    for i in range(steps):
+        n = 3 if i == steps - 1 else B                       # the last batch is partial
+        xb, yb = X[i:i + n], Y[i:i + n]
+        out.append((rt.train_batch(xb, yb)[0], stepper.step(xb, yb)[0]))
+    ours = rt.variables()
+    return out, {p: (ours[p], w.numpy()) for w in model.weights for p in [w.path] if p in paths}
+
+
+@pytest.mark.parametrize("kind", ["sgd", "adam_head"])
+def test_n_steps_track_keras_optimizer(kind, sgd_dir, adam_head_dir):
+    """5 steps (the last a partial batch of 3) in LiteRT vs the same optimiser in Keras:
+    losses within 1e-4 relative, weights within 1e-4 relative per variable."""
+    dir_, opt, lr = (sgd_dir, "sgd", 0.05) if kind == "sgd" else (adam_head_dir, "adam", 0.01)
+    losses, weights = _keras_run(dir_, opt, lr, 5)
+    for ours, theirs in losses:
+        assert abs(ours - theirs) <= 1e-4 * abs(theirs)
+    assert losses[-1][0] < losses[0][0] * 1.5
+    for path, (ours, theirs) in weights.items():
+        assert _rel(ours, theirs) <= 1e-4, path
+    if kind == "adam_head":
+        assert sorted(weights) == ["logits/bias", "logits/kernel"]
+
+
+def test_restore_brings_back_bit_identical_state(sgd_dir, tmp_path):
+    rt = TrainableRuntime(sgd_dir / "trainable.tflite")
+    rt.train_batch(X[:B], Y[:B])
+    rt.set_learning_rate(0.02)
+    saved_state = rt.state()
+    ckpt = rt.save(tmp_path / "ckpt.npz")
+    after = [rt.train_batch(X[B:2 * B], Y[B:2 * B])[0] for _ in range(2)]
+    restarted = TrainableRuntime(sgd_dir / "trainable.tflite")      # a new app process
+    assert not np.array_equal(restarted.state(), saved_state)
+    assert restarted.restore(ckpt) == 1
+    np.testing.assert_array_equal(restarted.state(), saved_state)
+    assert restarted.variables()["#learning_rate"] == np.float32(0.02)
+    again = [restarted.train_batch(X[B:2 * B], Y[B:2 * B])[0] for _ in range(2)]
+    np.testing.assert_allclose(again, after, rtol=1e-6)
+
+
+def test_filter_stats_equal_host_statistics(sgd_dir):
+    rt, model = TrainableRuntime(sgd_dir / "trainable.tflite"), tiny_model()
+    layers_ = rt.manifest["stats_layers"]
+    assert layers_ == stats.measured_layers(stats.measure_points(model), model)
+    ds = tf.data.Dataset.from_tensor_slices((X, Y)).batch(3)
+    host = stats.collect(model, ds, layers=layers_, progress=False)
+    phone = rt.channel_stats(X)                                # 10 images: 4 + 4 + 2 padded
+    for name in layers_:
+        h, p = host.layers[name], phone.layers[name]
+        assert (p.count, p.samples) == (h.count, h.samples)
+        np.testing.assert_array_equal(p.zeros, h.zeros)
+        np.testing.assert_allclose(p.sum_abs, h.sum_abs, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(p.sum_sq, h.sum_sq, rtol=1e-5, atol=1e-6)
+        for crit in ("act_l1", "act_l2", "apoz"):
+            np.testing.assert_allclose(p.score(crit), h.score(crit), rtol=1e-5, atol=1e-7)
+
+
+def test_infer_matches_keras(sgd_dir):
+    rt, model = TrainableRuntime(sgd_dir / "trainable.tflite"), tiny_model()
+    np.testing.assert_allclose(rt.logits(X), model.predict(X, verbose=0), rtol=1e-4, atol=1e-4)
+    probs = rt.runners["infer"](x=X[:B])["probabilities"]
+    np.testing.assert_allclose(probs.sum(-1), 1.0, rtol=1e-5)
+
+
+def test_bad_input_gets_clear_errors(sgd_dir, resnet_dir, tmp_path):
+    rt = TrainableRuntime(sgd_dir / "trainable.tflite")
+    with pytest.raises(RuntimeInputError, match=r"do not fit .*expected \(N, 12, 12, 3\)"):
+        rt.train_batch(np.zeros((B, 32, 32, 3), np.float32), Y[:B])
+    with pytest.raises(RuntimeInputError, match="exceeds the exported batch size 4"):
+        rt.train_batch(X[:6], Y[:6])
+    with pytest.raises(RuntimeInputError, match=r"labels \[-1, 10\] are out of range \[0, 10\)"):
+        rt.train_batch(X[:B], np.array([0, 10, -1, 2]))
+    with pytest.raises(RuntimeInputError, match="float32"):
+        rt.logits(X.astype(np.float64))
+    other = TrainableRuntime(resnet_dir[0] / "trainable.tflite").save(tmp_path / "r20.npz")
+    with pytest.raises(RuntimeInputError, match="belongs to another model \\(resnet20"):
+        rt.restore(other)
+    (tmp_path / "junk.npz").write_bytes(b"not a checkpoint")
+    with pytest.raises(RuntimeInputError, match="not a tfprune on-device checkpoint"):
+        rt.restore(tmp_path / "junk.npz")
+    with pytest.raises(ValueError, match="trainable='last:x'"):
+        export_trainable(tiny_model(), tmp_path, batch_size=B, trainable="last:x")
+
+
+def test_resnet20_builtin_only_and_gradients_equal_autodiff(resnet_dir):
+    out, model = resnet_dir
+    rt = TrainableRuntime(out / "trainable.tflite")
+    assert rt.manifest["flex_ops"] == {}
+    x = RNG.normal(size=(2, 32, 32, 3)).astype(np.float32)
+    y = np.array([5, 77], np.int32)
+    w0 = rt.variables()
+    rt.train_batch(x, y)
+    w1 = rt.variables()
+    ref = R.keras_gradients(model, x, y, rt.manifest["trainable_variables"])
+    assert len(ref) == len(model.trainable_weights) == 65
+    errors = {p: _rel((w0[p] - w1[p]) / 1000.0, g) for p, g in ref.items()}
+    assert max(errors.values()) <= 1e-4, max(errors, key=errors.get)
