@@ -33,8 +33,9 @@ def step_schedule(spec: str, steps_per_epoch: int, gamma: float = 0.1):
         raise ValueError(f"schedule {spec!r}: epochs must start at 0 and increase")
     if len(points) == 1:
         return points[0][1]
+    # PiecewiseConstantDecay switches after a boundary step; iteration e*steps starts epoch e.
     return keras.optimizers.schedules.PiecewiseConstantDecay(
-        [e * steps_per_epoch for e, _ in points[1:]], [v for _, v in points])
+        [e * steps_per_epoch - 1 for e, _ in points[1:]], [v for _, v in points])
 
 
 def cosine_schedule(peak: float, epochs: int, steps_per_epoch: int, warmup_epochs: int = 0):

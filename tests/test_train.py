@@ -1,0 +1,81 @@
+"""tfprune.train: schedules, resumable runs, atomic writes; the pretrain app end to end."""
+import json
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+
+from tfprune import data, train
+from tests.conftest import MINI_NPZ
+
+
+def test_step_schedule_follows_the_paper_format():
+    schedule = train.step_schedule("0:0.001,5:0.01,15:-1,25:-1", steps_per_epoch=10)
+    lrs = [float(schedule(epoch * 10)) for epoch in (0, 4, 5, 14, 15, 24, 25, 29)]
+    np.testing.assert_allclose(lrs, [1e-3, 1e-3, 1e-2, 1e-2, 1e-3, 1e-3, 1e-4, 1e-4], rtol=1e-5)
+    squeeze = train.step_schedule("0:0.0008,5:0.02,15:-1", 1, gamma=0.2)
+    assert float(squeeze(15)) == pytest.approx(0.004)
+    assert train.step_schedule("0:0.1", 10) == 0.1
+
+
+@pytest.mark.parametrize("bad", ["0:-1", "1:0.1", "0:0.1,0:0.2", "0:abc", "x"])
+def test_step_schedule_rejects(bad):
+    with pytest.raises(ValueError, match="schedule"):
+        train.step_schedule(bad, 10)
+
+
+def test_cosine_schedule_warms_up_then_decays():
+    schedule = train.cosine_schedule(0.1, epochs=10, steps_per_epoch=10, warmup_epochs=2)
+    lrs = [float(schedule(s)) for s in (0, 10, 20, 60, 100)]
+    assert lrs[0] == 0 and lrs[1] == pytest.approx(0.05) and lrs[2] == pytest.approx(0.1)
+    assert lrs[2] > lrs[3] > lrs[4] and lrs[4] == pytest.approx(0, abs=1e-6)
+
+
+def _tiny_model():
+    inputs = keras.Input((32, 32, 3))
+    x = keras.layers.Conv2D(4, 3, strides=4, name="conv")(inputs)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    return train.compile_sgd(keras.Model(inputs, keras.layers.Dense(100, name="logits")(x)),
+                             0.01, 1e-4)
+
+
+def test_fit_resumes_from_checkpoint(tmp_path, sample_splits):
+    ds = data.as_dataset(sample_splits.train, 100)
+    extra = {"test": data.as_dataset(sample_splits.test, 100)}
+    model, state = train.fit_resumable(_tiny_model, ds, 1, tmp_path, extra_eval=extra, verbose=0)
+    assert state["epochs_done"] == 1
+    after_one = [w.numpy() for w in model.weights]
+    built = []
+    model, state = train.fit_resumable(lambda: built.append(1) or _tiny_model(), ds, 2, tmp_path,
+                                       extra_eval=extra, verbose=0)
+    assert not built and state["epochs_done"] == 2  # resumed, not rebuilt
+    assert int(model.optimizer.iterations.numpy()) == 2 * 4
+    assert any(not np.array_equal(a, w.numpy()) for a, w in zip(after_one, model.weights))
+    rows = (tmp_path / train.LOG).read_text().splitlines()
+    assert {"epoch", "accuracy", "loss", "test_accuracy", "test_loss"} <= set(rows[0].split(","))
+    assert [r.split(",")[0] for r in rows[1:]] == ["0", "1"]
+    _, state = train.fit_resumable(_tiny_model, ds, 2, tmp_path, verbose=0)  # already done
+    assert state["epochs_done"] == 2
+
+
+def test_atomic_write_leaves_no_temp(tmp_path):
+    target = tmp_path / "card.json"
+    train.atomic_write_text(target, "{}")
+    train.atomic_write_text(target, '{"a": 1}')
+    assert json.loads(target.read_text()) == {"a": 1} and [p.name for p in tmp_path.iterdir()] == ["card.json"]
+
+
+def test_pretrain_app_on_fixture(tmp_path):
+    out = tmp_path / "model.keras"
+    cmd = [sys.executable, "-m", "pipelines.pretrain", "--model=resnet20", f"--data=npz:{MINI_NPZ}",
+           "--epochs=1", "--batch_size=100", f"--workdir={tmp_path / 'work'}", f"--output={out}"]
+    subprocess.run(cmd, check=True, capture_output=True, text=True)
+    card = json.loads(out.with_suffix(".json").read_text())
+    assert card["test_images"] == 200 and 0 <= card["test_accuracy"] <= 1
+    assert card["epochs"] == 1 and card["versions"]["keras"] == keras.__version__
+    assert keras.models.load_model(out).count_params() == card["params"]
+    bad = subprocess.run(cmd[:4] + ["--data=npz:/nonexistent.npz"] + cmd[5:], capture_output=True,
+                         text=True)
+    assert bad.returncode != 0 and "data file /nonexistent.npz does not exist" in bad.stderr
