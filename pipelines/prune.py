@@ -2,7 +2,8 @@
 
 python -m pipelines.prune --model=pretrained:resnet20 --criterion=l1 --level=0.5 \
     --target=params --allocation=global --output=runs/prune_r20
-Writes OUTPUT/pruned.keras, plan.json, metrics.json (and scores.json) and report.md.
+Writes OUTPUT/pruned.keras, plan.json, metrics.json, scores.json (data-aware criteria:
+stats.json, the channel statistics behind them) and report.md.
 `--plan=plan.json` applies an existing plan instead of scoring and planning. Data-aware
 criteria take `--data`/`--subset`/`--calibration_batches`; `--finetune_epochs` > 0 fine-tunes
 the pruned model on the subset's training split. Never writes over `--model`; a non-empty
@@ -38,7 +39,7 @@ flags.DEFINE_string("output", None, "Output directory.")
 flags.DEFINE_bool("overwrite", False, "Allow a non-empty --output.")
 flags.mark_flags_as_required(["model", "output"])
 FLAGS = flags.FLAGS
-OUTPUTS = ("pruned.keras", "plan.json", "metrics.json", "scores.json", "report.md")
+OUTPUTS = ("pruned.keras", "plan.json", "metrics.json", "scores.json", "stats.json", "report.md")
 
 
 class PruneError(ValueError):
@@ -109,11 +110,14 @@ def run() -> dict:
         raise PruneError(f"--criterion={FLAGS.criterion} is data-aware: it needs --data "
                          "(e.g. --data=sample --subset=aquatic)")
     splits = load_splits()
-    scores = {}
+    scores, ctx = {}, scoring_context(splits)
     if FLAGS.plan:
         plan = plan_mod.load_plan(FLAGS.plan)
     else:
-        scores = scoring.compute_scores(FLAGS.criterion, model, g, scoring_context(splits))
+        scores = scoring.compute_scores(FLAGS.criterion, model, g, ctx)
+        if "finetuned_model" in ctx.options:  # finetune_l1: the paper prunes the tuned model
+            model = ctx.options["finetuned_model"]
+            g = graph.build_graph(model, ignore=FLAGS.ignore)
         plan = plan_mod.make_plan(g, scores, FLAGS.level, FLAGS.target, FLAGS.allocation,
                                   FLAGS.round_to, FLAGS.min_channels, FLAGS.criterion,
                                   FLAGS.normalizer, FLAGS.seed)
@@ -137,6 +141,8 @@ def run() -> dict:
     plan_mod.save_plan(plan, os.path.join(FLAGS.output, "plan.json"))
     write = lambda name, text: train.atomic_write_text(os.path.join(FLAGS.output, name), text)
     write("scores.json", json.dumps({k: v.tolist() for k, v in scores.items()}))
+    if "channel_stats" in ctx.options:  # data-aware criteria: the sums behind the scores
+        ctx.options["channel_stats"].save(os.path.join(FLAGS.output, "stats.json"))
     result = {"plan_achieved": plan["achieved"], **extra, **comparison}
     write("metrics.json", json.dumps(result, indent=1))
     write("report.md", report(plan, comparison, extra))

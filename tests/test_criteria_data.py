@@ -207,3 +207,24 @@ def test_bad_input_gets_a_clear_error(fixture_images):
     without_labels = stats.collect(model, unlabelled.data, progress=False)  # e.g. from a phone
     with pytest.raises(scoring.ScoringError, match="no Taylor sums"):
         datascore.scores_from_stats(graph, without_labels, "taylor")
+
+
+def test_prune_app_saves_scores_and_the_statistics_behind_them(tmp_path):
+    import json
+    import subprocess
+    import sys
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "pipelines.prune", "--model=resnet20", "--criterion=act_l2",
+           "--data=npz:tests/fixtures/cifar100_mini.npz", "--subset=aquatic", "--level=0.3",
+           "--calibration_batches=2", "--batch_size=8", f"--output={out}"]
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    plan = json.loads((out / "plan.json").read_text())
+    saved = json.loads((out / "scores.json").read_text())
+    channel_stats = stats.ChannelStats.load(out / "stats.json")
+    assert plan["criterion"] == "act_l2" and channel_stats.meta["samples"] == 16
+    model = zoo.build("resnet20")  # same architecture: the graph fixes the measure points
+    again = datascore.scores_from_stats(build_graph(model), channel_stats, "act_l2")
+    assert set(again) == set(saved)
+    for layer, score in again.items():
+        np.testing.assert_array_equal(np.asarray(saved[layer]), score)

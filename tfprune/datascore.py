@@ -7,9 +7,10 @@
 - `taylor`: |sum over positions of a * dL/da| per image, averaged over images (Molchanov et
   al. 2017); needs labels;
 - `finetune_l1`: the paper's protocol: fine-tune a copy of the model for
-  `ctx.options["finetune_l1_epochs"]` (default 2) epochs on `ctx.data`, the subset's training
-  split, then rank by `l1` of the fine-tuned weights. The fine-tuned model is left in
-  `ctx.options["finetuned_model"]` for a caller that wants to prune it rather than the input.
+  `ctx.options["finetune_l1_epochs"]` (default 2) epochs on the subset's training split
+  (`ctx.options["splits"].train`, augmented, when given; else `ctx.data`), then rank by `l1`
+  of the fine-tuned weights. The fine-tuned model is left in `ctx.options["finetuned_model"]`:
+  the paper prunes it, not the input (pipelines.prune does).
 
 Each producer is scored at its own measure point; members of a coupled group are combined by
 the core's one rule (`tfprune.scoring.group_scores`: each member normalised by its mean score,
@@ -93,7 +94,12 @@ def finetune_l1(model, graph, ctx):
     tuned.set_weights(model.get_weights())
     train.compile_sgd(tuned, float(ctx.options.get("finetune_l1_lr", FINETUNE_LR)),
                       FINETUNE_WEIGHT_DECAY)
-    history = tuned.fit(ctx.data, epochs=epochs, verbose=2 if ctx.options.get("progress", True) else 0)
+    splits, ds = ctx.options.get("splits"), ctx.data
+    if splits is not None:
+        from tfprune import data
+        ds = data.as_dataset(splits.train, ctx.options.get("batch_size", 64), training=True,
+                             seed=ctx.seed)
+    history = tuned.fit(ds, epochs=epochs, verbose=2 if ctx.options.get("progress", True) else 0)
     ctx.options["finetuned_model"] = tuned
     ctx.options["finetune_history"] = {k: [float(v) for v in vals]
                                        for k, vals in history.history.items()}
