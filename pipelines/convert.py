@@ -74,13 +74,12 @@ def _inference(model) -> dict:
 def main(argv):
     del argv
     logging.set_verbosity(logging.WARNING)  # keep SavedModel/converter chatter out
-    from tfprune import convert, data
-    from tfprune.modelio import ModelSpecError, load_model
-    from tfprune.train import atomic_write_text
-
     target = "trainable.tflite" if FLAGS.mode == "trainable" else "model.tflite"
     if os.path.exists(os.path.join(FLAGS.output, target)) and not FLAGS.overwrite:
         sys.exit(f"convert: {os.path.join(FLAGS.output, target)} exists; pass --overwrite")
+    from tfprune import convert, data
+    from tfprune.modelio import ModelSpecError, load_model
+    from tfprune.train import atomic_write_text
     try:
         model = load_model(FLAGS.model)
         os.makedirs(FLAGS.output, exist_ok=True)
