@@ -191,11 +191,18 @@ def write_model(spec: ModelSpec, keras_module=None, custom_objects=None):
     module = keras_module or _keras_module(spec.flavor)
     target = "tf_keras" if module.__name__.startswith("tf_keras") else "keras"
     config = _model_config(spec, target, module)
-    with module.utils.custom_object_scope(custom_objects or {}):
-        if spec.kind == "sequential":
-            model = module.Sequential.from_config(config)
-        else:
-            model = module.Model.from_config(config)
+    if target == "keras":
+        # The config comes from a model already in this process (not an untrusted file), so
+        # its Lambda layers may be rebuilt: safe_mode=False.
+        model_class = "Sequential" if spec.kind == "sequential" else "Functional"
+        model = module.saving.deserialize_keras_object(
+            {"module": f"keras.src.models.{model_class.lower()}", "class_name": model_class,
+             "config": config, "registered_name": model_class},
+            custom_objects=custom_objects, safe_mode=False)
+    else:
+        with module.utils.custom_object_scope(custom_objects or {}):
+            cls = module.Sequential if spec.kind == "sequential" else module.Model
+            model = cls.from_config(config)
     by_name = _operations(model)
     for name, layer in spec.layers.items():
         if layer.weights:

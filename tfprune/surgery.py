@@ -75,9 +75,15 @@ def apply_plan(model, plan: dict, custom_objects=None, graph=None):
     return prune(model, graph, kept, custom_objects)
 
 
-def zero_dropped(model, plan: dict, custom_objects=None, graph=None):
-    """A copy of `model` (same shapes) with every weight element the plan drops set to 0."""
+def zero_dropped(model, plan: dict, custom_objects=None, graph=None, in_place=False):
+    """A copy of `model` (same shapes) with every weight element the plan drops set to 0;
+    `in_place=True` zeroes them in `model` itself (faster; the caller restores weights)."""
     graph = graph or graph_mod.build_graph(model, ignore=plan.get("ignore", ()))
     kept = plan_mod.check_plan(plan, graph)
     spec = _edited_spec(graph, graph.keep_mask(kept), zero=True)
-    return modelspec.write_model(spec, None, custom_objects)
+    if not in_place:
+        return modelspec.write_model(spec, None, custom_objects)
+    for layer in model.layers:
+        if layer.name in spec.layers and spec.layers[layer.name].weights:
+            layer.set_weights(spec.layers[layer.name].weights)
+    return model
