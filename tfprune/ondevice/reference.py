@@ -73,3 +73,32 @@ class KerasStepper:
     def evaluate(self, x, y, batch_size: int = 256) -> float:
         logits = self.model.predict(x, batch_size=batch_size, verbose=0)
         return float(np.mean(np.argmax(logits, -1) == y))
+
+
+def keras_finetune(model: keras.Model, manifest: dict, train, test, epochs: int, schedule: str,
+                   seed: int = 0, augment: bool = True, log=print) -> dict:
+    """The device's fine-tuning schedule run with Keras on the same batches (same order, same
+    augmentation draws), same trained variables, optimiser and frozen-BN forward."""
+    from tfprune.data.pipeline import normalize_np
+    from tfprune.ondevice.finetune import parse_schedule, training_batches
+
+    opt = manifest["optimizer"]
+    stepper = KerasStepper(model, manifest["trainable_variables"],
+                           make_optimizer(opt["kind"], opt["learning_rate"], opt["momentum"],
+                                          opt["weight_decay"]))
+    lr_at, history = parse_schedule(schedule), []
+    x_test = normalize_np(test.x)
+    initial = stepper.evaluate(x_test, test.y)
+    for epoch in range(epochs):
+        stepper.set_learning_rate(lr_at(epoch))
+        loss_sum, correct, seen = 0.0, 0, 0
+        for x, y in training_batches(train, manifest["batch_size"], seed, epoch, augment):
+            loss, hit = stepper.step(x, y)
+            loss_sum, correct, seen = loss_sum + loss * len(y), correct + hit, seen + len(y)
+        history.append({"epoch": epoch + 1, "lr": lr_at(epoch), "loss": loss_sum / seen,
+                        "train_accuracy": correct / seen,
+                        "test_accuracy": stepper.evaluate(x_test, test.y)})
+        log(f"keras epoch {epoch + 1}/{epochs} loss {loss_sum / seen:.4f} "
+            f"test acc {history[-1]['test_accuracy']:.4f}")
+    return {"initial_test_accuracy": initial, "history": history,
+            "final_test_accuracy": history[-1]["test_accuracy"] if history else initial}

@@ -1,0 +1,107 @@
+"""The device side of on-device fine-tuning: epochs of `train` over local images, checkpoints,
+an app restart, evaluation with `infer`, channel statistics. NumPy and LiteRT only (no TF).
+
+Batches come from `epoch_batches` (a permutation seeded by (seed, epoch)) and `augment_np`
+(4-pixel zero pad + random crop + horizontal flip, CIFAR's augmentation in numpy), so the
+Keras twin (`reference.keras_finetune`) sees exactly the same images in the same order.
+"""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from tfprune.data.pipeline import PAD, normalize_np
+
+LATEST, PROGRESS = "latest.npz", "progress.json"
+
+
+def parse_schedule(spec: str) -> Callable[[int], float]:
+    """`EPOCH:LR,...` (LR -1 = the previous LR x 0.1, as tfprune.train) -> LR of an epoch."""
+    from tfprune.train import step_schedule
+
+    schedule = step_schedule(str(spec), steps_per_epoch=1)
+    return (lambda e: float(schedule)) if isinstance(schedule, float) else (
+        lambda e: float(schedule(e)))
+
+
+def epoch_batches(n: int, batch_size: int, seed: int, epoch: int):
+    """Index arrays of one epoch's batches; the last one may be partial."""
+    order = np.random.default_rng([seed, epoch]).permutation(n)
+    return [order[i:i + batch_size] for i in range(0, n, batch_size)]
+
+
+def augment_np(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    n, h, w, _ = x.shape
+    padded = np.pad(x, [(0, 0), (PAD, PAD), (PAD, PAD), (0, 0)])
+    dy, dx = rng.integers(0, 2 * PAD + 1, n), rng.integers(0, 2 * PAD + 1, n)
+    flip = rng.random(n) < 0.5
+    out = np.stack([padded[i, dy[i]:dy[i] + h, dx[i]:dx[i] + w] for i in range(n)])
+    out[flip] = out[flip, :, ::-1]
+    return out
+
+
+def training_batches(images, batch_size: int, seed: int, epoch: int, augment: bool):
+    """(normalised float32 x, int y) batches of one epoch."""
+    rng = np.random.default_rng([seed, epoch, 1])
+    for idx in epoch_batches(len(images), batch_size, seed, epoch):
+        x = augment_np(images.x[idx], rng) if augment else images.x[idx]
+        yield normalize_np(x), images.y[idx].astype(np.int32)
+
+
+def device_finetune(open_runtime: Callable, train, test, epochs: int, schedule: str,
+                    workdir, seed: int = 0, augment: bool = True, restart_after: int | None = None,
+                    log: Callable = print) -> dict:
+    """Fine-tune on the device for `epochs`, resuming from `workdir`'s checkpoint if any.
+
+    `open_runtime()` makes a fresh `TrainableRuntime` (a new app process). After every epoch
+    the state is checkpointed (`latest.npz`, `epoch_K.npz`); after epoch `restart_after` the
+    runtime is thrown away and a new one restores the checkpoint, which must be bit-identical.
+    """
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    lr_at = parse_schedule(schedule)
+    rt = open_runtime()
+    progress = {"epochs_done": 0, "history": [], "restart": None}
+    if (workdir / PROGRESS).exists() and (workdir / LATEST).exists():
+        progress = json.loads((workdir / PROGRESS).read_text())
+        rt.restore(workdir / LATEST)
+        log(f"resumed from {workdir / LATEST} after epoch {progress['epochs_done']}")
+    else:
+        progress["initial_test_accuracy"] = rt.evaluate(normalize_np(test.x), test.y)
+    bs = rt.batch_size
+    for epoch in range(progress["epochs_done"], epochs):
+        rt.set_learning_rate(lr_at(epoch))
+        start, loss_sum, correct, seen = time.time(), 0.0, 0, 0
+        batches = list(training_batches(train, bs, seed, epoch, augment))
+        for i, (x, y) in enumerate(batches, 1):
+            loss, hit = rt.train_batch(x, y)
+            loss_sum, correct, seen = loss_sum + loss * len(y), correct + hit, seen + len(y)
+            if i % max(1, len(batches) // 5) == 0 or i == len(batches):
+                log(f"epoch {epoch + 1}/{epochs} batch {i}/{len(batches)} loss {loss_sum / seen:.4f}"
+                    f" acc {correct / seen:.3f} ({seen / (time.time() - start):.1f} img/s)")
+        seconds = time.time() - start
+        row = {"epoch": epoch + 1, "lr": lr_at(epoch), "loss": loss_sum / seen,
+               "train_accuracy": correct / seen, "seconds": seconds, "images_per_second": seen / seconds,
+               "test_accuracy": rt.evaluate(normalize_np(test.x), test.y)}
+        progress["history"].append(row)
+        progress["epochs_done"] = epoch + 1
+        rt.save(workdir / f"epoch_{epoch + 1}.npz")
+        rt.save(workdir / LATEST)
+        if restart_after is not None and epoch + 1 == restart_after and epoch + 1 < epochs:
+            before = rt.state()
+            del rt
+            rt = open_runtime()
+            step = rt.restore(workdir / LATEST)
+            progress["restart"] = {"after_epoch": epoch + 1, "restored_step": step,
+                                   "bit_identical": bool(np.array_equal(rt.state(), before))}
+            log(f"simulated app restart after epoch {epoch + 1}: new interpreter, restored step "
+                f"{step}, bit-identical: {progress['restart']['bit_identical']}")
+        from tfprune.train import atomic_write_text
+        atomic_write_text(workdir / PROGRESS, json.dumps(progress, indent=1))
+    progress["final_test_accuracy"] = rt.evaluate(normalize_np(test.x), test.y)
+    progress["runtime"] = rt
+    return progress
