@@ -45,6 +45,10 @@ class Group:
         return not self.blocked_by
 
 
+class GraphError(ValueError):
+    """A model or option the graph cannot take; the message names the layer."""
+
+
 class _Builder:
     """Atoms, their owners, union-find over atoms, and block reasons."""
 
@@ -104,7 +108,7 @@ class ChannelGraph:
         self.ignore = tuple(ignore)
         unknown = [n for n in self.ignore if n not in spec.layers]
         if unknown:
-            raise ValueError(f"--ignore names no layer of the model: {', '.join(unknown)}")
+            raise GraphError(f"--ignore names no layer of the model: {', '.join(unknown)}")
         self.rules = {name: rules.rule_for(layer) for name, layer in spec.layers.items()}
         b = _Builder()
         self.prov = {}
