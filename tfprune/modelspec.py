@@ -241,31 +241,42 @@ def _translate_entry(entry: dict, layer: LayerSpec, spec: ModelSpec, target: str
     cls = getattr(module.layers, layer.class_name, None)
     if cls is None:
         raise ModelReadError(f"layer {layer.name!r}: tf_keras has no layer {layer.class_name}")
-    cfg = _plain(entry["config"])
+    cfg = _plain(entry["config"], module)
     if layer.class_name == "InputLayer":
         cfg["batch_input_shape"] = cfg.pop("batch_shape", None) or cfg.get("batch_input_shape")
         cfg = {k: cfg[k] for k in ("batch_input_shape", "dtype", "sparse", "ragged", "name")
                if k in cfg}
     else:
-        accepted = set(inspect.signature(cls.__init__).parameters) | {"name", "trainable", "dtype"}
-        cfg = {k: v for k, v in cfg.items() if k in accepted}
+        cfg = _accepted(cls, cfg, ("name", "trainable", "dtype"))
     out = {"class_name": layer.class_name, "config": cfg, "name": layer.name}
     if spec.kind == "functional":
         out["inbound_nodes"] = [[[r[0], r[1], r[2], {}] for r in layer.inputs]] if layer.inputs else []
     return out
 
 
-def _plain(value):
-    """Keras 3 serialized objects -> the legacy {'class_name', 'config'} form; dtype policies
-    -> their dtype name."""
+def _accepted(cls, config: dict, extra=()) -> dict:
+    """The entries of `config` that `cls.__init__` names (plus `extra`)."""
+    names = set(inspect.signature(cls.__init__).parameters) | set(extra)
+    return {k: v for k, v in config.items() if k in names}
+
+
+def _plain(value, module):
+    """Keras 3 serialized objects -> tf_keras's {'class_name', 'config'} form, keeping only
+    the arguments the tf_keras class takes; dtype policies -> their dtype name."""
     if isinstance(value, dict):
         if value.get("class_name") == "DTypePolicy":
             return value["config"]["name"]
         if "class_name" in value and "config" in value:
-            return {"class_name": value["class_name"], "config": _plain(value["config"])}
-        return {k: _plain(v) for k, v in value.items()}
+            config = _plain(value["config"], module)
+            for kind in ("initializers", "regularizers", "constraints"):
+                cls = getattr(getattr(module, kind), value["class_name"], None)
+                if isinstance(cls, type) and isinstance(config, dict):
+                    config = _accepted(cls, config)
+                    break
+            return {"class_name": value["class_name"], "config": config}
+        return {k: _plain(v, module) for k, v in value.items()}
     if isinstance(value, list):
-        return [_plain(v) for v in value]
+        return [_plain(v, module) for v in value]
     return value
 
 
