@@ -5,6 +5,8 @@ python -m pipelines.convert --model=PATH_OR_ZOO_NAME --mode=float32|float16|dyna
 writes DIR/model.tflite (static batch 1, the Edge TPU's shape) and DIR/conversion.json (mode,
 sizes, ops, calibration, the input normalisation). `--mode=int8` calibrates full-integer
 quantisation on images drawn from the training split of your own --data/--subset.
+`--qat_epochs=N` (int8 only) first fine-tunes with quantisation-aware training (tfmot, in a
+child process: tfprune.qat) on the same split, then converts the QAT model.
 `--mode=trainable` writes DIR/trainable.tflite and its manifest through
 `tfprune.ondevice.export_trainable` (flags --batch_size, --trainable, --optimizer, ...).
 """
@@ -27,6 +29,9 @@ flags.DEFINE_integer("calibration_samples", 200, "Representative images for int8
 flags.DEFINE_enum("io_type", "int8", ["int8", "uint8", "float32"],
                   "Input/output type of an int8 model (int8/uint8 for the Edge TPU).")
 flags.DEFINE_bool("allow_flex", False, "Admit select-TF (Flex) ops in inference models.")
+flags.DEFINE_integer("qat_epochs", 0, "int8: quantisation-aware training epochs first (tfmot).")
+flags.DEFINE_float("qat_learning_rate", 1e-3, "QAT SGD learning rate.")
+flags.DEFINE_integer("qat_batch_size", 64, "QAT batch size.")
 # --mode=trainable (on-device training export, tfprune.ondevice)
 flags.DEFINE_integer("batch_size", 32, "Trainable mode: the fixed training batch size.")
 flags.DEFINE_string("trainable", "all", "Trainable mode: all, head, or the last N layers.")
@@ -61,8 +66,17 @@ def _inference(model) -> dict:
         record.update(io_type=FLAGS.io_type, calibration={
             "data": FLAGS.data, "subset": FLAGS.subset, "split": "train", "seed": FLAGS.seed,
             "images": int(len(calibration))})
-    blob = convert.convert(model, FLAGS.mode, calibration=calibration, io_type=FLAGS.io_type,
-                           allow_flex=FLAGS.allow_flex)
+    if FLAGS.qat_epochs > 0:
+        from tfprune import qat
+
+        record.pop("calibration")  # QAT ranges come from training, not calibration
+        blob, record["qat"] = qat.convert_with_qat(
+            model, FLAGS.data, FLAGS.subset, FLAGS.seed, FLAGS.qat_epochs,
+            FLAGS.qat_learning_rate, FLAGS.qat_batch_size, FLAGS.io_type,
+            FLAGS.calibration_samples)
+    else:
+        blob = convert.convert(model, FLAGS.mode, calibration=calibration,
+                               io_type=FLAGS.io_type, allow_flex=FLAGS.allow_flex)
     path = convert.write_tflite(blob, os.path.join(FLAGS.output, "model.tflite"))
     info = litert.inspect(blob)
     record.update(tflite=str(path), size_bytes=len(blob), op_counts=info.op_counts(),
@@ -77,6 +91,8 @@ def main(argv):
     target = "trainable.tflite" if FLAGS.mode == "trainable" else "model.tflite"
     if os.path.exists(os.path.join(FLAGS.output, target)) and not FLAGS.overwrite:
         sys.exit(f"convert: {os.path.join(FLAGS.output, target)} exists; pass --overwrite")
+    if FLAGS.qat_epochs and FLAGS.mode != "int8":
+        sys.exit("convert: --qat_epochs needs --mode=int8")
     from tfprune import convert, data
     from tfprune.modelio import ModelSpecError, load_model
     from tfprune.train import atomic_write_text
@@ -84,7 +100,7 @@ def main(argv):
         model = load_model(FLAGS.model)
         os.makedirs(FLAGS.output, exist_ok=True)
         record = _trainable(model) if FLAGS.mode == "trainable" else _inference(model)
-    except (ModelSpecError, data.DataError, convert.ConvertError) as err:
+    except (ModelSpecError, data.DataError, convert.ConvertError, RuntimeError) as err:
         sys.exit(f"convert: {err}")
     if FLAGS.mode != "trainable":
         atomic_write_text(os.path.join(FLAGS.output, "conversion.json"),
@@ -92,7 +108,10 @@ def main(argv):
         print(f"convert: wrote {record['tflite']} ({record['size_bytes']:,} bytes, "
               f"{sum(record['op_counts'].values())} ops)")
     else:
-        print(f"convert: wrote {os.path.join(FLAGS.output, 'trainable.tflite')}")
+        print(f"convert: wrote {os.path.join(FLAGS.output, 'trainable.tflite')} "
+              f"({record.get('size_bytes', 0):,} bytes, signatures "
+              f"{', '.join(record.get('signatures', {}))}; Flex ops: "
+              f"{record.get('flex_ops') or 'none'})")
 
 
 if __name__ == "__main__":

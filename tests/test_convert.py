@@ -165,3 +165,26 @@ def test_convert_app_errors(tmp_path):
     run = _run("pipelines.convert", "--model=resnet20", f"--output={tmp_path}")
     assert run.returncode != 0 and "--overwrite" in run.stderr
     assert (tmp_path / "model.tflite").read_bytes() == b"mine"
+
+
+@pytest.mark.slow
+def test_qat_rebuilds_as_tf_keras_trains_and_converts_in_a_child_process():
+    import keras
+
+    from tfprune import qat
+    from tfprune.validate import edgetpu
+
+    keras.utils.set_random_seed(2)
+    x = inp = keras.Input((32, 32, 3))
+    x = keras.layers.Conv2D(8, 3, strides=2, padding="same", use_bias=False)(x)
+    x = keras.layers.BatchNormalization()(x)
+    x = keras.layers.ReLU()(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    model = keras.Model(inp, keras.layers.Dense(100, name="logits")(x))
+    blob, record = qat.convert_with_qat(model, "sample", "aquatic", epochs=1, batch_size=100,
+                                        calibration_samples=20)
+    assert record["rebuild_max_abs_diff"] < 1e-3 and len(record["history"]["loss"]) == 1
+    info = litert.inspect(blob)
+    assert info.inputs[0].dtype == "int8" and info.inputs[0].shape_signature == (1, 32, 32, 3)
+    assert edgetpu.check(info)["passed"]
+    assert "tensorflow_model_optimization" not in sys.modules  # tfmot stayed in the child

@@ -1,0 +1,131 @@
+"""Quantisation-aware training (tfmot) and full-integer conversion, in a separate process.
+
+tensorflow-model-optimization accepts only tf_keras (Keras 2) models, and importing it turns
+the whole process over to tf_keras. So `convert_with_qat` saves the Keras 3 model and runs
+`python -m tfprune.qat` in a child process, which
+  1. reads the Keras 3 model with the core's reader (`tfprune.modelspec.read_model`) and
+     rebuilds it as a tf_keras model with the core's writer (`write_model(..., tf_keras)`),
+     checking the rebuilt model's outputs against the original on real images;
+  2. wraps it with `tfmot.quantization.keras.quantize_model`, fine-tunes it for the given
+     epochs on the training split of the user's subset (SGD, momentum 0.9, cross-entropy on
+     logits), reporting the float source's and the QAT model's validation accuracy;
+  3. converts it through a concrete function with a static batch-1 signature to a
+     full-integer model (int8 kernels only, int8/uint8/float32 I/O): ranges come from the
+     fake-quant nodes learned in training; the converter insists on a representative
+     dataset for full-integer output, so `calibration_samples` training images are given.
+The child writes the .tflite and a JSON record; the parent reads both back.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+
+class QATError(RuntimeError):
+    """The QAT child process failed; the message carries the tail of its log."""
+
+
+def convert_with_qat(model, data: str, subset: str, seed: int = 0, epochs: int = 1,
+                     learning_rate: float = 1e-3, batch_size: int = 64,
+                     io_type: str = "int8", calibration_samples: int = 200) -> tuple[bytes, dict]:
+    """QAT-fine-tune `model` (a Keras 3 model) and convert it to full int8 in a child process;
+    returns the .tflite bytes and the training record. Child output streams to stderr."""
+    with tempfile.TemporaryDirectory(prefix="tfprune_qat_") as tmp:
+        src = os.path.join(tmp, "source.keras")
+        model.save(src)
+        out, rec = os.path.join(tmp, "qat.tflite"), os.path.join(tmp, "qat.json")
+        cmd = [sys.executable, "-m", "tfprune.qat", f"--model={src}", f"--data={data}",
+               f"--subset={subset}", f"--seed={seed}", f"--epochs={epochs}",
+               f"--learning_rate={learning_rate}", f"--batch_size={batch_size}",
+               f"--io_type={io_type}", f"--calibration_samples={calibration_samples}",
+               f"--output={out}", f"--record={rec}"]
+        proc = subprocess.run(cmd, stdout=sys.stderr, stderr=subprocess.PIPE, text=True,
+                              check=False)
+        if proc.returncode != 0 or not os.path.exists(out):
+            tail = "\n".join(proc.stderr.strip().splitlines()[-8:])
+            raise QATError(f"QAT process failed (exit {proc.returncode}):\n{tail}")
+        return Path(out).read_bytes(), json.loads(Path(rec).read_text())
+
+
+def _plain_initializers(spec) -> None:
+    """Initializer configs carry Keras 3-only arguments (e.g. HeNormal's input_axes) that
+    tf_keras refuses; weights are copied after building, so the class with its defaults
+    is all the rebuilt model needs."""
+    for layer in spec.layers.values():
+        for key, value in list(layer.config.items()):
+            if key.endswith("_initializer") and isinstance(value, dict):
+                layer.config[key] = {"class_name": value.get("class_name"), "config": {}}
+
+
+def _child(args) -> None:
+    import keras
+    import numpy as np
+
+    from tfprune import convert, data, modelspec
+
+    source = keras.models.load_model(args.model)
+    spec = modelspec.read_model(source)
+    _plain_initializers(spec)
+    splits = data.load_subset(args.data, args.subset, args.seed)
+    probe = data.normalize_np(splits.val.x[:64])
+    reference = np.asarray(source(probe, training=False))
+
+    import tensorflow as tf
+    import tensorflow_model_optimization as tfmot
+    import tf_keras
+
+    rebuilt = modelspec.write_model(spec, keras_module=tf_keras)
+    rebuild_diff = float(np.abs(rebuilt(probe, training=False).numpy() - reference).max())
+    if rebuild_diff > 1e-3:
+        raise SystemExit(f"qat: the tf_keras rebuild differs from the source by {rebuild_diff}")
+    model = tfmot.quantization.keras.quantize_model(rebuilt)
+    model.compile(optimizer=tf_keras.optimizers.SGD(args.learning_rate, momentum=0.9),
+                  loss=tf_keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                  metrics=["accuracy"])
+    train_ds = data.as_dataset(splits.train, args.batch_size, training=True, seed=args.seed)
+    val_ds = data.as_dataset(splits.val, 256)
+    val_x = data.normalize_np(splits.val.x)
+    before = float((np.concatenate([rebuilt(val_x[i:i + 256], training=False).numpy().argmax(1)
+                                    for i in range(0, len(val_x), 256)]) == splits.val.y).mean())
+    print(f"qat: float source val accuracy {before:.4f}; QAT for {args.epochs} epoch(s)",
+          flush=True)
+    history = model.fit(train_ds, epochs=args.epochs, validation_data=val_ds, verbose=2)
+
+    shape = (1, *tuple(model.inputs[0].shape[1:]))
+    fn = tf.function(lambda x: model(x, training=False))
+    conv = tf.lite.TFLiteConverter.from_concrete_functions(
+        [fn.get_concrete_function(tf.TensorSpec(shape, tf.float32))], model)
+    conv.optimizations = [tf.lite.Optimize.DEFAULT]
+    conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    io = {"int8": tf.int8, "uint8": tf.uint8, "float32": tf.float32}[args.io_type]
+    conv.inference_input_type = conv.inference_output_type = io
+    calibration = convert.calibration_images(splits.train, args.calibration_samples, args.seed)
+    conv.representative_dataset = lambda: ([calibration[i:i + 1]] for i in range(len(calibration)))
+    Path(args.output).write_bytes(conv.convert())
+    Path(args.record).write_text(json.dumps({
+        "epochs": args.epochs, "learning_rate": args.learning_rate,
+        "batch_size": args.batch_size, "optimizer": "SGD momentum 0.9",
+        "train_images": len(splits.train), "val_images": len(splits.val),
+        "rebuild": "tfprune.modelspec read_model -> write_model(tf_keras)",
+        "rebuild_max_abs_diff": rebuild_diff, "val_accuracy_float_source": before,
+        "val_accuracy_after": float(history.history["val_accuracy"][-1]),
+        "history": {k: [float(v) for v in vs] for k, vs in history.history.items()}}, indent=2))
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description="QAT worker (run by tfprune.qat.convert_with_qat)")
+    for name, kind in (("model", str), ("data", str), ("subset", str), ("seed", int),
+                       ("epochs", int), ("learning_rate", float), ("batch_size", int),
+                       ("io_type", str), ("calibration_samples", int), ("output", str),
+                       ("record", str)):
+        parser.add_argument(f"--{name}", type=kind, required=True)
+    _child(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    main()
