@@ -31,10 +31,10 @@ import tensorflow as tf
 from tfprune.ondevice import grads as G
 from tfprune.ondevice.forward import LayerGraph
 from tfprune.ondevice.optim import Optimizer
+from tfprune.ondevice.runtime import MANIFEST_NAME, TFLITE_NAME
 
 FORMAT = "tfprune.trainable/1"
 SIGNATURES = ("train", "infer", "filter_stats", "save", "restore", "set_learning_rate")
-TFLITE_NAME, MANIFEST_NAME = "trainable.tflite", "trainable.json"
 
 
 def trainable_layers(graph: LayerGraph, trainable) -> list[str]:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tfprune.ondevice.export import MANIFEST_NAME
+TFLITE_NAME, MANIFEST_NAME = "trainable.tflite", "trainable.json"
 
 
 class RuntimeInputError(ValueError):

@@ -1,0 +1,79 @@
+"""pipelines.ondevice_finetune end to end on the bundled aquatic sample with a small model:
+LiteRT training, checkpoints + resume, restart, infer accuracy, filter_stats, Keras twin."""
+import json
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+from keras import layers
+
+from tfprune import data, stats
+from tfprune.ondevice import export_trainable
+from tfprune.ondevice import reference as R
+
+APP = [sys.executable, "-m", "pipelines.ondevice_finetune"]
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((32, 32, 3), name="image")
+    x = inp
+    for i, width in enumerate((8, 16), 1):
+        x = layers.Conv2D(width, 3, strides=2, padding="same", use_bias=False, name=f"c{i}")(x)
+        x = layers.ReLU(name=f"r{i}")(layers.BatchNormalization(name=f"bn{i}")(x))
+    x = layers.GlobalAveragePooling2D(name="pool")(x)
+    model = keras.Model(inp, layers.Dense(100, name="logits")(x), name="small")
+    R.calibrate_batchnorm(model, data.normalize_np(data.load_source("sample").train.x[:64]))
+    out = tmp_path_factory.mktemp("small")
+    model.save(out / "small.keras")
+    export_trainable(model, out, batch_size=16, learning_rate=0.05)
+    return out
+
+
+def _run(*args, check=True):
+    proc = subprocess.run(APP + list(args), capture_output=True, text=True, timeout=300)
+    if check:
+        assert proc.returncode == 0, proc.stderr[-2000:]
+    return proc
+
+
+def test_device_finetune_report_resume_and_keras_twin(exported, tmp_path):
+    out = tmp_path / "run"
+    common = [f"--trainable={exported / 'trainable.tflite'}", "--data=sample", "--subset=aquatic",
+              "--schedule=0:0.05,2:-1", f"--output={out}"]
+    _run(*common, "--epochs=2", "--restart_after=1", f"--compare_keras={exported / 'small.keras'}")
+    report = json.loads((out / "report.json").read_text())
+    dev, ker = report["device"], report["keras"]
+    assert [r["epoch"] for r in dev["history"]] == [1, 2]
+    assert dev["restart"] == {"after_epoch": 1, "restored_step": 25, "bit_identical": True}
+    assert dev["history"][1]["loss"] < dev["history"][0]["loss"]
+    assert dev["final_test_accuracy"] > dev["initial_test_accuracy"]
+    # Same batches, same optimiser: the device run tracks Keras closely.
+    for ours, theirs in zip(dev["history"], ker["history"]):
+        assert abs(ours["loss"] - theirs["loss"]) <= 1e-3 * theirs["loss"]
+    assert abs(report["device_minus_keras"]) <= 0.02
+    channel_stats = stats.ChannelStats.load(out / "stats.json")
+    assert set(channel_stats.layers) == {"r1", "r2"} and channel_stats.layers["r2"].samples == 400
+    scores = json.loads((out / "device_scores.json").read_text())
+    assert scores["criterion"] == "act_l2" and len(scores["scores"]["r2"]) == 16
+    assert "App restart after epoch 1" in (out / "report.md").read_text()
+    # A killed app resumes: a longer run continues from the epoch-2 checkpoint.
+    proc = _run(*common, "--epochs=3", "--restart_after=0", "--nostats")
+    assert "resumed from" in proc.stdout + proc.stderr
+    report = json.loads((out / "report.json").read_text())
+    assert [r["epoch"] for r in report["device"]["history"]] == [1, 2, 3]
+    assert report["device"]["history"][2]["lr"] == pytest.approx(0.005)
+
+
+def test_bad_input_exits_with_a_clear_message(exported, tmp_path):
+    proc = _run(f"--trainable={tmp_path / 'missing.tflite'}", f"--output={tmp_path}", check=False)
+    assert proc.returncode != 0 and "missing.tflite does not exist" in proc.stderr
+    proc = _run(f"--trainable={exported / 'trainable.tflite'}", "--subset=no_such_class",
+                f"--output={tmp_path}", check=False)
+    assert proc.returncode != 0 and "no_such_class" in proc.stderr
+    proc = _run(f"--trainable={exported / 'trainable.tflite'}", "--schedule=1:0.1",
+                f"--output={tmp_path}", check=False)
+    assert proc.returncode != 0 and "epochs must start at 0" in proc.stderr
