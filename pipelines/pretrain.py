@@ -21,6 +21,7 @@ flags.DEFINE_float("weight_decay", 5e-4, "Decoupled weight decay (Keras SGD).")
 flags.DEFINE_integer("seed", 0, "Seed for initialisation and data order.")
 flags.DEFINE_string("workdir", None, "Checkpoints and log.csv; a re-run resumes here.")
 flags.DEFINE_string("output", None, "Where to write the trained .keras file (card beside it).")
+flags.DEFINE_string("note", "", "Free text for the card (e.g. how a run was resumed).")
 flags.mark_flags_as_required(["workdir", "output"])
 FLAGS = flags.FLAGS
 
@@ -40,13 +41,14 @@ def main(argv):
     test_ds = data.as_dataset(source.test, 500)
     steps = -(-len(source.train) // FLAGS.batch_size)
 
+    schedule = train.cosine_schedule(FLAGS.lr, FLAGS.epochs, steps, FLAGS.warmup_epochs)
+
     def build():
         model = zoo.build(FLAGS.model, num_classes=len(source.class_names))
-        schedule = train.cosine_schedule(FLAGS.lr, FLAGS.epochs, steps, FLAGS.warmup_epochs)
         return train.compile_sgd(model, schedule, FLAGS.weight_decay, nesterov=True)
 
     model, state = train.fit_resumable(build, train_ds, FLAGS.epochs, FLAGS.workdir,
-                                       val_ds=test_ds)
+                                       val_ds=test_ds, schedule=schedule)
     loss, accuracy = model.evaluate(test_ds, verbose=0)[:2]
     model.optimizer = None  # ship weights, not optimizer slots
     train.atomic_save(model, FLAGS.output)
@@ -58,7 +60,8 @@ def main(argv):
         "schedule": "linear warm-up then cosine decay, SGD nesterov momentum 0.9",
         "augmentation": "random crop 32 after 4-pixel zero padding, horizontal flip",
         "seed": FLAGS.seed, "params": model.count_params(),
-        "wall_seconds": round(state["wall_seconds"], 1), "versions": card.versions()}
+        "wall_seconds": round(state["wall_seconds"], 1), "versions": card.versions(),
+        "note": FLAGS.note}
     train.atomic_write_text(card.card_path(FLAGS.output), json.dumps(model_card, indent=2))
     print(json.dumps(model_card, indent=2))
 

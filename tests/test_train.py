@@ -49,8 +49,9 @@ def test_fit_resumes_from_checkpoint(tmp_path, sample_splits):
     after_one = [w.numpy() for w in model.weights]
     built = []
     model, state = train.fit_resumable(lambda: built.append(1) or _tiny_model(), ds, 2, tmp_path,
-                                       extra_eval=extra, verbose=0)
+                                       extra_eval=extra, verbose=0, schedule=0.02)
     assert not built and state["epochs_done"] == 2  # resumed, not rebuilt
+    assert float(model.optimizer.learning_rate) == pytest.approx(0.02)  # the new schedule
     assert int(model.optimizer.iterations.numpy()) == 2 * 4
     assert any(not np.array_equal(a, w.numpy()) for a, w in zip(after_one, model.weights))
     rows = (tmp_path / train.LOG).read_text().splitlines()

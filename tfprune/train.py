@@ -100,11 +100,13 @@ def atomic_write_text(path: Path, text: str) -> None:
 
 
 def fit_resumable(build_compiled, train_ds, epochs: int, workdir, val_ds=None,
-                  extra_eval: dict | None = None, verbose: int = 2):
+                  extra_eval: dict | None = None, verbose: int = 2, schedule=None):
     """Train for `epochs`, resuming from `workdir`'s checkpoint when one exists.
 
     `build_compiled()` makes the compiled model for a fresh start; a resumed run loads model
-    and optimizer state from the checkpoint instead. Returns (model, state dict).
+    and optimizer state from the checkpoint instead, and then follows `schedule` (a learning
+    rate schedule over optimizer steps) when given, so a run resumed with a different length
+    continues on the schedule of its new length. Returns (model, state dict).
     """
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
@@ -112,6 +114,8 @@ def fit_resumable(build_compiled, train_ds, epochs: int, workdir, val_ds=None,
     if (workdir / CHECKPOINT).exists() and (workdir / STATE).exists():
         state = json.loads((workdir / STATE).read_text())
         model = keras.models.load_model(workdir / CHECKPOINT)
+        if schedule is not None:
+            model.optimizer.learning_rate = schedule
     else:
         model = build_compiled()
     if state["epochs_done"] < epochs:
