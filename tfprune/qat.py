@@ -52,16 +52,6 @@ def convert_with_qat(model, data: str, subset: str, seed: int = 0, epochs: int =
         return Path(out).read_bytes(), json.loads(Path(rec).read_text())
 
 
-def _plain_initializers(spec) -> None:
-    """Initializer configs carry Keras 3-only arguments (e.g. HeNormal's input_axes) that
-    tf_keras refuses; weights are copied after building, so the class with its defaults
-    is all the rebuilt model needs."""
-    for layer in spec.layers.values():
-        for key, value in list(layer.config.items()):
-            if key.endswith("_initializer") and isinstance(value, dict):
-                layer.config[key] = {"class_name": value.get("class_name"), "config": {}}
-
-
 def _child(args) -> None:
     import keras
     import numpy as np
@@ -70,7 +60,6 @@ def _child(args) -> None:
 
     source = keras.models.load_model(args.model)
     spec = modelspec.read_model(source)
-    _plain_initializers(spec)
     splits = data.load_subset(args.data, args.subset, args.seed)
     probe = data.normalize_np(splits.val.x[:64])
     reference = np.asarray(source(probe, training=False))
