@@ -106,17 +106,19 @@ def run() -> dict:
 
     check_output(FLAGS.output, FLAGS.model, FLAGS.overwrite)
     plan_mod.check_level(FLAGS.level)
+    if FLAGS.finetune_epochs > 0 and not FLAGS.data:
+        raise PruneError("--finetune_epochs needs --data (and --subset)")
     model = modelio.load_model(FLAGS.model)
-    g = graph.build_graph(model, ignore=FLAGS.ignore)
+    plan = plan_mod.load_plan(FLAGS.plan) if FLAGS.plan else None
+    ignore = plan.get("ignore", []) if plan else FLAGS.ignore
+    g = graph.build_graph(model, ignore=ignore)
     crit = None if FLAGS.plan else scoring.get(FLAGS.criterion)
     if crit is not None and crit.needs_data and not FLAGS.data:
         raise PruneError(f"--criterion={FLAGS.criterion} is data-aware: it needs --data "
                          "(e.g. --data=sample --subset=aquatic)")
     splits = load_splits()
     scores, ctx = {}, scoring_context(splits)
-    if FLAGS.plan:
-        plan = plan_mod.load_plan(FLAGS.plan)
-    else:
+    if plan is None:
         scores = scoring.compute_scores(FLAGS.criterion, model, g, ctx)
         if "finetuned_model" in ctx.options:  # finetune_l1: the paper prunes the tuned model
             model = ctx.options["finetuned_model"]
@@ -130,8 +132,6 @@ def run() -> dict:
         extra["accuracy_before"] = round(accuracy(model, splits), 4)
         extra["accuracy_pruned"] = round(accuracy(pruned, splits), 4)
     if FLAGS.finetune_epochs > 0:
-        if splits is None:
-            raise PruneError("--finetune_epochs needs --data (and --subset)")
         from tfprune import data
         train.compile_sgd(pruned, FLAGS.finetune_lr, 5e-4)
         pruned.fit(data.as_dataset(splits.train, FLAGS.batch_size, training=True, seed=FLAGS.seed),

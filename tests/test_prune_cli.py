@@ -120,6 +120,17 @@ def test_data_aware_criterion_without_data_refused(tmp_path, model_file):
         del scoring.CRITERIA["test_act"]
 
 
+def test_plan_of_another_model_and_finetune_without_data_refused(tmp_path, model_file):
+    from tfprune import graph, plan
+    g = graph.build_graph(zoo.build("alexnet"))
+    plan.save_plan(plan.make_plan(g, {}, 0.3), tmp_path / "alexnet_plan.json")
+    exit_ = run_main(f"--model={model_file}", f"--plan={tmp_path / 'alexnet_plan.json'}",
+                     f"--output={tmp_path / 'o'}")
+    assert "made for model 'alexnet'" in exit_.code and "another architecture" in exit_.code
+    exit_ = run_main(f"--model={model_file}", "--finetune_epochs=2", f"--output={tmp_path / 'o'}")
+    assert exit_.code == "prune: --finetune_epochs needs --data (and --subset)"
+
+
 def test_nothing_prunable_refused(tmp_path):
     inp = keras.Input((8, 8, 3))
     x = keras.layers.Conv2D(4, 3, name="only")(inp)

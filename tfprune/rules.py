@@ -250,4 +250,6 @@ def rule_for(layer) -> Rule:
     if isinstance(layer.output_shape, tuple) and layer.output_shape and isinstance(
             layer.output_shape[0], tuple):
         return Blocker("several outputs")
+    if layer.config.get("data_format") == "channels_first":
+        return Blocker("channels_first layout")
     return RULES.get(layer.class_name) or Blocker("unknown layer type")
