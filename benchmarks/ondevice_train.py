@@ -4,7 +4,7 @@ Keras 3 train_on_batch / fit, ResNet-20 unpruned and 50%-pruned (l1, params), ba
 flock /tmp/tfprune_bench.lock nice -n 10 .venv/bin/python -m benchmarks.ondevice_train
 Each round times every mode back to back (rotating order) on the same cached batches; a
 ratio is the median over rounds of the per-round ratio (the machine is shared and noisy).
-Peak memory is the max RSS of a fresh process doing only that mode (LiteRT: no TF loaded).
+Peak memory is the VmHWM (peak RSS) of a fresh process doing only that mode (LiteRT: no TF loaded).
 Goal: LiteRT >= 0.5x Keras fit (and >= the TF 2.19 Flex path, 111 img/s, not runnable here).
 Writes benchmarks/results/ondevice_train.json and .md beside it.
 """
@@ -29,7 +29,7 @@ FLAGS = flags.FLAGS
 FLEX_PATH_IMG_S = 111.0  # TF 2.19 interpreter + Flex delegate, same model and batch (DEVELOPERS.md)
 
 MEMORY_PROBE = """
-import resource, sys, numpy as np
+import sys, numpy as np
 mode, path, steps = sys.argv[1], sys.argv[2], int(sys.argv[3])
 rng = np.random.default_rng(0)
 if mode == "litert":
@@ -45,7 +45,9 @@ else:
     x = rng.normal(size=(b, 32, 32, 3)).astype(np.float32); y = rng.integers(0, 100, b)
     for _ in range(steps): m.train_on_batch(x, y)
     loaded_tf = True
-print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, loaded_tf)
+# VmHWM, not ru_maxrss: after fork+exec, ru_maxrss keeps the parent's high-water mark.
+hwm = [l for l in open("/proc/self/status") if l.startswith("VmHWM")][0].split()[1]
+print(int(hwm) / 1024, loaded_tf)
 """
 
 

@@ -185,6 +185,19 @@ def test_bad_input_gets_clear_errors(sgd_dir, resnet_dir, tmp_path):
         export_trainable(tiny_model(), tmp_path, batch_size=B, trainable="last:x")
 
 
+def test_layer_without_builtin_rule_falls_back_to_flex_with_warning(tmp_path):
+    inp = keras.Input((8, 8, 3))
+    x = layers.ReLU(negative_slope=0.1, name="leaky")(layers.Conv2D(4, 3, padding="same")(inp))
+    model = keras.Model(inp, layers.Dense(5)(layers.GlobalAveragePooling2D()(x)))
+    with pytest.warns(UserWarning, match="leaky: leaky/thresholded ReLU.*Flex runtime"):
+        manifest = export_trainable(model, tmp_path, batch_size=2)
+    assert manifest["flex_required"] and "FlexLeakyReluGrad" in manifest["flex_ops"]
+    assert manifest["flex_layers"] == ["leaky: leaky/thresholded ReLU uses TF autodiff"]
+    assert "train" in manifest["signatures"]
+    with pytest.raises(RuntimeInputError, match="needs the Flex runtime \\(FlexLeakyReluGrad"):
+        TrainableRuntime(tmp_path / "trainable.tflite")
+
+
 def test_resnet20_builtin_only_and_gradients_equal_autodiff(resnet_dir):
     out, model = resnet_dir
     rt = TrainableRuntime(out / "trainable.tflite")

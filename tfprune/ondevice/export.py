@@ -246,7 +246,7 @@ def export_trainable(model, output_dir, batch_size: int = 32, trainable="all",
         "stats_layers": module.stats_layers,
         "state_layout": module.state_layout(),
         "state_size": module.state_layout()[-1]["offset"] + 1,
-        "signatures": {} if flex else signature_details(tflite),
+        "signatures": info.signatures if flex else signature_details(tflite),
         "ops": info.op_counts(), "flex_ops": flex, "flex_required": bool(flex),
         "flex_layers": list(module.graph.flex_layers), "size_bytes": len(tflite),
     }

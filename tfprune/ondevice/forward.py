@@ -100,7 +100,8 @@ def _relu(node, xs, p, flex):
     c = node.config
     if c.get("negative_slope", 0.0) or c.get("threshold", 0.0):
         flex.append(f"{node.name}: leaky/thresholded ReLU uses TF autodiff")
-        return keras.layers.ReLU.from_config(c)(xs[0])
+        return keras.activations.relu(xs[0], negative_slope=c.get("negative_slope", 0.0),
+                                      max_value=c.get("max_value"), threshold=c.get("threshold", 0.0))
     return G.relu(xs[0], c.get("max_value"))
 
 
