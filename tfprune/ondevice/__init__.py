@@ -1,6 +1,32 @@
 """On-device fine-tuning: export a Keras model as one builtin-only .tflite with training
 signatures (`export_trainable`, needs TF), and drive it in LiteRT (`runtime.TrainableRuntime`,
-NumPy + ai_edge_litert only: importing it does not load TensorFlow)."""
+NumPy + ai_edge_litert only: importing it does not load TensorFlow).
+
+Modules: `grads` (custom-gradient ops whose backward pass lowers to builtin TFLite ops),
+`forward` (the model rebuilt from its config over plain tensors, one rule per layer type),
+`optim` (Keras-exact SGD/Adam updates), `export` (the signatures, conversion, manifest),
+`runtime` (the app-side driver), `finetune` (the device training loop), `reference` (the
+Keras twin of the device step, for checks and comparisons).
+
+Design choices (see each module for details):
+- BatchNorm runs in inference mode with frozen moving statistics; gamma/beta still train.
+  On-device batches are small and come from a narrow class subset: batch statistics would be
+  noisy and would drift the running averages away from what the pruned model was calibrated
+  on. Dropout is the identity in every signature (a deterministic step that equals the Keras
+  model called with training=False, so gradients can be checked against TF autodiff).
+- The batch size is fixed at export. A final partial batch is padded: label -1 marks a padding
+  row for `train` (it carries no loss; the loss is the mean over the real rows) and valid=0
+  for `filter_stats`. `TrainableRuntime` pads for the app.
+- save/restore exchange one flat float32 `state` tensor (all trained variables, optimiser
+  slots, step count, learning rate; layout in the manifest) instead of a file path: TF's
+  file ops (Save/Restore/ReadFile/WriteFile) are Flex-only. The app writes the tensor itself
+  (the runtime: an .npz with the manifest's fingerprint, written to a temp file and renamed),
+  and `restore` assigns it back bit for bit; a checkpoint of another model or export
+  configuration is refused by fingerprint.
+- The learning rate is a variable, set with `set_learning_rate` (schedules live in the app).
+- The LiteRT interpreter runs without the default XNNPACK delegate: XNNPACK cannot take the
+  variable (non-constant) filters of a training graph and partitioning around it was slower.
+"""
 from tfprune.ondevice.runtime import MANIFEST_NAME, TFLITE_NAME
 
 _LAZY = {"export_trainable": "export", "TrainingModule": "export", "LayerGraph": "forward",
