@@ -25,6 +25,8 @@ flags.DEFINE_integer("steps", 6, "Timed steps per mode per round.")
 flags.DEFINE_integer("rounds", 5, "Interleaved rounds.")
 flags.DEFINE_integer("num_threads", 2, "LiteRT threads.")
 flags.DEFINE_string("output", "benchmarks/results/ondevice_train.json", "JSON result path.")
+flags.DEFINE_bool("zoo", False, "Instead: export every zoo model (batch --batch_size) and record "
+                  "its ops, Flex ops and sizes in benchmarks/results/ondevice_zoo_ops.json.")
 FLAGS = flags.FLAGS
 FLEX_PATH_IMG_S = 111.0  # TF 2.19 interpreter + Flex delegate, same model and batch (DEVELOPERS.md)
 
@@ -130,9 +132,29 @@ def _markdown(res):
     return "\n".join(lines) + "\n"
 
 
+def _zoo_ops():
+    from tfprune import zoo
+    from tfprune.ondevice import export_trainable
+
+    res = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in zoo.MODELS:
+            start = time.time()
+            m = export_trainable(zoo.build(name), Path(tmp) / name, batch_size=FLAGS.batch_size)
+            res[name] = {"export_seconds": round(time.time() - start, 1), "flex_ops": m["flex_ops"],
+                         "flex_required": m["flex_required"], "tflite_bytes": m["size_bytes"],
+                         "trainable_variables": len(m["trainable_variables"]), "ops": m["ops"]}
+            print(name, res[name]["flex_ops"], res[name]["export_seconds"], flush=True)
+    out = Path(FLAGS.output).with_name("ondevice_zoo_ops.json")
+    out.write_text(json.dumps(res, indent=1))
+
+
 def main(argv):
     del argv
     import os
+
+    if FLAGS.zoo:
+        return _zoo_ops()
 
     import numpy as np
 
