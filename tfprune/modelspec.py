@@ -64,10 +64,10 @@ class ModelSpec:
     raw: dict                     # the model config as read (layer configs not kept in sync)
 
     def copy(self) -> "ModelSpec":
-        """Deep copy of configs; weight arrays are shared (replace them, don't mutate)."""
+        """Layer configs deep-copied; weight arrays and `raw` shared (replace, don't mutate)."""
         layers = {n: dataclasses.replace(l, config=copy.deepcopy(l.config),
                                          weights=list(l.weights)) for n, l in self.layers.items()}
-        return dataclasses.replace(self, layers=layers, raw=copy.deepcopy(self.raw))
+        return dataclasses.replace(self, layers=layers)
 
 
 def _flavor(model) -> str:
@@ -211,9 +211,9 @@ def write_model(spec: ModelSpec, keras_module=None, custom_objects=None):
 
 
 def _model_config(spec: ModelSpec, target: str, module) -> dict:
-    config = copy.deepcopy(spec.raw)
+    config = {k: v for k, v in spec.raw.items() if k != "layers"}
     entries = []
-    for entry in config["layers"]:
+    for entry in spec.raw["layers"]:
         name = entry.get("name") or entry["config"]["name"]
         layer = spec.layers[name]
         entry = dict(entry, config=copy.deepcopy(layer.config))
