@@ -100,13 +100,16 @@ def atomic_write_text(path: Path, text: str) -> None:
 
 
 def fit_resumable(build_compiled, train_ds, epochs: int, workdir, val_ds=None,
-                  extra_eval: dict | None = None, verbose: int = 2, schedule=None):
+                  extra_eval: dict | None = None, verbose: int = 2, schedule=None,
+                  callbacks=()):
     """Train for `epochs`, resuming from `workdir`'s checkpoint when one exists.
 
     `build_compiled()` makes the compiled model for a fresh start; a resumed run loads model
     and optimizer state from the checkpoint instead, and then follows `schedule` (a learning
     rate schedule over optimizer steps) when given, so a run resumed with a different length
-    continues on the schedule of its new length. Returns (model, state dict).
+    continues on the schedule of its new length. `callbacks` run after the extra evaluation
+    and before the CSV log, so keys they add to an epoch's logs are logged too.
+    Returns (model, state dict).
     """
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
@@ -119,7 +122,7 @@ def fit_resumable(build_compiled, train_ds, epochs: int, workdir, val_ds=None,
     else:
         model = build_compiled()
     if state["epochs_done"] < epochs:
-        callbacks = [_EvaluateEach(extra_eval or {}),
+        callbacks = [_EvaluateEach(extra_eval or {}), *callbacks,
                      keras.callbacks.CSVLogger(str(workdir / LOG), append=True),
                      _Checkpoint(workdir, time.time(), state["wall_seconds"])]
         model.fit(train_ds, validation_data=val_ds, epochs=epochs,

@@ -1,0 +1,103 @@
+"""One pruning step shared by the apps: score -> plan -> surgery -> BatchNorm re-estimation.
+
+    result = prune_model(model, "act_l2", 0.5, splits=splits)   # data-aware: needs splits
+    result.pruned, result.plan, result.scores, result.graph
+
+Composed from `tfprune.graph`, `tfprune.scoring`, `tfprune.plan` and `tfprune.surgery` the
+way `pipelines.prune` composes them. For `finetune_l1` the criterion fine-tunes a copy of the
+model (`ctx.options["finetuned_model"]`) and ranks its filters; as in the paper, that tuned
+model is what gets pruned (`result.source` says which model the plan was applied to).
+
+After surgery the kept filters' BatchNorm statistics no longer match what reaches them
+(inputs lost channels), so `calibration_batches` > 0 re-estimates every BatchNorm's moving
+mean and variance on that many training batches (`reestimate_batchnorm`, a cumulative
+average of the batch statistics, weights untouched): this recovers much of the accuracy
+lost by pruning before any retraining.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+
+@dataclasses.dataclass
+class PruneResult:
+    pruned: Any            # the smaller keras.Model
+    plan: dict             # tfprune.plan dict (JSON-serialisable)
+    scores: dict           # {producer: per-filter scores}
+    graph: Any             # channel graph of `source`
+    source: Any            # the model the plan was applied to (fine-tuned for finetune_l1)
+    context: Any = None    # the ScoringContext (channel_stats, finetune_history, ...)
+    bn_batches: int = 0    # batches BatchNorm statistics were re-estimated on
+
+
+def scoring_context(splits=None, calibration_batches: int | None = 10, batch_size: int = 64,
+                    seed: int = 0, options: dict | None = None):
+    """The ScoringContext pipelines.prune builds: the subset's (unaugmented) train split as
+    scoring data, and the splits themselves for criteria that train (finetune_l1)."""
+    from tfprune import data, scoring
+    ds = data.as_dataset(splits.train, batch_size) if splits is not None else None
+    return scoring.ScoringContext(
+        data=ds, max_batches=calibration_batches, seed=seed,
+        options={"splits": splits, "batch_size": batch_size, **(options or {})})
+
+
+def prune_model(model, criterion: str, level: float, target: str = "params",
+                allocation: str = "global", min_channels: int = 2, round_to: int = 1,
+                ignore=(), seed: int = 0, splits=None, calibration_batches: int | None = 10,
+                batch_size: int = 64, normalizer: str = "mean", bn_batches: int = 0,
+                options: dict | None = None) -> PruneResult:
+    """Score `model`'s filters with `criterion`, plan `level` of `target` away, cut them out,
+    and (with `bn_batches` > 0 and `splits`) re-estimate BatchNorm statistics on that many
+    augmented training batches. `options` go to the criterion (e.g. finetune_l1_epochs)."""
+    from tfprune import graph as graph_mod
+    from tfprune import plan as plan_mod
+    from tfprune import scoring, surgery
+
+    plan_mod.check_level(level)
+    crit = scoring.get(criterion)
+    if crit.needs_data and splits is None:
+        raise scoring.ScoringError(f"criterion {criterion!r} is data-aware: it needs the "
+                                   "subset's splits (data and subset)")
+    g = graph_mod.build_graph(model, ignore=ignore)
+    ctx = scoring_context(splits, calibration_batches, batch_size, seed, options)
+    scores = scoring.compute_scores(criterion, model, g, ctx)
+    if "finetuned_model" in ctx.options:  # finetune_l1: the paper prunes the tuned model
+        model = ctx.options["finetuned_model"]
+        g = graph_mod.build_graph(model, ignore=ignore)
+    plan = plan_mod.make_plan(g, scores, level, target, allocation, round_to, min_channels,
+                              criterion, normalizer, seed)
+    pruned = surgery.apply_plan(model, plan, graph=g)
+    done = 0
+    if bn_batches > 0 and splits is not None:
+        from tfprune import data
+        done = reestimate_batchnorm(pruned, data.as_dataset(
+            splits.train, batch_size, training=True, seed=seed), bn_batches)
+    return PruneResult(pruned, plan, scores, g, model, ctx, done)
+
+
+def batchnorm_layers(model) -> list:
+    import keras
+    return [layer for layer in model.layers
+            if isinstance(layer, keras.layers.BatchNormalization)]
+
+
+def reestimate_batchnorm(model, dataset, batches: int) -> int:
+    """Replace every BatchNorm's moving mean/variance by the average of its batch statistics
+    over the first `batches` batches of `dataset` (forward passes in training mode; no weight
+    other than the moving statistics changes). Returns the number of batches used."""
+    bns = batchnorm_layers(model)
+    if not bns or batches < 1:
+        return 0
+    saved = [bn.momentum for bn in bns]
+    used = 0
+    try:
+        for x, _ in dataset.take(batches):
+            used += 1
+            for bn in bns:  # cumulative average: moving = mean of the batch statistics so far
+                bn.momentum = 1.0 - 1.0 / used
+            model(x, training=True)
+    finally:
+        for bn, momentum in zip(bns, saved):
+            bn.momentum = momentum
+    return used
