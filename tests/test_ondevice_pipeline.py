@@ -10,7 +10,7 @@ import pytest
 from keras import layers
 
 from tfprune import data, stats
-from tfprune.ondevice import export_trainable
+from tfprune.ondevice import export_trainable, finetune
 from tfprune.ondevice import reference as R
 
 APP = [sys.executable, "-m", "pipelines.ondevice_finetune"]
@@ -74,6 +74,7 @@ def test_bad_input_exits_with_a_clear_message(exported, tmp_path):
     proc = _run(f"--trainable={exported / 'trainable.tflite'}", "--subset=no_such_class",
                 f"--output={tmp_path}", check=False)
     assert proc.returncode != 0 and "no_such_class" in proc.stderr
-    proc = _run(f"--trainable={exported / 'trainable.tflite'}", "--schedule=1:0.1",
-                f"--output={tmp_path}", check=False)
-    assert proc.returncode != 0 and "epochs must start at 0" in proc.stderr
+    with pytest.raises(ValueError, match="epochs must start at 0"):
+        finetune.parse_schedule("1:0.1")
+    assert [finetune.parse_schedule("0:0.1,2:-1")(e) for e in range(3)] == pytest.approx(
+        [0.1, 0.1, 0.01])
