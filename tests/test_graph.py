@@ -40,6 +40,8 @@ def test_activation_points(resnet20_graph):
     assert g.activation_point("s1b0_a_conv") == "s1b0_a_relu"
     assert g.activation_point("s1b0_b_conv") == "s1b0_b_bn"  # stops before the Add
     assert g.activation_point("stem_conv") == "stem_relu"
+    alex = graph_mod.build_graph(zoo.build("alexnet"))
+    assert alex.activation_point("conv1") == "conv1"  # fused ReLU; MaxPooling is not followed
 
 
 def test_concatenate_maps_channels_to_offsets():
@@ -110,7 +112,7 @@ def test_macs_by_hand_on_a_tiny_model():
 
 
 def test_reader_writer_round_trip_is_bit_identical():
-    model = zoo.build("mobilenetv2")
+    model = zoo.build("squeezenet")
     spec = modelspec.read_model(model)
     assert spec.kind == "functional" and spec.flavor == "keras"
     rebuilt = modelspec.write_model(spec)
@@ -124,3 +126,19 @@ def test_shared_layer_refused():
     model = keras.Model(inp, dense(dense(L.Dense(4)(inp))))
     with pytest.raises(modelspec.ModelReadError, match="'shared' is called 2 times"):
         graph_mod.build_graph(model)
+
+
+def test_multi_output_op_blocks_its_inputs_only():
+    from pruning_utils import check_equivalent, randomize
+    inp = keras.Input((8, 8, 3))
+    x = L.Conv2D(8, 3, padding="same", name="before_split")(inp)
+    a, b = keras.ops.split(x, 2, axis=-1)
+    y = L.Conv2D(6, 3, padding="same", name="after_split")(a)
+    y = L.Conv2D(6, 1, name="next")(L.ReLU()(y))
+    out = L.Dense(3, name="head")(L.GlobalAveragePooling2D()(L.Concatenate()([y, b])))
+    model = randomize(keras.Model(inp, out))
+    g = graph_mod.build_graph(model)
+    assert not g.group_of("before_split").prunable
+    assert "several outputs" in g.group_of("before_split").blocked_by[0][1]
+    assert g.group_of("after_split").prunable
+    check_equivalent(model, (8, 8, 3), 0.4, "params", "global", 1)

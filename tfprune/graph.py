@@ -45,6 +45,10 @@ class Group:
         return not self.blocked_by
 
 
+ACTIVATION_LIKE = {"BatchNormalization", "Activation", "ReLU", "LeakyReLU", "ELU", "PReLU",
+                   "ThresholdedReLU"}
+
+
 class GraphError(ValueError):
     """A model or option the graph cannot take; the message names the layer."""
 
@@ -111,10 +115,14 @@ class ChannelGraph:
             raise GraphError(f"--ignore names no layer of the model: {', '.join(unknown)}")
         self.rules = {name: rules.rule_for(layer) for name, layer in spec.layers.items()}
         b = _Builder()
-        self.prov = {}
+        self.prov, self._multi = {}, {}
         for name, layer in spec.layers.items():
-            ins = [self.prov[ref[0]] for ref in layer.inputs]
-            self.prov[name] = np.asarray(self.rules[name].propagate(layer, ins, _LayerBuilder(b, name)))
+            ins = [self._ref_prov(ref) for ref in layer.inputs]
+            out = self.rules[name].propagate(layer, ins, _LayerBuilder(b, name))
+            if isinstance(out, list):  # several outputs (all fixed): one array per output
+                self._multi[name] = out
+                out = np.concatenate(out)
+            self.prov[name] = np.asarray(out)
         for ref in spec.outputs:
             b.block(self.prov[ref[0]], ref[0], "model output")
         for name in self.ignore:
@@ -171,8 +179,8 @@ class ChannelGraph:
         for name, layer in self.spec.layers.items():
             out = set(np.unique(self.atom_group[self.prov[name]]).tolist()) - {-1}
             ins = set()
-            for ref in layer.inputs:
-                ins |= set(np.unique(self.atom_group[self.prov[ref[0]]]).tolist()) - {-1}
+            for prov in self.input_provs(name):
+                ins |= set(np.unique(self.atom_group[prov]).tolist()) - {-1}
             for gid in out:
                 if not self.rules[name].producer:
                     flow[gid].append(name)
@@ -194,20 +202,23 @@ class ChannelGraph:
         return [n for n, l in self.spec.layers.items() if any(r[0] == name for r in l.inputs)]
 
     def activation_point(self, producer: str) -> str:
-        """The last layer of the channel-wise chain right after `producer` (its BatchNorm,
-        activation, ...), stopping before merges and at layers with several consumers."""
+        """The last of the BatchNorm / activation layers right after `producer`: follows
+        single-consumer BatchNormalization, Activation, ReLU-family and PReLU layers, stopping
+        before merges, pooling, dropout and layers with several consumers."""
         name = producer
         while True:
             nxt = self.consumers_of(name)
-            if len(nxt) != 1:
+            if len(nxt) != 1 or self.spec.layers[nxt[0]].class_name not in ACTIVATION_LIKE:
                 return name
-            rule = self.rules[nxt[0]]
-            if not isinstance(rule, rules.PassThrough) or len(self.spec.layers[nxt[0]].inputs) != 1:
-                return name
+            if self.spec.layers[nxt[0]].config.get("activation") in rules.Activation.CHANNEL_MIXING:
+                return name  # softmax: not channel-wise
             name = nxt[0]
 
+    def _ref_prov(self, ref):
+        return self._multi[ref[0]][ref[2]] if ref[0] in self._multi else self.prov[ref[0]]
+
     def input_provs(self, name: str) -> list:
-        return [self.prov[ref[0]] for ref in self.spec.layers[name].inputs]
+        return [self._ref_prov(ref) for ref in self.spec.layers[name].inputs]
 
     def keep_mask(self, kept: dict | None = None) -> np.ndarray:
         """Bool per atom (plus a trailing True for fixed channels, index -1): `kept` maps a

@@ -94,6 +94,15 @@ class Blocker(Rule):
         return b.fixed(channels(layer.output_shape))
 
 
+class MultiOutputBlocker(Blocker):
+    """A layer with several outputs: its inputs stay, each output is fixed."""
+
+    def propagate(self, layer, ins, b):
+        for prov in ins:
+            b.block(prov, layer.name, f"{layer.class_name}: {self.reason}")
+        return [b.fixed(channels(shape)) for shape in layer.output_shape]
+
+
 class Producer(Rule):
     """Conv-like and Dense layers: new output channels; kernel axes (in, out) at (-2, -1)."""
 
@@ -245,11 +254,10 @@ OP_RULES: dict[str, Rule] = {name: MERGE for name in (
 
 def rule_for(layer) -> Rule:
     """The rule of `layer` (a `modelspec.LayerSpec`); a `Blocker` for anything unknown."""
+    if layer.output_shape and isinstance(layer.output_shape[0], tuple):
+        return MultiOutputBlocker(f"{layer.class_name} has several outputs")
     if layer.is_op:
         return OP_RULES.get(layer.class_name) or Blocker(f"backend op {layer.class_name}")
-    if isinstance(layer.output_shape, tuple) and layer.output_shape and isinstance(
-            layer.output_shape[0], tuple):
-        return Blocker("several outputs")
     if layer.config.get("data_format") == "channels_first":
         return Blocker("channels_first layout")
     return RULES.get(layer.class_name) or Blocker("unknown layer type")
