@@ -139,3 +139,12 @@ def test_nothing_prunable_refused(tmp_path):
     exit_ = run_main(f"--model={path}", f"--output={tmp_path / 'o'}")
     assert "nothing is prunable" in exit_.code and "model output" in exit_.code
     assert not (tmp_path / "o").exists()
+
+
+def test_nested_model_refused(tmp_path):
+    inner = keras.Sequential([keras.Input((8, 8, 3)), keras.layers.Conv2D(4, 3)], name="inner")
+    inp = keras.Input((8, 8, 3))
+    path = tmp_path / "nested.keras"
+    keras.Model(inp, keras.layers.Dense(2)(keras.layers.Flatten()(inner(inp)))).save(path)
+    exit_ = run_main(f"--model={path}", f"--output={tmp_path / 'o'}")
+    assert exit_.code.startswith("prune: layer 'inner' is a nested model (Sequential)")
