@@ -3,7 +3,7 @@
 python -m pipelines.prune --model=pretrained:resnet20 --criterion=l1 --level=0.5 \
     --target=params --allocation=global --output=runs/prune_r20
 Writes OUTPUT/pruned.keras, plan.json, metrics.json, scores.json (data-aware criteria:
-stats.json, the channel statistics behind them) and report.md.
+stats.json, the channel statistics behind them), report.md and layers.png.
 `--plan=plan.json` applies an existing plan instead of scoring and planning. Data-aware
 criteria take `--data`/`--subset`/`--calibration_batches`; `--finetune_epochs` > 0 fine-tunes
 the pruned model on the subset's training split. Never writes over `--model`; a non-empty
@@ -39,7 +39,8 @@ flags.DEFINE_string("output", None, "Output directory.")
 flags.DEFINE_bool("overwrite", False, "Allow a non-empty --output.")
 flags.mark_flags_as_required(["model", "output"])
 FLAGS = flags.FLAGS
-OUTPUTS = ("pruned.keras", "plan.json", "metrics.json", "scores.json", "stats.json", "report.md")
+OUTPUTS = ("pruned.keras", "plan.json", "metrics.json", "scores.json", "stats.json", "report.md",
+           "layers.png")
 
 
 class PruneError(ValueError):
@@ -96,7 +97,8 @@ def report(plan: dict, comparison: dict, extra: dict) -> str:
     for b in plan["blocked"]:
         why = "; ".join(f"{x['layer']}: {x['reason']}" for x in b["blocked_by"])
         lines.append(f"- {', '.join(b['members'])} ({b['channels']} channels): {why}")
-    lines += ["", "## Per layer", "", metrics.markdown_table(comparison), ""]
+    lines += ["", "## Per layer", "", "![parameters per layer](layers.png)", "",
+              metrics.markdown_table(comparison), ""]
     return "\n".join(lines)
 
 
@@ -148,6 +150,7 @@ def run() -> dict:
         ctx.options["channel_stats"].save(os.path.join(FLAGS.output, "stats.json"))
     result = {"plan_achieved": plan["achieved"], **extra, **comparison}
     write("metrics.json", json.dumps(result, indent=1))
+    metrics.plot_layers(comparison, os.path.join(FLAGS.output, "layers.png"))
     write("report.md", report(plan, comparison, extra))
     return result
 

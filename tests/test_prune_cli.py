@@ -42,8 +42,8 @@ def test_cli_end_to_end_writes_all_outputs(tmp_path, model_file):
          "--ignore=s1b0_a_conv", f"--output={out}"],
         cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert sorted(os.listdir(out)) == ["metrics.json", "plan.json", "pruned.keras",
-                                       "report.md", "scores.json"]
+    assert sorted(os.listdir(out)) == ["layers.png", "metrics.json", "plan.json",
+                                       "pruned.keras", "report.md", "scores.json"]
     plan = json.loads((out / "plan.json").read_text())
     metrics = json.loads((out / "metrics.json").read_text())
     pruned = keras.models.load_model(out / "pruned.keras")

@@ -61,3 +61,25 @@ def summary_table(comparison: dict) -> str:
                        ("filters", "filters")):
         lines.append(f"| {label} | {_fmt(b[key])} | {_fmt(a[key])} | {r[key]:.1%} |")
     return "\n".join(lines)
+
+
+def plot_layers(comparison: dict, path) -> None:
+    """A PNG bar chart: parameters per weighted layer before and after pruning."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [(n, r) for n, r in comparison["layers"].items() if r["params_before"]]
+    fig, ax = plt.subplots(figsize=(max(6, 0.12 * len(rows) + 2), 4))
+    x = range(len(rows))
+    ax.bar(x, [r["params_before"] for _, r in rows], color="#c8c8c8", label="before")
+    ax.bar(x, [r["params_after"] for _, r in rows], color="#2b6cb0", label="after")
+    ax.set_yscale("log")
+    ax.set_ylabel("parameters")
+    ax.set_xticks(list(x))
+    ax.set_xticklabels([n for n, _ in rows], rotation=90, fontsize=5)
+    ax.legend()
+    ax.set_title(f"params {comparison['before']['params']:,} -> {comparison['after']['params']:,}")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
