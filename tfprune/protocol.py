@@ -52,6 +52,7 @@ class Phase:
     epochs: int
     gamma: float = 0.1
     steps_per_epoch: int | None = None  # None: one pass over the training images
+    eval_from: int = 0                  # first epoch evaluated on val/test (earlier: NaN)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -104,19 +105,21 @@ PAPER = {
     "squeezenet": paper_recipe("0:0.0008,5:0.02,15:-1,25:-1", 2e-4, 0.02, gamma=0.2),
 }
 # Quick protocol: the paper's learning rates on a fixed step budget per run (batch 128), so a
-# 10-class subset costs what a 65-class one does. Steps per run: fine-tune 40 (once per
-# subset), aware retrain 4x40 = 160, controls 4x50 = 200 (= aware's fine-tune + retrain),
-# agnostic 5x200 = 1000 (3.2 passes over the 40000-image full train split). See
-# experiments/README.md for the cost estimate.
-QUICK_STEPS = {"finetune": (1, 40), "retrain": (4, 40), "control": (4, 50), "agnostic": (5, 200)}
+# 10-class subset costs what a 65-class one does: (epochs, steps per epoch, first evaluated
+# epoch). Fine-tune 40 steps (once per subset), aware retrain 4x40 = 160, controls 4x50 = 200
+# (= aware's fine-tune + retrain), agnostic 5x200 = 1000 (3.2 passes over the 40000-image
+# full train split); lr x gamma at epochs 2 and 3 (agnostic: 2 and 4); val/test evaluated
+# from epoch 2 (after the first drop) to halve evaluation cost. Cost: experiments/README.md.
+QUICK_STEPS = {"finetune": (1, 40, 0), "retrain": (4, 40, 2), "control": (4, 50, 2),
+               "agnostic": (5, 200, 2)}
 
 
 def quick_recipe(paper: Recipe) -> Recipe:
     def phase(name, lr0, gamma):
-        epochs, steps = QUICK_STEPS[name]
+        epochs, steps, eval_from = QUICK_STEPS[name]
         drops = {4: "2:-1,3:-1", 5: "2:-1,4:-1"}.get(epochs, "")
         return Phase(f"0:{lr0:g}" + (f",{drops}" if drops and name != "finetune" else ""),
-                     epochs, gamma, steps)
+                     epochs, gamma, steps, eval_from)
     ft0, rt0 = resolve(paper.finetune.lr)[0][1], resolve(paper.retrain.lr)[0][1]
     ag0 = resolve(paper.agnostic.lr)[0][1]
     return Recipe(phase("finetune", ft0, paper.finetune.gamma),
@@ -141,6 +144,12 @@ def override(recipe: Recipe, items) -> Recipe:
         new = dataclasses.replace(target, **{field: kind(value)})
         recipe = dataclasses.replace(recipe, **{head: new}) if head else new
     return recipe
+
+
+def phase_of(recipe: Recipe, method: str) -> Phase | None:
+    """The phase a method retrains with (None: unpruned, no training)."""
+    return {"aware": recipe.retrain, "agnostic": recipe.agnostic, "control2": recipe.control,
+            "control3": recipe.control}.get(method)
 
 
 @dataclasses.dataclass
@@ -169,6 +178,19 @@ class Setup:
     def splits(self, subset: str):
         from tfprune import data
         return data.split(_source(self.data, self.data_dir), subset, self.split_seed)
+
+
+def make_setup(protocol_name: str, network: str, data: str, model: str | None = None,
+               overrides=(), recipe_network: str | None = None, **kwargs) -> Setup:
+    """A Setup with the `protocol_name` recipe of `network` (or of `recipe_network`, for a
+    network without its own), edited by `overrides` (see `override`)."""
+    if protocol_name not in PROTOCOLS:
+        raise ValueError(f"unknown protocol {protocol_name!r}; choose {', '.join(PROTOCOLS)}")
+    recipes, key = PROTOCOLS[protocol_name], recipe_network or network
+    if key not in recipes:
+        raise ValueError(f"no {protocol_name} recipe for network {key!r} (recipes: "
+                         f"{', '.join(recipes)}); name one with --recipe_network")
+    return Setup(data, network, override(recipes[key], overrides), model=model, **kwargs)
 
 
 @functools.lru_cache(maxsize=2)
@@ -222,20 +244,27 @@ def _keras_callback():
     class SubsetEval(keras.callbacks.Callback):
         """Adds `evaluate`'s accuracies to every epoch's logs (so log.csv has them)."""
 
-        def __init__(self, evalsets, subsets, batch_size):
+        def __init__(self, evalsets, subsets, batch_size, eval_from=0):
             super().__init__()
-            self.args = (evalsets, subsets, batch_size)
+            self.args, self.eval_from = (evalsets, subsets, batch_size), eval_from
 
         def on_epoch_end(self, epoch, logs=None):
-            logs.update(evaluate(self.model, *self.args))
+            if epoch >= self.eval_from:
+                logs.update(evaluate(self.model, *self.args))
+            else:  # the CSV log takes its columns from the first epoch: log them as NaN
+                logs.update({f"{n}_{s}_acc{r}": float("nan") for s in self.args[0]
+                             for n in self.args[1] for r in ("", "_r")})
     return SubsetEval
 
 
 def select(rows: list[dict], subset: str, restricted: bool = False) -> dict:
-    """Test accuracy at the (first) epoch of best validation accuracy, from log rows."""
+    """Test accuracy at the (first) epoch of best validation accuracy, from log rows
+    (epochs not evaluated hold NaN)."""
     suffix = "_r" if restricted else ""
-    val = [float(r[f"{subset}_val_acc{suffix}"]) for r in rows]
-    best = int(np.argmax(val))
+    val = np.array([float(r.get(f"{subset}_val_acc{suffix}", "nan")) for r in rows])
+    if not len(val) or np.isnan(val).all():
+        raise ValueError(f"no evaluated epoch for subset {subset!r} in the run's log")
+    best = int(np.nanargmax(val))
     return {"epoch": int(rows[best]["epoch"]), "val_accuracy": val[best],
             "test_accuracy": float(rows[best][f"{subset}_test_acc{suffix}"])}
 
@@ -297,7 +326,10 @@ def _train_phase(setup: Setup, phase: Phase, model_path: Path, train_images, wor
         model = keras.models.load_model(model_path, compile=False)
         return train.compile_sgd(model, schedule, r.weight_decay, r.momentum)
 
-    callbacks = [_keras_callback()(*evalset, setup.eval_batch_size)] if evalset else []
+    if not 0 <= phase.eval_from < phase.epochs:
+        raise ValueError(f"phase {phase}: eval_from must be in [0, epochs)")
+    callbacks = ([_keras_callback()(*evalset, setup.eval_batch_size, phase.eval_from)]
+                 if evalset else [])
     with make_strategy(setup.strategy).scope():
         return train.fit_resumable(build, ds, phase.epochs, workdir, schedule=schedule,
                                    callbacks=callbacks, verbose=setup.verbose)
@@ -386,8 +418,7 @@ def run(setup: Setup, workdir, method: str, subsets, level: float = 0.0,
         train.atomic_write_text(workdir / "pruned_eval.json", json.dumps(pruned_eval))
         _save_model(res.pruned, pruned_path)
     pruned_eval = json.loads((workdir / "pruned_eval.json").read_text())
-    phase = {"aware": setup.recipe.retrain, "agnostic": setup.recipe.agnostic}.get(
-        method, setup.recipe.control)
+    phase = phase_of(setup.recipe, method)
     keras.utils.set_random_seed(setup.seed)
     _, state = _train_phase(setup, phase, pruned_path, rd.train, workdir / "train",
                             (rd.evalsets, rd.subsets))

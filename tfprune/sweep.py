@@ -79,15 +79,46 @@ def grid(subsets, networks, levels, seeds, methods) -> list[RunSpec]:
     return specs
 
 
-def run_cost(spec: RunSpec, setup: protocol.Setup) -> float:
-    """Training images a run will process (its share of the ETA)."""
+def run_images(spec: RunSpec, setup: protocol.Setup, subsets) -> tuple[int, int]:
+    """(training images, evaluated images) of a run, for its share of the time estimate."""
     r = setup.recipe
-    phase = {"aware": r.retrain, "agnostic": r.agnostic}.get(spec.method, r.control)
-    if spec.method == "unpruned":
-        return 10 * r.batch_size
+    names = [spec.subset] if spec.subset else list(subsets)
+    per_eval = sum(len(s.val) + len(s.test) for s in map(setup.splits, names))
+    phase = protocol.phase_of(r, spec.method)
+    if phase is None:
+        return 0, per_eval
+    evals = phase.epochs - phase.eval_from + 1  # + the pruned model before retraining
     if phase.steps_per_epoch:
-        return phase.epochs * phase.steps_per_epoch * r.batch_size
-    return phase.epochs * len(setup.splits(spec.subset or "all").train)
+        return phase.epochs * phase.steps_per_epoch * r.batch_size, evals * per_eval
+    return phase.epochs * len(setup.splits(spec.subset or "all").train), evals * per_eval
+
+
+def estimate(specs, setups: dict, subsets, train_rate: float = 300.0,
+             infer_rate: float = 1000.0) -> dict:
+    """Images to train and to evaluate, and hours at `train_rate` / `infer_rate` img/s
+    (unpruned-model rates: pruned models run faster, so this is an upper estimate)."""
+    train_images = eval_images = 0
+    tuned = set()
+    for spec in specs:
+        t, e = run_images(spec, setups[spec.network], subsets)
+        train_images, eval_images = train_images + t, eval_images + e
+        key = (spec.network, spec.subset, spec.seed)
+        if spec.method == "aware" and key not in tuned:
+            tuned.add(key)
+            ph, setup = setups[spec.network].recipe.finetune, setups[spec.network]
+            train_images += ph.epochs * (ph.steps_per_epoch * setup.recipe.batch_size
+                                         if ph.steps_per_epoch
+                                         else len(setup.splits(spec.subset).train))
+    hours = (train_images / train_rate + eval_images / infer_rate) / 3600
+    return {"runs": len(specs), "train_images": train_images, "eval_images": eval_images,
+            "hours": round(hours, 2), "train_rate": train_rate, "infer_rate": infer_rate}
+
+
+def run_spec(spec: RunSpec, setup: protocol.Setup, sweep_dir, subsets) -> dict:
+    """Run (or read back) one spec in `sweep_dir/runs/<id>`."""
+    return protocol.run(setup, Path(sweep_dir) / "runs" / spec.id, spec.method,
+                        spec.subset or list(subsets), spec.level, spec.criterion,
+                        root=sweep_dir)
 
 
 def run_sweep(specs, setups: dict, sweep_dir, subsets, log=print, max_runs: int | None = None):
@@ -98,14 +129,13 @@ def run_sweep(specs, setups: dict, sweep_dir, subsets, log=print, max_runs: int 
     todo = [s for s in specs if not (sweep_dir / "runs" / s.id / protocol.RESULT).exists()]
     log(f"sweep {sweep_dir}: {len(specs)} runs, {len(specs) - len(todo)} finished, "
         f"{len(todo)} to do")
-    costs = {s.id: run_cost(s, setups[s.network]) for s in todo}
+    costs = {s.id: sum(run_images(s, setups[s.network], subsets) * np.array([1.0, 0.3]))
+             for s in todo}
     remaining, spent, done = sum(costs.values()), 0.0, 0
     started = time.time()
     for spec in todo[:max_runs]:
         t0 = time.time()
-        result = protocol.run(setups[spec.network], sweep_dir / "runs" / spec.id, spec.method,
-                              spec.subset or list(subsets), spec.level, spec.criterion,
-                              root=sweep_dir)
+        result = run_spec(spec, setups[spec.network], sweep_dir, subsets)
         keras.backend.clear_session()
         done += 1
         spent, remaining = spent + costs[spec.id], remaining - costs[spec.id]
