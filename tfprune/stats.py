@@ -3,12 +3,14 @@
 `measure_points(model)` names, for every producer of a prunable group of the core's channel
 graph, the layer whose output carries its filters as the next layer sees them: the producer's
 output followed through BatchNormalization and activation layers, and through merges (Add,
-...) to the activation after them, stopping where the tensor fans out or reaches anything else. `collect` streams a tf.data pipeline of (x, y) batches
-through one compiled forward pass per batch (plus a backward pass for the Taylor sums) that
-returns the measured layers' outputs reduced to per-channel sums, so memory is proportional to
-the number of channels. The result is a `ChannelStats`: plain sums, JSON-serialisable,
-mergeable (phone-side `filter_stats` outputs turn into the same structure), and turned into
-per-channel scores by `ChannelStats.scores(criterion)`.
+...) to the activation after them, stopping where the tensor fans out or reaches anything
+else. `collect` streams a tf.data pipeline of (x, y) batches through one compiled forward pass
+per batch (plus a backward pass for the Taylor sums) over a multi-output model of the measured
+layers, reduced in the graph to per-image per-channel sums and added on the host in image
+order (float64), so memory is proportional to the number of channels and the result does not
+depend on how the images were batched. The result is a `ChannelStats`: plain sums,
+JSON-serialisable, mergeable (phone-side `filter_stats` outputs turn into the same structure),
+and turned into per-channel scores by `ChannelStats.scores(criterion)`.
 
 Per measured layer (C channels), reducing over every axis but the last (N*H*W elements):
   sum_abs[C] = sum |a|     sum_sq[C] = sum a^2     zeros[C] = count of a == 0 exactly
@@ -232,10 +234,15 @@ def make_step(model, layers: list[str], taylor: bool):
     probe, from_logits = probe_model(model, layers), _from_logits(model)
 
     def reduce(a, g=None):
-        """Per-image sums [N, C] (summed over images on the host, in image order)."""
+        """Per-image sums [N, C] (summed over images on the host, in image order). Five kernels
+        per layer: |a|, its sum, the fused euclidean norm (squared: sum a^2), sign(|a|) and its
+        sum (non-zeros; exact, at most H*W per image)."""
         axes = list(range(1, a.shape.rank - 1))
         total = (lambda t: tf.reduce_sum(t, axes)) if axes else (lambda t: t)
-        out = [total(tf.abs(a)), total(tf.square(a)), total(tf.cast(tf.equal(a, 0.0), tf.int32)),
+        magnitude = tf.abs(a)
+        sum_sq = tf.square(tf.math.reduce_euclidean_norm(a, axes)) if axes else tf.square(a)
+        per_image = tf.cast(tf.reduce_prod(tf.shape(a)[1:-1]), tf.float32)
+        out = [total(magnitude), sum_sq, per_image - total(tf.sign(magnitude)),
                tf.size(a, out_type=tf.int64) // tf.cast(tf.shape(a)[-1], tf.int64)]
         if g is not None:  # per image: |sum over positions of a * dL/da|
             out.append(tf.abs(total(a * g)))
