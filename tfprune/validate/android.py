@@ -138,6 +138,10 @@ def check_gpu(info: ModelInfo, with_analyzer: bool = True) -> dict:
 
 def analyzer_verdict(path: str) -> str:
     """The one-line GPU verdict of `tf.lite.experimental.Analyzer`, for comparison only."""
+    import os
+
+    if not os.path.isfile(path):
+        return "analyzer not run (model given as bytes)"
     try:
         from tensorflow.lite.python import analyzer
         text = analyzer._analyzer_wrapper.ModelAnalyzer(path, True, True)  # noqa: SLF001

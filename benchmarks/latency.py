@@ -1,0 +1,196 @@
+"""Does pruning buy real speed? LiteRT latency speed-up per unit of FLOPs reduction.
+
+flock /tmp/tfprune_bench.lock nice -n 10 .venv/bin/python -m benchmarks.latency
+ResNet-56 and MobileNetV2 (random weights: latency does not depend on their values) are pruned
+with l1 to 30/50/70% of FLOPs with round_to 1 and 8, converted to float32 and full int8
+(static batch 1), and timed in ai_edge_litert (single image, --threads). Efficiency =
+(latency of the unpruned model / latency of the pruned one) / (MACs unpruned / MACs pruned);
+1.0 means every removed MAC turned into saved time, the goal is >= 0.9.
+The machine is shared, and load only ever slows a run down: all models of one (net,
+precision) are timed in interleaved rounds of --invokes runs, and each model's latency is its
+best round median; the median over rounds of the paired speed-up is reported beside it.
+To explain shortfalls, each (net, precision, round_to) series is fitted with
+latency = fixed + per_MAC * MACs: a fixed cost (per-op and invoke overhead, the unpruned stem,
+pooling and head, memory traffic that does not shrink with channels) caps the speed-up below
+the FLOPs reduction. Writes benchmarks/results/latency.json, latency.md and latency.png.
+"""
+import json
+import statistics
+import time
+from pathlib import Path
+
+from absl import app, flags
+
+flags.DEFINE_list("models", ["resnet56", "mobilenetv2"], "Zoo models.")
+flags.DEFINE_list("levels", ["0.3", "0.5", "0.7"], "FLOPs fractions to remove.")
+flags.DEFINE_list("round_to", ["1", "8"], "Channel rounding.")
+flags.DEFINE_list("precisions", ["float32", "int8"], "Conversion modes.")
+flags.DEFINE_integer("threads", 1, "LiteRT threads.")
+flags.DEFINE_integer("rounds", 7, "Interleaved timing rounds.")
+flags.DEFINE_integer("invokes", 20, "Timed invokes per model per round.")
+flags.DEFINE_string("output", "benchmarks/results/latency.json", "JSON result path.")
+FLAGS = flags.FLAGS
+GOAL = 0.9
+
+
+def _variants(name, levels, round_tos):
+    """[(label, level, round_to, keras model, MACs)] with the unpruned model first."""
+    import keras
+
+    from tfprune import graph, plan, scoring, zoo
+
+    keras.utils.set_random_seed(0)
+    base = zoo.build(name)
+    g = graph.build_graph(base)
+    scores = scoring.compute_scores("l1", base, g)
+    out = [("unpruned", 0.0, 1, base, None)]
+    for level in levels:
+        for r in round_tos:
+            p = plan.make_plan(g, scores, level, target="flops", round_to=r, criterion="l1")
+            out.append((f"{level:.0%} r{r}", level, r, _apply(base, p, g), p))
+    return out
+
+
+def _apply(model, p, g):
+    from tfprune import surgery
+
+    return surgery.apply_plan(model, p, graph=g)
+
+
+def _time_round(interp, invokes):
+    times = []
+    for _ in range(invokes):
+        t0 = time.perf_counter()
+        interp.invoke()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times) * 1e3
+
+
+def _measure(blobs, threads, rounds, invokes):
+    """{label: [round median ms]} timing every model once per round, rotating the order."""
+    import numpy as np
+
+    from tfprune import litert
+
+    interps = {}
+    for label, blob in blobs.items():
+        interps[label] = litert.load_interpreter(blob, num_threads=threads)
+        litert.run(interps[label], np.zeros(interps[label].get_input_details()[0]["shape"],
+                                            np.float32))
+    per_round = {label: [] for label in blobs}
+    labels = list(blobs)
+    for r in range(rounds):
+        for label in labels[r % len(labels):] + labels[:r % len(labels)]:
+            per_round[label].append(_time_round(interps[label], invokes))
+    return per_round
+
+
+def main(argv):
+    del argv
+    from tfprune import card, convert, data, litert
+
+    levels = [float(v) for v in FLAGS.levels]
+    round_tos = [int(v) for v in FLAGS.round_to]
+    calibration = convert.calibration_images(data.load_source("sample").train, 100)
+    rows, started = [], time.time()
+    for name in FLAGS.models:
+        variants = _variants(name, levels, round_tos)
+        for precision in FLAGS.precisions:
+            blobs = {label: convert.convert(m, precision, calibration=calibration)
+                     for label, _, _, m, _ in variants}
+            macs = {label: sum(op.macs for op in litert.inspect(b).ops) for label, b in blobs.items()}
+            print(f"latency: {name} {precision}: timing {len(blobs)} models", flush=True)
+            per_round = _measure(blobs, FLAGS.threads, FLAGS.rounds, FLAGS.invokes)
+            best = {label: min(v) for label, v in per_round.items()}
+            for label, level, r, model, p in variants:
+                flops_x = macs["unpruned"] / macs[label]
+                speedup = best["unpruned"] / best[label]
+                paired = statistics.median(u / v for u, v in zip(per_round["unpruned"],
+                                                                per_round[label]))
+                rows.append({
+                    "model": name, "precision": precision, "variant": label, "level": level,
+                    "round_to": r, "achieved_flops_level": None if p is None else
+                    round(1 - macs[label] / macs["unpruned"], 4),
+                    "params": int(model.count_params()), "macs": int(macs[label]),
+                    "size_bytes": len(blobs[label]), "latency_ms": round(best[label], 4),
+                    "round_medians_ms": [round(v, 4) for v in per_round[label]],
+                    "flops_reduction": round(flops_x, 4), "speedup": round(speedup, 4),
+                    "speedup_paired_median": round(paired, 4),
+                    "efficiency": round(speedup / flops_x, 4)})
+                print(f"  {label:>10}: {best[label]:7.3f} ms  x{speedup:.2f} for FLOPs "
+                      f"x{flops_x:.2f} -> efficiency {speedup / flops_x:.2f}", flush=True)
+    result = {"benchmark": "latency", "goal_efficiency": GOAL, "fits": _fits(rows), "threads": FLAGS.threads,
+              "rounds": FLAGS.rounds, "invokes": FLAGS.invokes, "runtime": "ai_edge_litert",
+              "batch": 1, "criterion": "l1", "weights": "random (zoo init, seed 0)",
+              "wall_s": round(time.time() - started, 1), "versions": card.versions(),
+              "rows": rows}
+    out = Path(FLAGS.output)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2))
+    out.with_suffix(".md").write_text(_markdown(result))
+    _plot(rows, out.with_suffix(".png"))
+    print(f"latency: wrote {out}, {out.with_suffix('.md')} and {out.with_suffix('.png')}")
+
+
+def _fits(rows):
+    """Least-squares latency = fixed_ms + ns_per_mac * MACs per series (unpruned included)."""
+    import numpy as np
+
+    fits = []
+    for key in sorted({(r["model"], r["precision"], r["round_to"]) for r in rows if r["level"]}):
+        pts = [r for r in rows if (r["model"], r["precision"]) == key[:2]
+               and (r["round_to"] == key[2] or not r["level"])]
+        macs = np.array([r["macs"] for r in pts], float)
+        ms = np.array([r["latency_ms"] for r in pts])
+        slope, fixed = np.polyfit(macs, ms, 1)
+        base = max(pts, key=lambda r: r["macs"])
+        fits.append({"model": key[0], "precision": key[1], "round_to": key[2],
+                     "fixed_ms": round(float(fixed), 4), "ns_per_mac": round(float(slope) * 1e6, 6),
+                     "fixed_share_of_unpruned": round(float(fixed) / base["latency_ms"], 4)})
+    return fits
+
+
+def _markdown(result):
+    lines = ["# LiteRT latency vs FLOPs after pruning", "",
+             f"Single image, {result['threads']} thread(s), best round median of "
+             f"{result['invokes']} invokes over {result['rounds']} interleaved rounds; "
+             f"efficiency = speed-up / FLOPs reduction (goal >= {result['goal_efficiency']}).", "",
+             "| model | precision | variant | MACs | size KB | ms | speed-up | paired | FLOPs x "
+             "| efficiency |", "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for r in result["rows"]:
+        lines.append(f"| {r['model']} | {r['precision']} | {r['variant']} | {r['macs']:,} | "
+                     f"{r['size_bytes'] / 1024:.0f} | {r['latency_ms']:.3f} | {r['speedup']:.2f} | "
+                     f"{r['speedup_paired_median']:.2f} | {r['flops_reduction']:.2f} | "
+                     f"{r['efficiency']:.2f} |")
+    lines += ["", "Fit latency = fixed + per-MAC cost (per series, unpruned included):", "",
+              "| model | precision | round_to | fixed ms | ns / MAC | fixed share of unpruned |",
+              "| --- | --- | ---: | ---: | ---: | ---: |"]
+    lines += [f"| {f['model']} | {f['precision']} | {f['round_to']} | {f['fixed_ms']:.3f} | "
+              f"{f['ns_per_mac']:.4f} | {f['fixed_share_of_unpruned']:.0%} |" for f in result["fits"]]
+    return "\n".join(lines) + "\n"
+
+
+def _plot(rows, path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4.5))
+    for key in sorted({(r["model"], r["precision"], r["round_to"]) for r in rows}):
+        pts = [r for r in rows if (r["model"], r["precision"], r["round_to"]) == key]
+        pts.sort(key=lambda r: r["flops_reduction"])
+        ax.plot([r["flops_reduction"] for r in pts], [r["speedup"] for r in pts], marker="o",
+                label=f"{key[0]} {key[1]} round_to {key[2]}")
+    top = max(r["flops_reduction"] for r in rows) * 1.05
+    ax.plot([1, top], [1, top], "k--", lw=1, label="ideal (speed-up = FLOPs reduction)")
+    ax.plot([1, top], [1, GOAL * top], "k:", lw=1, label=f"goal ({GOAL})")
+    ax.set_xlabel("FLOPs reduction (x)")
+    ax.set_ylabel("measured LiteRT speed-up (x)")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+if __name__ == "__main__":
+    app.run(main)
