@@ -9,7 +9,7 @@ import tensorflow as tf
 from keras import layers
 
 from tfprune import stats, zoo
-from tfprune.ondevice import export_trainable
+from tfprune.ondevice import UnsupportedModelError, export_trainable
 from tfprune.ondevice import reference as R
 from tfprune.ondevice.runtime import RuntimeInputError, TrainableRuntime
 
@@ -196,6 +196,8 @@ def test_layer_without_builtin_rule_falls_back_to_flex_with_warning(tmp_path):
     assert "train" in manifest["signatures"]
     with pytest.raises(RuntimeInputError, match="needs the Flex runtime \\(FlexLeakyReluGrad"):
         TrainableRuntime(tmp_path / "trainable.tflite")
+    with pytest.raises(UnsupportedModelError, match="needs Flex ops .*leaky"), pytest.warns(UserWarning):
+        export_trainable(model, tmp_path / "strict", batch_size=2, allow_flex=False)
 
 
 def test_resnet20_builtin_only_and_gradients_equal_autodiff(resnet_dir):

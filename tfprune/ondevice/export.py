@@ -178,14 +178,19 @@ class TrainingModule(tf.Module):
 
 
 def convert(module: TrainingModule, allow_flex: bool = True) -> tuple[bytes, bool]:
-    """(.tflite bytes, whether Flex ops were allowed). Builtins only first; with `allow_flex`
-    a graph that needs TF ops is converted with SELECT_TF_OPS and a warning."""
+    """(.tflite bytes, whether Flex ops were allowed). Builtins only unless a layer had no
+    builtin rule or builtin conversion fails; then, with `allow_flex`, SELECT_TF_OPS and a
+    warning, else an UnsupportedModelError naming the layers."""
+    from tfprune.ondevice.forward import UnsupportedModelError
+
     signatures = module.concrete_signatures()
+    if module.graph.flex_layers and not allow_flex:
+        raise UnsupportedModelError(f"{module.graph.name} needs Flex ops (allow_flex=False): "
+                                    f"{'; '.join(module.graph.flex_layers)}")
+    attempts = [True] if module.graph.flex_layers else [False, True] if allow_flex else [False]
     with tempfile.TemporaryDirectory() as tmp:
         tf.saved_model.save(module, tmp, signatures=signatures)
-        for flex in (False, True) if allow_flex else (False,):
-            if module.graph.flex_layers and not flex:
-                continue
+        for flex in attempts:
             converter = tf.lite.TFLiteConverter.from_saved_model(tmp, signature_keys=list(signatures))
             converter.experimental_enable_resource_variables = True
             converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS] + (
@@ -193,11 +198,10 @@ def convert(module: TrainingModule, allow_flex: bool = True) -> tuple[bytes, boo
             try:
                 return converter.convert(), flex
             except Exception as err:  # the converter raises ConverterError and others
-                if flex or not allow_flex:
+                if flex or len(attempts) == 1:
                     raise
                 warnings.warn(f"builtin-only conversion of {module.graph.name} failed, "
                               f"retrying with Flex ops: {str(err).splitlines()[0]}")
-    raise RuntimeError("unreachable")
 
 
 def signature_details(tflite: bytes) -> dict:
