@@ -113,6 +113,9 @@ class TrainingModule(tf.Module):
             offset += size
         return layout
 
+    def state_size(self) -> int:
+        return sum(e["size"] for e in self.state_layout())
+
     # ------------------------------------------------------------ signatures
     def concrete_signatures(self) -> dict:
         b = self.batch_size
@@ -124,7 +127,7 @@ class TrainingModule(tf.Module):
                 self.x_spec, tf.TensorSpec([b], tf.float32, "valid")]).get_concrete_function(),
             "save": tf.function(self.save, input_signature=[]).get_concrete_function(),
             "restore": tf.function(self.restore, input_signature=[tf.TensorSpec(
-                [self.state_layout()[-1]["offset"] + 1], tf.float32, "state")]).get_concrete_function(),
+                [self.state_size()], tf.float32, "state")]).get_concrete_function(),
             "set_learning_rate": tf.function(self.set_learning_rate, input_signature=[
                 tf.TensorSpec([], tf.float32, "learning_rate")]).get_concrete_function(),
         }
@@ -249,7 +252,7 @@ def export_trainable(model, output_dir, batch_size: int = 32, trainable="all",
         "partial_batch": "pad to batch_size; label -1 (train) / valid 0 (filter_stats) marks padding",
         "stats_layers": module.stats_layers,
         "state_layout": module.state_layout(),
-        "state_size": module.state_layout()[-1]["offset"] + 1,
+        "state_size": module.state_size(),
         "signatures": info.signatures if flex else signature_details(tflite),
         "ops": info.op_counts(), "flex_ops": flex, "flex_required": bool(flex),
         "flex_layers": list(module.graph.flex_layers), "size_bytes": len(tflite),
