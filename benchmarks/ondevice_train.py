@@ -83,13 +83,13 @@ def _variant(name, model, workdir, data):
     keras_model = train.compile_sgd(model, 0.01, 5e-4)
     import tensorflow as tf
     ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(FLAGS.batch_size).take(FLAGS.steps).cache()
+    rt1 = TrainableRuntime(out / "trainable.tflite", num_threads=1)
+    batches = [(x[i * FLAGS.batch_size:][:FLAGS.batch_size], y[i * FLAGS.batch_size:][:FLAGS.batch_size])
+               for i in range(FLAGS.steps)]
     modes = {
-        "litert_train": lambda: [rt.train_batch(x[i * 32 % len(x):][:FLAGS.batch_size],
-                                                y[i * 32 % len(x):][:FLAGS.batch_size])
-                                 for i in range(FLAGS.steps)],
-        "keras_train_on_batch": lambda: [keras_model.train_on_batch(
-            x[i * 32 % len(x):][:FLAGS.batch_size], y[i * 32 % len(x):][:FLAGS.batch_size])
-            for i in range(FLAGS.steps)],
+        "litert_train": lambda: [rt.train_batch(xb, yb) for xb, yb in batches],
+        "litert_train_1thread": lambda: [rt1.train_batch(xb, yb) for xb, yb in batches],
+        "keras_train_on_batch": lambda: [keras_model.train_on_batch(xb, yb) for xb, yb in batches],
         "keras_fit": lambda: keras_model.fit(ds, epochs=1, verbose=0, shuffle=False),
     }
     for fn in modes.values():  # warm-up: tracing, allocation
@@ -120,12 +120,13 @@ def _variant(name, model, workdir, data):
 def _markdown(res):
     lines = ["# On-device training throughput (batch %d, %d threads)" % (res["batch_size"], res["num_threads"]),
              "", f"Model: {res['model']}. Load average at start: {res['load_average']}.", "",
-             "| variant | params | LiteRT train img/s | Keras train_on_batch | Keras fit | "
+             "| variant | params | LiteRT train img/s (1 thread) | Keras train_on_batch | Keras fit | "
              "LiteRT/fit | LiteRT/Flex 2.19 | .tflite MB | peak RSS LiteRT / Keras MB | Flex ops |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     for name, v in res["variants"].items():
         ips = v["images_per_second"]
-        lines.append(f"| {name} | {v['params']:,} | {ips['litert_train']} | {ips['keras_train_on_batch']} | "
+        lines.append(f"| {name} | {v['params']:,} | {ips['litert_train']} ({ips['litert_train_1thread']}) | "
+                     f"{ips['keras_train_on_batch']} | "
                      f"{ips['keras_fit']} | {v['litert_over_keras_fit']} | {v['litert_over_flex_path_2_19']} | "
                      f"{v['tflite_bytes'] / 1e6:.2f} | {v['peak_rss_mb']['litert_train']} / "
                      f"{v['peak_rss_mb']['keras_train_on_batch']} | {len(v['flex_ops'])} |")
