@@ -1,0 +1,56 @@
+"""The main job: prune a trained model for a class subset's data, fine-tune it, export it to
+LiteRT (float32, int8, on-device trainable), validate, and report.
+
+python -m pipelines.run --output=runs/main
+Defaults: the shipped pretrained ResNet-20, the bundled real `aquatic` sample, 50% of the
+parameters removed, criterion `act_l2`. Every stage writes into --output and is skipped when
+its outputs exist, so a stopped run resumes; runs/main/report.md shows the result.
+"""
+import sys
+
+from absl import app, flags
+
+from tfprune.chain import ChainConfig
+
+_D = ChainConfig()
+flags.DEFINE_string("model", _D.model, "A .keras file, pretrained:NAME or a zoo name.")
+flags.DEFINE_string("data", _D.data, "sample, npz:PATH, tfds:NAME or folder:PATH.")
+flags.DEFINE_string("subset", _D.subset, "Class subset: preset, superclasses or classes.")
+flags.DEFINE_string("criterion", _D.criterion, "Filter importance criterion.")
+flags.DEFINE_float("level", _D.level, "Fraction of --target to remove, in [0, 1).")
+flags.DEFINE_enum("target", _D.target, ["params", "flops", "filters"], "What --level counts.")
+flags.DEFINE_integer("round_to", _D.round_to, "Keep channel counts multiples of this.")
+flags.DEFINE_integer("calibration_batches", _D.calibration_batches, "Scoring batches.")
+flags.DEFINE_integer("bn_batches", _D.bn_batches, "Batches to re-estimate BatchNorm on.")
+flags.DEFINE_integer("finetune_epochs", _D.finetune_epochs, "Keras fine-tuning epochs.")
+flags.DEFINE_float("finetune_lr", _D.finetune_lr, "Peak fine-tuning learning rate (cosine).")
+flags.DEFINE_float("weight_decay", _D.weight_decay, "Fine-tuning weight decay.")
+flags.DEFINE_integer("batch_size", _D.batch_size, "Batch size for scoring and fine-tuning.")
+flags.DEFINE_integer("calibration_samples", _D.calibration_samples, "int8 calibration images.")
+flags.DEFINE_integer("latency_runs", _D.latency_runs, "Timed single-image runs per model.")
+flags.DEFINE_integer("seed", _D.seed, "Seed.")
+flags.DEFINE_string("output", "runs/main", "Run directory (resumed if it exists).")
+FLAGS = flags.FLAGS
+
+
+def main(argv):
+    del argv
+    import dataclasses
+
+    from tfprune import chain, convert, data, modelio, plan, scoring
+
+    cfg = ChainConfig(**{f.name: getattr(FLAGS, f.name) for f in dataclasses.fields(ChainConfig)})
+    known = (data.DataError, modelio.ModelSpecError, plan.PlanError, scoring.ScoringError,
+             convert.ConvertError)
+    try:
+        summary = chain.run_chain(cfg, FLAGS.output)
+    except known as err:
+        sys.exit(f"run: {err}")
+    print(f"run: report in {FLAGS.output}/report.md; validation "
+          f"{'passed' if summary['validation_passed'] else 'FAILED'}")
+    if not summary["validation_passed"]:
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    app.run(main)
