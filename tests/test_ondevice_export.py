@@ -213,3 +213,13 @@ def test_resnet20_builtin_only_and_gradients_equal_autodiff(resnet_dir):
     assert len(ref) == len(model.trainable_weights) == 65
     errors = {p: _rel((w0[p] - w1[p]) / 1000.0, g) for p, g in ref.items()}
     assert max(errors.values()) <= 1e-4, max(errors, key=errors.get)
+
+
+def test_trainable_selection_all_head_last_n():
+    from tfprune.ondevice import TrainingModule
+    model = tiny_model()
+    pick = lambda spec: TrainingModule(model, B, trainable=spec).trained_paths
+    assert pick("head") == ["logits/kernel", "logits/bias"]
+    assert pick("last:2") == pick(2) == ["fc/kernel", "fc/bias", "logits/kernel", "logits/bias"]
+    assert len(pick("all")) == len(model.trainable_weights)
+    assert "bn1/moving_mean" not in pick("all")
