@@ -25,7 +25,6 @@ import copy
 import dataclasses
 import inspect
 
-import numpy as np
 
 OP_MODULE_PREFIX = "keras.src.ops"
 
@@ -279,12 +278,3 @@ def _plain(value, module):
         return [_plain(v, module) for v in value]
     return value
 
-
-def weight_digest(spec: ModelSpec) -> str:
-    """sha256 over every weight array in layer order (for provenance, not for matching)."""
-    import hashlib
-    h = hashlib.sha256()
-    for layer in spec.layers.values():
-        for w in layer.weights:
-            h.update(np.ascontiguousarray(w).tobytes())
-    return h.hexdigest()
