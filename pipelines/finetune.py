@@ -28,6 +28,7 @@ flags.DEFINE_string("finetune_lr", None, "Fine-tune phase schedule (aware), e.g.
 flags.DEFINE_integer("finetune_epochs", None, "Fine-tune phase epochs.")
 flags.DEFINE_string("retrain_lr", None, "Retraining schedule of --method's phase.")
 flags.DEFINE_integer("retrain_epochs", None, "Retraining epochs of --method's phase.")
+flags.DEFINE_integer("eval_from", None, "First epoch of --method's phase evaluated on val/test.")
 flags.DEFINE_integer("steps_per_epoch", None, "Fixed steps per epoch in every phase.")
 flags.DEFINE_float("gamma", None, "Factor of a -1 step in every phase.")
 flags.DEFINE_float("weight_decay", None, "Decoupled weight decay.")
@@ -49,6 +50,7 @@ def overrides() -> list:
         FLAGS.method, "control")
     edits = {"finetune.lr": FLAGS.finetune_lr, "finetune.epochs": FLAGS.finetune_epochs,
              f"{phase}.lr": FLAGS.retrain_lr, f"{phase}.epochs": FLAGS.retrain_epochs,
+             f"{phase}.eval_from": FLAGS.eval_from,
              "weight_decay": FLAGS.weight_decay, "batch_size": FLAGS.batch_size}
     for name in ("finetune", "retrain", "agnostic", "control"):
         edits[f"{name}.steps_per_epoch"] = FLAGS.steps_per_epoch

@@ -52,7 +52,8 @@ class Phase:
     epochs: int
     gamma: float = 0.1
     steps_per_epoch: int | None = None  # None: one pass over the training images
-    eval_from: int = 0                  # first epoch evaluated on val/test (earlier: NaN)
+    eval_from: int = 0                  # first epoch evaluated on val/test (earlier: NaN;
+                                        # capped so that the last epoch is evaluated)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -176,8 +177,7 @@ class Setup:
         return self.model or f"pretrained:{self.network}"
 
     def splits(self, subset: str):
-        from tfprune import data
-        return data.split(_source(self.data, self.data_dir), subset, self.split_seed)
+        return _splits(self.data, self.data_dir, subset, self.split_seed)
 
 
 def make_setup(protocol_name: str, network: str, data: str, model: str | None = None,
@@ -197,6 +197,12 @@ def make_setup(protocol_name: str, network: str, data: str, model: str | None = 
 def _source(spec: str, data_dir):
     from tfprune import data
     return data.load_source(spec, data_dir)
+
+
+@functools.lru_cache(maxsize=16)
+def _splits(spec: str, data_dir, subset: str, seed: int):
+    from tfprune import data
+    return data.split(_source(spec, data_dir), subset, seed)
 
 
 @functools.lru_cache(maxsize=None)
@@ -265,7 +271,7 @@ def select(rows: list[dict], subset: str, restricted: bool = False) -> dict:
     if not len(val) or np.isnan(val).all():
         raise ValueError(f"no evaluated epoch for subset {subset!r} in the run's log")
     best = int(np.nanargmax(val))
-    return {"epoch": int(rows[best]["epoch"]), "val_accuracy": val[best],
+    return {"epoch": int(rows[best]["epoch"]), "val_accuracy": float(val[best]),
             "test_accuracy": float(rows[best][f"{subset}_test_acc{suffix}"])}
 
 
@@ -326,9 +332,10 @@ def _train_phase(setup: Setup, phase: Phase, model_path: Path, train_images, wor
         model = keras.models.load_model(model_path, compile=False)
         return train.compile_sgd(model, schedule, r.weight_decay, r.momentum)
 
-    if not 0 <= phase.eval_from < phase.epochs:
-        raise ValueError(f"phase {phase}: eval_from must be in [0, epochs)")
-    callbacks = ([_keras_callback()(*evalset, setup.eval_batch_size, phase.eval_from)]
+    if phase.epochs < 1 or phase.eval_from < 0:
+        raise ValueError(f"phase {phase}: needs epochs >= 1 and eval_from >= 0")
+    eval_from = min(phase.eval_from, phase.epochs - 1)  # the last epoch is always evaluated
+    callbacks = ([_keras_callback()(*evalset, setup.eval_batch_size, eval_from)]
                  if evalset else [])
     with make_strategy(setup.strategy).scope():
         return train.fit_resumable(build, ds, phase.epochs, workdir, schedule=schedule,
