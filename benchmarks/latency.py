@@ -19,7 +19,7 @@ import statistics
 import time
 from pathlib import Path
 
-from absl import app, flags
+from absl import app, flags, logging
 
 flags.DEFINE_list("models", ["resnet56", "mobilenetv2"], "Zoo models.")
 flags.DEFINE_list("levels", ["0.3", "0.5", "0.7"], "FLOPs fractions to remove.")
@@ -87,6 +87,7 @@ def _measure(blobs, threads, rounds, invokes):
 
 def main(argv):
     del argv
+    logging.set_verbosity(logging.WARNING)
     from tfprune import card, convert, data, litert
 
     levels = [float(v) for v in FLAGS.levels]
