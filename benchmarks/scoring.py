@@ -29,7 +29,7 @@ def main(argv):
     import numpy as np
     import tensorflow as tf
 
-    from tfprune import card, data, modelio, stats, train
+    from tfprune import card, data, datascore, modelio, stats, train
 
     try:
         model, model_name = modelio.load_model(FLAGS.model), FLAGS.model
@@ -49,11 +49,13 @@ def main(argv):
         for x, _ in ds:
             np.asarray(infer(x))
 
-    def run_stats(taylor):
-        step = stats.make_step(model, layers, taylor)  # compiled once, as a scoring run does
-        return lambda: stats.collect(model, ds, layers, taylor, progress=False, step=step)
+    def run_stats(criterion):  # what datascore's criterion runs, its step compiled once
+        taylor, fields = criterion == "taylor", datascore.FIELDS[criterion]
+        step = stats.make_step(model, layers, taylor, fields)
+        return lambda: stats.collect(model, ds, layers, taylor, progress=False, step=step,
+                                     fields=fields)
 
-    modes = {"inference": run_inference, "act_l2": run_stats(False), "taylor": run_stats(True)}
+    modes = {"inference": run_inference, "act_l2": run_stats("act_l2"), "taylor": run_stats("taylor")}
     for run in modes.values():
         run()  # trace and warm up
     timings = {name: [] for name in modes}

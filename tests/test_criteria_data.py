@@ -91,8 +91,9 @@ def test_dead_filters_rank_last_in_resnet20_and_its_residual_group(fixture_image
 
 
 def all_scores(model, graph, ctx):
-    """Every data-aware criterion from one pass: taylor through the registry, the others from
-    the statistics it leaves in the context (one compiled pass instead of four)."""
+    """Every data-aware criterion from one pass: taylor through the registry collecting every
+    sum, the others from the statistics it leaves in the context (one pass instead of four)."""
+    ctx.options["all_sums"] = True
     out = {"taylor": scoring.compute_scores("taylor", model, graph, ctx)}
     for criterion in DATA_AWARE[:-1]:
         out[criterion] = datascore.scores_from_stats(graph, ctx.options["channel_stats"], criterion)
@@ -205,7 +206,7 @@ def test_bad_input_gets_a_clear_error(fixture_images):
     with pytest.raises(scoring.ScoringError, match="zero usable batches"):
         scoring.compute_scores("apoz", model, graph, empty)
     without_labels = stats.collect(model, unlabelled.data, progress=False)  # e.g. from a phone
-    with pytest.raises(scoring.ScoringError, match="no Taylor sums"):
+    with pytest.raises(scoring.ScoringError, match="no taylor sums"):
         datascore.scores_from_stats(graph, without_labels, "taylor")
 
 

@@ -139,8 +139,22 @@ def test_json_merge_and_filter_stats_round_trip(images, tmp_path):
     for criterion in ("act_l1", "act_l2", "apoz"):
         for name, score in whole.scores(criterion).items():
             np.testing.assert_allclose(remote.scores(criterion)[name], score, rtol=1e-6)
-    with pytest.raises(stats.StatsError, match="Taylor"):
+    with pytest.raises(stats.StatsError, match="no taylor sums"):
         remote.scores("taylor")
+
+
+def test_collecting_fewer_sums_gives_the_same_scores(images):
+    model = tiny_model(4)
+    full = stats.collect(model, data.as_dataset(images, 16), progress=False)
+    only = stats.collect(model, data.as_dataset(images, 16), fields=("sum_sq",), progress=False)
+    for name, score in full.scores("act_l2").items():
+        np.testing.assert_array_equal(only.scores("act_l2")[name], score)
+    with pytest.raises(stats.StatsError, match="no zeros sums, which apoz needs"):
+        only.scores("apoz")
+    with pytest.raises(stats.StatsError, match="cannot merge sums"):
+        full.merge(only)
+    assert set(stats.ChannelStats.from_json(only.to_json()).layers["out"].to_json()) == {
+        "channels", "count", "samples", "sum_sq"}
 
 
 def test_group_score_is_mean_over_points_and_folds_depthwise_copies():

@@ -31,6 +31,8 @@ from tfprune import scoring, stats
 
 FORMAT = "tfprune.scores/1"
 FINETUNE_EPOCHS, FINETUNE_LR, FINETUNE_WEIGHT_DECAY = 2, 0.01, 5e-4
+# The activation sums each criterion collects: only what it needs (each sum is a memory pass).
+FIELDS = {"act_l1": ("sum_abs",), "act_l2": ("sum_sq",), "apoz": ("zeros",), "taylor": ()}
 
 
 def scores_from_stats(graph, channel_stats: stats.ChannelStats, criterion: str) -> dict:
@@ -47,13 +49,15 @@ def scores_from_stats(graph, channel_stats: stats.ChannelStats, criterion: str) 
 
 
 def collect_stats(model, graph, ctx, taylor: bool, criterion: str) -> stats.ChannelStats:
-    """Stream `ctx.data` (at most `ctx.max_batches` batches) through the measure points."""
+    """Stream `ctx.data` (at most `ctx.max_batches` batches) through the measure points,
+    collecting the sums `criterion` needs (`ctx.options["all_sums"]`: every sum)."""
     if ctx.data is None:
         raise scoring.ScoringError(f"criterion {criterion!r} needs data: pass --data (and --subset)")
     layers = stats.measured_layers(stats.measure_points(model, graph), model)
     try:
+        fields = stats.SUMS[:3] if ctx.options.get("all_sums") else FIELDS[criterion]
         result = stats.collect(model, ctx.data, layers, taylor=taylor, batches=ctx.max_batches,
-                               progress=ctx.options.get("progress", True))
+                               progress=ctx.options.get("progress", True), fields=fields)
     except stats.StatsError as err:
         raise scoring.ScoringError(f"criterion {criterion!r}: {err}") from None
     result.meta.update(criterion=criterion, seed=ctx.seed)

@@ -29,7 +29,9 @@ import numpy as np
 
 FORMAT = "tfprune.channel_stats/1"
 ACTIVATIONS = ("ReLU", "LeakyReLU", "PReLU", "ELU", "ThresholdedReLU")
-CRITERIA = ("act_l1", "act_l2", "apoz", "taylor")
+SUMS = ("sum_abs", "sum_sq", "zeros", "taylor")
+NEEDS = {"act_l1": "sum_abs", "act_l2": "sum_sq", "apoz": "zeros", "taylor": "taylor"}
+CRITERIA = tuple(NEEDS)
 
 
 class StatsError(ValueError):
@@ -76,64 +78,63 @@ def measured_layers(points: dict[str, list[str]], model=None) -> list[str]:
 # ---------------------------------------------------------------- the statistics
 @dataclasses.dataclass
 class LayerStats:
-    """Per-channel sums for one measured layer (see the module docstring)."""
+    """Per-channel sums for one measured layer (see the module docstring). A sum that was not
+    collected (`collect(fields=...)`) is None; scoring a criterion that needs it says so."""
 
-    sum_abs: np.ndarray
-    sum_sq: np.ndarray
-    zeros: np.ndarray
+    sum_abs: np.ndarray | None
+    sum_sq: np.ndarray | None
+    zeros: np.ndarray | None
     count: int
     samples: int
     taylor: np.ndarray | None = None
 
     def __post_init__(self):
-        self.sum_abs = np.asarray(self.sum_abs, np.float64).reshape(-1)
-        self.sum_sq = np.asarray(self.sum_sq, np.float64).reshape(-1)
-        self.zeros = np.asarray(np.round(self.zeros), np.int64).reshape(-1)
+        for name in SUMS:
+            value = getattr(self, name)
+            if value is not None:
+                value = np.round(value).astype(np.int64) if name == "zeros" else value
+                setattr(self, name, np.asarray(value, np.float64 if name != "zeros" else np.int64
+                                               ).reshape(-1))
         self.count, self.samples = int(np.max(self.count)), int(self.samples)
-        if self.taylor is not None:
-            self.taylor = np.asarray(self.taylor, np.float64).reshape(-1)
-        lengths = {len(self.sum_abs), len(self.sum_sq), len(self.zeros)}
-        if self.taylor is not None:
-            lengths.add(len(self.taylor))
+        lengths = {len(v) for v in self._present().values()}
         if len(lengths) != 1:
-            raise StatsError(f"per-channel arrays of different lengths {sorted(lengths)}")
+            raise StatsError(f"per-channel arrays of different lengths {sorted(lengths)}"
+                             if lengths else "no per-channel sums")
+
+    def _present(self) -> dict:
+        return {n: getattr(self, n) for n in SUMS if getattr(self, n) is not None}
 
     @property
     def channels(self) -> int:
-        return len(self.sum_abs)
+        return len(next(iter(self._present().values())))
 
     def __add__(self, other: "LayerStats") -> "LayerStats":
         if other.channels != self.channels:
             raise StatsError(f"cannot merge {self.channels} channels with {other.channels}")
-        if (self.taylor is None) != (other.taylor is None):
-            raise StatsError("cannot merge statistics with and without Taylor sums")
-        taylor = None if self.taylor is None else self.taylor + other.taylor
-        return LayerStats(self.sum_abs + other.sum_abs, self.sum_sq + other.sum_sq,
-                          self.zeros + other.zeros, self.count + other.count,
-                          self.samples + other.samples, taylor)
+        if set(self._present()) != set(other._present()):
+            raise StatsError(f"cannot merge sums {sorted(self._present())} with "
+                             f"{sorted(other._present())}")
+        both = {n: v + getattr(other, n) for n, v in self._present().items()}
+        return LayerStats(**{n: both.get(n) for n in SUMS}, count=self.count + other.count,
+                          samples=self.samples + other.samples)
 
     def score(self, criterion: str) -> np.ndarray:
+        if criterion not in NEEDS:
+            raise StatsError(f"unknown statistic criterion {criterion!r}; known: {', '.join(NEEDS)}")
+        value = getattr(self, NEEDS[criterion])
+        if value is None:
+            why = " (collected without labels)" if criterion == "taylor" else ""
+            raise StatsError(f"these statistics hold no {NEEDS[criterion]} sums{why}, which "
+                             f"{criterion} needs")
         if self.count == 0:
             raise StatsError("no elements were measured")
-        if criterion == "act_l1":
-            return self.sum_abs / self.count
-        if criterion == "act_l2":
-            return np.sqrt(self.sum_sq / self.count)
-        if criterion == "apoz":
-            return 1.0 - self.zeros / self.count
-        if criterion == "taylor":
-            if self.taylor is None:
-                raise StatsError("these statistics hold no Taylor sums (collected without labels)")
-            return self.taylor / self.samples
-        raise StatsError(f"unknown statistic criterion {criterion!r}; known: {', '.join(CRITERIA)}")
+        return {"act_l1": lambda: value / self.count, "act_l2": lambda: np.sqrt(value / self.count),
+                "apoz": lambda: 1.0 - value / self.count,
+                "taylor": lambda: value / self.samples}[criterion]()
 
     def to_json(self) -> dict:
-        out = {"channels": self.channels, "count": self.count, "samples": self.samples,
-               "sum_abs": self.sum_abs.tolist(), "sum_sq": self.sum_sq.tolist(),
-               "zeros": self.zeros.tolist()}
-        if self.taylor is not None:
-            out["taylor"] = self.taylor.tolist()
-        return out
+        return {"channels": self.channels, "count": self.count, "samples": self.samples,
+                **{n: v.tolist() for n, v in self._present().items()}}
 
 
 @dataclasses.dataclass
@@ -167,8 +168,8 @@ class ChannelStats:
     def from_json(cls, obj: dict) -> "ChannelStats":
         if obj.get("format") != FORMAT:
             raise StatsError(f"not channel statistics (format {obj.get('format')!r}, want {FORMAT})")
-        layers = {n: LayerStats(d["sum_abs"], d["sum_sq"], d["zeros"], d["count"], d["samples"],
-                                d.get("taylor")) for n, d in obj["layers"].items()}
+        layers = {n: LayerStats(**{k: d.get(k) for k in SUMS}, count=d["count"],
+                                samples=d["samples"]) for n, d in obj["layers"].items()}
         return cls(layers, obj.get("meta", {}))
 
     @classmethod
@@ -227,25 +228,33 @@ def probe_model(model, layers: list[str]):
                        + [model.outputs[0]])
 
 
-def make_step(model, layers: list[str], taylor: bool):
-    """The compiled per-batch step: (x[, y]) -> per layer (sum_abs, sum_sq, zeros, count[, taylor])."""
+def make_step(model, layers: list[str], taylor: bool, fields=SUMS[:3]):
+    """The compiled per-batch step: (x[, y]) -> per layer {sum: per-image sums [N, C]} for the
+    activation `fields` (of sum_abs, sum_sq, zeros), plus `count` and, if `taylor`, `taylor`."""
     import keras
     import tensorflow as tf
     probe, from_logits = probe_model(model, layers), _from_logits(model)
+    unknown = set(fields) - set(SUMS[:3])
+    if unknown:
+        raise StatsError(f"unknown statistics {sorted(unknown)}; known: {', '.join(SUMS[:3])}")
 
     def reduce(a, g=None):
-        """Per-image sums [N, C] (summed over images on the host, in image order). Five kernels
-        per layer: |a|, its sum, the fused euclidean norm (squared: sum a^2), sign(|a|) and its
-        sum (non-zeros; exact, at most H*W per image)."""
+        """Per-image sums (added over images on the host, in image order), only those asked
+        for: |a| and its sum; the fused euclidean norm, squared (sum a^2); sign(|a|) and its
+        sum (non-zeros; exact, at most H*W per image). Memory passes, not FLOPs, cost here."""
         axes = list(range(1, a.shape.rank - 1))
         total = (lambda t: tf.reduce_sum(t, axes)) if axes else (lambda t: t)
-        magnitude = tf.abs(a)
-        sum_sq = tf.square(tf.math.reduce_euclidean_norm(a, axes)) if axes else tf.square(a)
-        per_image = tf.cast(tf.reduce_prod(tf.shape(a)[1:-1]), tf.float32)
-        out = [total(magnitude), sum_sq, per_image - total(tf.sign(magnitude)),
-               tf.size(a, out_type=tf.int64) // tf.cast(tf.shape(a)[-1], tf.int64)]
+        out = {"count": tf.size(a, out_type=tf.int64) // tf.cast(tf.shape(a)[-1], tf.int64)}
+        magnitude = tf.abs(a) if {"sum_abs", "zeros"} & set(fields) else None
+        if "sum_abs" in fields:
+            out["sum_abs"] = total(magnitude)
+        if "sum_sq" in fields:
+            out["sum_sq"] = tf.square(tf.math.reduce_euclidean_norm(a, axes)) if axes else tf.square(a)
+        if "zeros" in fields:
+            per_image = tf.cast(tf.reduce_prod(tf.shape(a)[1:-1]), tf.float32)
+            out["zeros"] = per_image - total(tf.sign(magnitude))
         if g is not None:  # per image: |sum over positions of a * dL/da|
-            out.append(tf.abs(total(a * g)))
+            out["taylor"] = tf.abs(total(a * g))
         return out
 
     @tf.function(reduce_retracing=True)
@@ -276,11 +285,13 @@ def _add_in_order(total, per_image):
 
 
 def collect(model, dataset, layers: list[str] | None = None, taylor: bool = False,
-            batches: int | None = None, progress: bool = True, step=None) -> ChannelStats:
+            batches: int | None = None, progress: bool = True, step=None,
+            fields=SUMS[:3]) -> ChannelStats:
     """Stream `dataset` ((x, y) or x batches, already normalised) through `model` and sum the
     per-channel statistics of `layers` (default: every measure point). `taylor` also sums
-    first-order Taylor terms and needs labels. `batches` caps the number of batches. `step`:
-    a `make_step(model, layers, taylor)` to reuse (compiled once) across calls."""
+    first-order Taylor terms and needs labels. `batches` caps the number of batches. `fields`:
+    the activation sums to collect (default all three; fewer is faster). `step`: a
+    `make_step(model, layers, taylor, fields)` to reuse (compiled once) across calls."""
     import tensorflow as tf
     from tqdm import tqdm
     layers = layers or measured_layers(measure_points(model), model)
@@ -293,7 +304,7 @@ def collect(model, dataset, layers: list[str] | None = None, taylor: bool = Fals
         if batches < 1:
             raise StatsError(f"calibration batches must be >= 1, got {batches}")
         dataset = dataset.take(batches)
-    step = step or make_step(model, layers, taylor)
+    step = step or make_step(model, layers, taylor, fields)
     totals, samples, seen = None, 0, 0
     for batch in tqdm(dataset, desc="channel statistics", unit="batch", disable=not progress,
                       total=batches):
@@ -302,13 +313,13 @@ def collect(model, dataset, layers: list[str] | None = None, taylor: bool = Fals
             continue
         out = step(x, batch[1]) if taylor else step(x)
         if totals is None:
-            totals = [[np.zeros(np.shape(v)[1:]) if np.ndim(v) else 0 for v in layer]
+            totals = [{k: np.zeros(np.shape(v)[1:]) if np.ndim(v) else 0 for k, v in layer.items()}
                       for layer in out]
-        totals = [[_add_in_order(t, v) for t, v in zip(tl, ol)] for tl, ol in zip(totals, out)]
+        totals = [{k: _add_in_order(t[k], v) for k, v in o.items()} for t, o in zip(totals, out)]
         samples, seen = samples + int(x.shape[0]), seen + 1
     if totals is None:
         raise StatsError("the calibration data yielded zero usable batches")
-    stats = {n: LayerStats(t[0], t[1], t[2], int(t[3]), samples, t[4] if taylor else None)
+    stats = {n: LayerStats(**{k: t.get(k) for k in SUMS}, count=int(t["count"]), samples=samples)
              for n, t in zip(layers, totals)}
     return ChannelStats(stats, {"model": model.name, "batches": seen, "samples": samples})
 
