@@ -24,6 +24,7 @@ flags.DEFINE_integer("batch_size", 32, "Training batch size.")
 flags.DEFINE_integer("steps", 6, "Timed steps per mode per round.")
 flags.DEFINE_integer("rounds", 5, "Interleaved rounds.")
 flags.DEFINE_integer("num_threads", 2, "LiteRT threads.")
+flags.DEFINE_float("learning_rate", 0.001, "SGD learning rate of both sides (momentum 0.9, wd 5e-4).")
 flags.DEFINE_string("output", "benchmarks/results/ondevice_train.json", "JSON result path.")
 flags.DEFINE_bool("zoo", False, "Instead: export every zoo model (batch --batch_size) and record "
                   "its ops, Flex ops and sizes in benchmarks/results/ondevice_zoo_ops.json.")
@@ -43,7 +44,7 @@ if mode == "litert":
 else:
     import keras
     from tfprune import train
-    m = train.compile_sgd(keras.models.load_model(path, compile=False), 0.01, 5e-4); b = int(sys.argv[4])
+    m = train.compile_sgd(keras.models.load_model(path, compile=False), 1e-3, 5e-4); b = int(sys.argv[4])
     x = rng.normal(size=(b, 32, 32, 3)).astype(np.float32); y = rng.integers(0, 100, b)
     for _ in range(steps): m.train_on_batch(x, y)
     loaded_tf = True
@@ -75,12 +76,13 @@ def _variant(name, model, workdir, data):
     x, y = data
     out = Path(workdir) / name
     start = time.time()
-    manifest = export_trainable(model, out, batch_size=FLAGS.batch_size)
+    manifest = export_trainable(model, out, batch_size=FLAGS.batch_size,
+                                learning_rate=FLAGS.learning_rate)
     export_s = time.time() - start
     keras_path = out / "model.keras"
     model.save(keras_path)
     rt = TrainableRuntime(out / "trainable.tflite", num_threads=FLAGS.num_threads)
-    keras_model = train.compile_sgd(model, 0.01, 5e-4)
+    keras_model = train.compile_sgd(model, FLAGS.learning_rate, 5e-4)
     import tensorflow as tf
     ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(FLAGS.batch_size).take(FLAGS.steps).cache()
     rt1 = TrainableRuntime(out / "trainable.tflite", num_threads=1)
@@ -101,7 +103,9 @@ def _variant(name, model, workdir, data):
             t = time.perf_counter()
             modes[k]()
             times[k].append(FLAGS.steps * FLAGS.batch_size / (time.perf_counter() - t))
-    result = {"params": int(model.count_params()), "export_seconds": round(export_s, 1),
+    losses = {"litert_train": rt.train_batch(*batches[0])[0],
+              "keras_train_on_batch": float(keras_model.train_on_batch(*batches[0])[0])}
+    result = {"params": int(model.count_params()), "final_losses": losses, "export_seconds": round(export_s, 1),
               "tflite_bytes": manifest["size_bytes"], "keras_bytes": keras_path.stat().st_size,
               "flex_ops": manifest["flex_ops"], "ops": manifest["ops"],
               "images_per_second": {k: round(statistics.median(v), 1) for k, v in times.items()},
@@ -159,13 +163,16 @@ def main(argv):
 
     import numpy as np
 
-    from tfprune import data, modelio
+    from tfprune import data, modelio, zoo
+    from tfprune.ondevice.reference import calibrate_batchnorm
 
     model, model_name = modelio.load_model(FLAGS.model), FLAGS.model
-    pruned = modelio.load_model(FLAGS.pruned) if FLAGS.pruned else _pruned(model)
     source = data.load_source("sample")
     x = data.normalize_np(source.train.x[:FLAGS.batch_size * FLAGS.steps])
     y = source.train.y[:FLAGS.batch_size * FLAGS.steps].astype(np.int32)
+    if FLAGS.model in zoo.MODELS:  # random weights: give BN sane statistics, or the
+        calibrate_batchnorm(model, x)  # frozen-BN device step diverges into inf/NaN/denormals
+    pruned = modelio.load_model(FLAGS.pruned) if FLAGS.pruned else _pruned(model)
     res = {"model": model_name, "batch_size": FLAGS.batch_size, "num_threads": FLAGS.num_threads,
            "steps": FLAGS.steps, "rounds": FLAGS.rounds, "load_average": os.getloadavg()[0],
            "flex_path_2_19_images_per_second": FLEX_PATH_IMG_S, "variants": {}}
