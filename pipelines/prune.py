@@ -33,6 +33,8 @@ flags.DEFINE_string("subset", "aquatic", "Class subset of --data (a preset or cl
 flags.DEFINE_string("data_dir", None, "TFDS data dir.")
 flags.DEFINE_integer("calibration_batches", 10, "Batches a data-aware criterion sees.")
 flags.DEFINE_integer("batch_size", 64, "Batch size for scoring and fine-tuning.")
+flags.DEFINE_integer("bn_batches", 0, "Re-estimate BatchNorm statistics on this many "
+                     "augmented training batches after pruning (needs --data).")
 flags.DEFINE_integer("finetune_epochs", 0, "Fine-tune epochs after pruning (0 = prune only).")
 flags.DEFINE_float("finetune_lr", 0.01, "Fine-tuning learning rate (SGD, momentum 0.9).")
 flags.DEFINE_string("output", None, "Output directory.")
@@ -62,14 +64,6 @@ def load_splits():
     if not FLAGS.data:
         return None
     return data.load_subset(FLAGS.data, FLAGS.subset, FLAGS.seed, FLAGS.data_dir)
-
-
-def scoring_context(splits):
-    from tfprune import data, scoring
-    ds = data.as_dataset(splits.train, FLAGS.batch_size) if splits is not None else None
-    return scoring.ScoringContext(
-        data=ds, max_batches=FLAGS.calibration_batches, seed=FLAGS.seed,
-        options={"splits": splits, "batch_size": FLAGS.batch_size})
 
 
 def accuracy(model, splits) -> float:
@@ -103,7 +97,7 @@ def report(plan: dict, comparison: dict, extra: dict) -> str:
 
 
 def run() -> dict:
-    from tfprune import graph, metrics, modelio, scoring, surgery, train
+    from tfprune import graph, metrics, modelio, pruning, scoring, surgery, train
     from tfprune import plan as plan_mod
 
     check_output(FLAGS.output, FLAGS.model, FLAGS.overwrite)
@@ -119,16 +113,16 @@ def run() -> dict:
         raise PruneError(f"--criterion={FLAGS.criterion} is data-aware: it needs --data "
                          "(e.g. --data=sample --subset=aquatic)")
     splits = load_splits()
-    scores, ctx = {}, scoring_context(splits)
+    scores, ctx = {}, None
     if plan is None:
-        scores = scoring.compute_scores(FLAGS.criterion, model, g, ctx)
-        if "finetuned_model" in ctx.options:  # finetune_l1: the paper prunes the tuned model
-            model = ctx.options["finetuned_model"]
-            g = graph.build_graph(model, ignore=FLAGS.ignore)
-        plan = plan_mod.make_plan(g, scores, FLAGS.level, FLAGS.target, FLAGS.allocation,
-                                  FLAGS.round_to, FLAGS.min_channels, FLAGS.criterion,
-                                  FLAGS.normalizer, FLAGS.seed)
-    pruned = surgery.apply_plan(model, plan, graph=g)
+        result = pruning.prune_model(
+            model, FLAGS.criterion, FLAGS.level, FLAGS.target, FLAGS.allocation,
+            FLAGS.min_channels, FLAGS.round_to, FLAGS.ignore, FLAGS.seed, splits,
+            FLAGS.calibration_batches, FLAGS.batch_size, FLAGS.normalizer, FLAGS.bn_batches)
+        model, g, plan, pruned = result.source, result.graph, result.plan, result.pruned
+        scores, ctx = result.scores, result.context
+    else:
+        pruned = surgery.apply_plan(model, plan, graph=g)
     extra = {}
     if splits is not None:
         extra["accuracy_before"] = round(accuracy(model, splits), 4)
@@ -146,7 +140,7 @@ def run() -> dict:
     plan_mod.save_plan(plan, os.path.join(FLAGS.output, "plan.json"))
     write = lambda name, text: train.atomic_write_text(os.path.join(FLAGS.output, name), text)
     write("scores.json", json.dumps({k: v.tolist() for k, v in scores.items()}))
-    if "channel_stats" in ctx.options:  # data-aware criteria: the sums behind the scores
+    if ctx is not None and "channel_stats" in ctx.options:  # data-aware criteria: the sums behind the scores
         ctx.options["channel_stats"].save(os.path.join(FLAGS.output, "stats.json"))
     result = {"plan_achieved": plan["achieved"], **extra, **comparison}
     write("metrics.json", json.dumps(result, indent=1))
