@@ -13,11 +13,11 @@ import sys
 
 from absl import app, flags
 
-flags.DEFINE_enum("protocol", "quick", ["paper", "quick"], "Recipe family (tfprune.protocol).")
+flags.DEFINE_enum("protocol", "quick", ["paper", "quick"], "Recipe family (tfprune.recipes).")
 flags.DEFINE_string("data", "npz:/work/shared/data/cifar100.npz", "Data source spec.")
 flags.DEFINE_string("data_dir", None, "TFDS data dir.")
 flags.DEFINE_list("subsets", ["aquatic", "indoor", "outdoor", "natural", "random"], "Subsets.")
-flags.DEFINE_list("networks", ["resnet20"], "Networks (recipes of tfprune.protocol).")
+flags.DEFINE_list("networks", ["resnet20"], "Networks (recipes in tfprune.recipes).")
 flags.DEFINE_list("levels", ["0.5", "0.9", "0.7", "0.3"], "Pruning levels, run in this order.")
 flags.DEFINE_list("seeds", ["0"], "Seeds.")
 flags.DEFINE_list("methods", ["aware:finetune_l1", "control2", "aware:act_l2", "control3",

@@ -45,7 +45,7 @@ FLAGS = flags.FLAGS
 
 
 def overrides() -> list:
-    """The schedule flags as tfprune.protocol.override edits (unset flags: the recipe's)."""
+    """The schedule flags as tfprune.recipes.override edits (unset flags: the recipe's)."""
     phase = {"aware": "retrain", "agnostic": "agnostic", "unpruned": "retrain"}.get(
         FLAGS.method, "control")
     edits = {"finetune.lr": FLAGS.finetune_lr, "finetune.epochs": FLAGS.finetune_epochs,

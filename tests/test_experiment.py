@@ -11,7 +11,7 @@ import keras
 import numpy as np
 import pytest
 
-from tfprune import data, protocol, pruning, search, sweep
+from tfprune import data, protocol, pruning, recipes, search, sweep
 from tests.conftest import MINI_NPZ
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -63,22 +63,22 @@ def test_control1_restricted_logits_on_hand_made_logits():
 
 
 def test_paper_recipes_and_quick_budget():
-    r20 = protocol.PAPER["resnet20"]
+    r20 = recipes.PAPER["resnet20"]
     assert (r20.finetune.lr, r20.finetune.epochs) == ("0:0.001", 5)
     assert (r20.retrain.lr, r20.retrain.epochs) == ("0:0.01,10:0.001,20:0.0001", 25)
     assert (r20.agnostic.lr, r20.agnostic.epochs, r20.weight_decay) == ("0:0.01,10:-1,20:-1", 30, 1e-4)
-    sq = protocol.PAPER["squeezenet"]
+    sq = recipes.PAPER["squeezenet"]
     assert sq.retrain.lr == "0:0.02,10:0.004,20:0.0008" and sq.weight_decay == 2e-4
-    assert protocol.PAPER["alexnet"].agnostic.lr.startswith("0:0.001,")
-    q = protocol.PROTOCOLS["quick"]["resnet20"]
+    assert recipes.PAPER["alexnet"].agnostic.lr.startswith("0:0.001,")
+    q = recipes.PROTOCOLS["quick"]["resnet20"]
     steps = {k: getattr(q, k).epochs * getattr(q, k).steps_per_epoch
              for k in ("finetune", "retrain", "control", "agnostic")}
     assert steps == {"finetune": 40, "retrain": 160, "control": 200, "agnostic": 1000}
     assert steps["control"] == steps["finetune"] + steps["retrain"]
-    edited = protocol.override(q, ["retrain.epochs=2", "batch_size=16", "retrain.lr=0:0.1"])
+    edited = recipes.override(q, ["retrain.epochs=2", "batch_size=16", "retrain.lr=0:0.1"])
     assert (edited.retrain.epochs, edited.batch_size, edited.retrain.lr) == (2, 16, "0:0.1")
     with pytest.raises(ValueError, match="no field"):
-        protocol.override(q, ["retrain.nope=1"])
+        recipes.override(q, ["retrain.nope=1"])
 
 
 def test_select_takes_test_at_best_validation_epoch():
@@ -257,7 +257,7 @@ def test_sweep_runs_resumes_and_reports(tmp_path, tiny_file):
     stamps = {p.parent.name: p.stat().st_mtime_ns for p in runs.glob("*/result.json")}
     assert set(stamps) == {"unpruned_tiny_s0", "agnostic_tiny_l50_s0"}
     # a half-finished run: the control's first epoch done, then killed before the result
-    short = dataclasses.replace(setup, recipe=protocol.override(
+    short = dataclasses.replace(setup, recipe=recipes.override(
         setup.recipe, ["control.epochs=1", "control.eval_from=0"]))
     sweep.run_spec(specs[3], short, tmp_path, ["aquatic"])
     (runs / specs[3].id / "result.json").unlink()
@@ -283,6 +283,8 @@ def test_sweep_runs_resumes_and_reports(tmp_path, tiny_file):
     assert (tmp_path / "finetune" / "tiny_aquatic_s0" / "finetuned.keras").exists()
     assert "restricted" in agnostic["subsets"]["aquatic"]
     assert sweep.run_sweep(specs, {"tiny": setup}, tmp_path, ["aquatic"], logs.append) == 0
+    assert sweep.run_sweep(specs[:2], {"tiny": setup}, tmp_path, SUBSETS, logs.append) == 0
+    assert "agnostic_tiny_l50_s0 was evaluated without indoor" in logs[-1]
     paths = sweep.report(tmp_path)
     methods = {r.split(",")[4] for r in paths["csv"].read_text().splitlines()[1:]}
     assert methods == {"unpruned", "agnostic", "control1", "aware:finetune_l1", "control3"}

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tfprune import protocol, train
+from tfprune import protocol, recipes, train
 
 BASELINES = ("agnostic", "control1", "control2", "control3")
 ORDER = ("unpruned", "agnostic", "control1", "control2", "control3")
@@ -84,7 +84,7 @@ def run_images(spec: RunSpec, setup: protocol.Setup, subsets) -> tuple[int, int]
     r = setup.recipe
     names = [spec.subset] if spec.subset else list(subsets)
     per_eval = sum(len(s.val) + len(s.test) for s in map(setup.splits, names))
-    phase = protocol.phase_of(r, spec.method)
+    phase = recipes.phase_of(r, spec.method)
     if phase is None:
         return 0, per_eval
     evals = phase.epochs - phase.eval_from + 1  # + the pruned model before retraining
@@ -129,6 +129,13 @@ def run_sweep(specs, setups: dict, sweep_dir, subsets, log=print, max_runs: int 
     todo = [s for s in specs if not (sweep_dir / "runs" / s.id / protocol.RESULT).exists()]
     log(f"sweep {sweep_dir}: {len(specs)} runs, {len(specs) - len(todo)} finished, "
         f"{len(todo)} to do")
+    for spec in specs:  # shared runs evaluate the subsets of the sweep that ran them
+        path = sweep_dir / "runs" / spec.id / protocol.RESULT
+        if spec.subset is None and path.exists():
+            missing = set(subsets) - set(json.loads(path.read_text())["subsets"])
+            if missing:
+                log(f"note: {spec.id} was evaluated without {', '.join(sorted(missing))}; "
+                    "it is not re-run (use a new --sweep_dir to evaluate them)")
     costs = {s.id: sum(run_images(s, setups[s.network], subsets) * np.array([1.0, 0.3]))
              for s in todo}
     remaining, spent, done = sum(costs.values()), 0.0, 0
