@@ -43,3 +43,14 @@ def test_short_fit_lowers_loss(sample_splits):
     ds = data.as_dataset(sample_splits.train, 50, training=True)
     history = model.fit(ds, epochs=4, verbose=0).history["loss"]
     assert history[-1] < history[0] - 0.3, history
+
+
+def test_pretrained_resnet20_beats_chance_by_far(sample_splits):
+    from tfprune import card, modelio
+
+    model = modelio.load_model("pretrained:resnet20")
+    info = card.read_card(modelio.pretrained_path("resnet20"))
+    assert info["test_accuracy"] > 0.55 and info["test_images"] == 10_000
+    train.compile_sgd(model, 0.0, 0.0)
+    accuracy = model.evaluate(data.as_dataset(sample_splits.test, 300), verbose=0)[1]
+    assert accuracy > 0.3  # 300 real aquatic test images; chance over 100 classes is 0.01

@@ -30,7 +30,7 @@ class ChainConfig:
     finetune_lr: float = 0.01
     weight_decay: float = 5e-4
     batch_size: int = 64
-    calibration_samples: int = 200
+    calibration_samples: int = 400
     latency_runs: int = 30
     seed: int = 0
 
