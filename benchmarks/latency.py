@@ -13,6 +13,10 @@ To explain shortfalls, each (net, precision, round_to) series is fitted with
 latency = fixed + per_MAC * MACs: a fixed cost (per-op and invoke overhead, the unpruned stem,
 pooling and head, memory traffic that does not shrink with channels) caps the speed-up below
 the FLOPs reduction. Writes benchmarks/results/latency.json, latency.md and latency.png.
+`--channel_sweep` instead times a stack of four 3x3 convolutions (16x16 maps) at a range of
+channel counts, float32 and int8, and reports MACs per ns: how LiteRT's kernels' efficiency
+depends on the channel count (tiles of 8/16 channels), which is what rounding controls.
+Writes benchmarks/results/latency_channels.json and .md.
 """
 import json
 import statistics
@@ -29,6 +33,9 @@ flags.DEFINE_integer("threads", 1, "LiteRT threads.")
 flags.DEFINE_integer("rounds", 7, "Interleaved timing rounds.")
 flags.DEFINE_integer("invokes", 20, "Timed invokes per model per round.")
 flags.DEFINE_string("output", "benchmarks/results/latency.json", "JSON result path.")
+flags.DEFINE_bool("channel_sweep", False, "Run the conv channel-count sweep instead.")
+flags.DEFINE_list("channels", ["8", "12", "15", "16", "20", "24", "31", "32", "40", "48", "63",
+                               "64"], "Channel counts for --channel_sweep.")
 FLAGS = flags.FLAGS
 GOAL = 0.9
 
@@ -88,6 +95,8 @@ def _measure(blobs, threads, rounds, invokes):
 def main(argv):
     del argv
     logging.set_verbosity(logging.WARNING)
+    if FLAGS.channel_sweep:
+        return _channel_sweep()
     from tfprune import card, convert, data, litert
 
     levels = [float(v) for v in FLAGS.levels]
@@ -131,6 +140,46 @@ def main(argv):
     out.with_suffix(".md").write_text(_markdown(result))
     _plot(rows, out.with_suffix(".png"))
     print(f"latency: wrote {out}, {out.with_suffix('.md')} and {out.with_suffix('.png')}")
+
+
+def _channel_sweep():
+    import keras
+    import numpy as np
+
+    from tfprune import convert
+
+    rows = []
+    for precision in FLAGS.precisions:
+        blobs, macs = {}, {}
+        for c in (int(v) for v in FLAGS.channels):
+            keras.utils.set_random_seed(0)
+            x = inp = keras.Input((16, 16, c))
+            for _ in range(4):
+                x = keras.layers.Conv2D(c, 3, padding="same", activation="relu")(x)
+            cal = np.random.default_rng(0).normal(size=(16, 16, 16, c)).astype(np.float32)
+            blobs[c] = convert.convert(keras.Model(inp, x), precision, calibration=cal)
+            macs[c] = 4 * 16 * 16 * 9 * c * c
+        per_round = _measure(blobs, FLAGS.threads, FLAGS.rounds, FLAGS.invokes)
+        for c, times in per_round.items():
+            best = min(times)
+            rows.append({"precision": precision, "channels": c, "macs": macs[c],
+                         "latency_ms": round(best, 4),
+                         "macs_per_ns": round(macs[c] / (best * 1e6), 3)})
+            print(f"  {precision} c={c:3d}: {best:.4f} ms, {macs[c] / (best * 1e6):.2f} MAC/ns",
+                  flush=True)
+    out = Path(FLAGS.output).with_name("latency_channels.json")
+    out.write_text(json.dumps({"benchmark": "conv channel sweep", "threads": FLAGS.threads,
+                               "layers": "4 x Conv2D 3x3 same + ReLU, 16x16xC -> 16x16xC",
+                               "rows": rows}, indent=2))
+    lines = ["# Conv throughput vs channel count (4 x 3x3 conv, 16x16 maps, batch 1)", "",
+             "| channels | " + " | ".join(f"{p} MAC/ns" for p in FLAGS.precisions) + " |",
+             "| ---: |" + " ---: |" * len(FLAGS.precisions)]
+    for c in sorted({r["channels"] for r in rows}):
+        lines.append(f"| {c} | " + " | ".join(
+            str(next(r["macs_per_ns"] for r in rows if r["channels"] == c and r["precision"] == p))
+            for p in FLAGS.precisions) + " |")
+    out.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    print(f"latency: wrote {out} and {out.with_suffix('.md')}")
 
 
 def _fits(rows):

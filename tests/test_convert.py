@@ -135,6 +135,8 @@ def test_convert_modes_shapes_and_types():
         info = litert.inspect(blob)
         sizes[mode] = len(blob)
         assert validate.parity.model_kind(info) == kind
+        gpu = validate.android.check_gpu(info, with_analyzer=False)
+        assert gpu["passed"] == (mode != "dynamic"), gpu["summary"]  # fp16 weights fold
         assert info.inputs[0].shape_signature == (1, 16, 16, 3)
         assert info.inputs[0].dtype == ("uint8" if mode == "int8" else "float32")
         assert info.flex_ops() == {}

@@ -65,12 +65,17 @@ def _tensor_problems(op: OpInfo) -> list[str]:
     return problems
 
 
-def _op_problems(op: OpInfo) -> list[str]:
-    """The delegate's per-op constraints (gpu_compatibility.cc) for the ops in the table."""
+def _op_problems(op: OpInfo, folded: set) -> list[str]:
+    """The delegate's per-op constraints (gpu_compatibility.cc) for the ops in the table;
+    `folded`: tensors the delegate treats as constants (DEQUANTIZE of a constant)."""
     p = []
     if op.option("fusedActivationFunction") == SIGN_BIT:
         p.append("fused SIGN_BIT activation")
-    runtime_inputs = [t for t in op.inputs if not t.is_constant]
+    runtime_inputs = [t for t in op.inputs if not t.is_constant and t.index not in folded]
+    if any(t.is_constant and t.dtype in ("int8", "uint8") for t in op.inputs) and \
+            any(t.dtype in ("float32", "float16") for t in runtime_inputs):
+        # post-training quantisation guide: dynamic-range models target the CPU only
+        p.append("hybrid (dynamic-range) op: int8 weights with float activations")
     if op.name in ("CONV_2D", "DEPTHWISE_CONV_2D", "TRANSPOSE_CONV") and len(runtime_inputs) > 2:
         p.append(f"{len(runtime_inputs)} runtime inputs (at most 2)")
     if op.name == "DEPTHWISE_CONV_2D":
@@ -109,6 +114,10 @@ def _op_problems(op: OpInfo) -> list[str]:
 def check_gpu(info: ModelInfo, with_analyzer: bool = True) -> dict:
     """Per-op GPU delegate findings; passes when every op would run on the GPU."""
     findings = []
+    # float16 models keep weights as fp16 constants behind DEQUANTIZE; the delegate reads
+    # those as constant weights (fp16 is its native precision)
+    folded = {op.outputs[0].index for op in info.ops
+              if op.name == "DEQUANTIZE" and op.inputs and op.inputs[0].is_constant}
     for op in info.ops:
         if op.name in GPU_DOCUMENTED:
             basis = "documented"
@@ -119,7 +128,7 @@ def check_gpu(info: ModelInfo, with_analyzer: bool = True) -> dict:
                    "custom op" if op.is_custom else "not in the GPU delegate's supported ops")
             findings.append({"op": op.index, "name": op.name, "gpu": False, "why": why})
             continue
-        problems = _op_problems(op) + _tensor_problems(op)
+        problems = _op_problems(op, folded) + _tensor_problems(op)
         findings.append({"op": op.index, "name": op.name, "gpu": not problems,
                          "why": "; ".join(problems) if problems else basis})
     cpu = [f for f in findings if not f["gpu"]]
