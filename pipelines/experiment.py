@@ -36,6 +36,7 @@ flags.DEFINE_bool("report_only", False, "Only aggregate the finished runs.")
 flags.DEFINE_bool("estimate_only", False, "Only print the cost estimate.")
 flags.DEFINE_float("train_rate", 300.0, "Training img/s assumed by the estimate.")
 flags.DEFINE_float("infer_rate", 1000.0, "Inference img/s assumed by the estimate.")
+flags.DEFINE_float("run_overhead", 20.0, "Seconds per run the estimate adds (load, trace, save).")
 flags.DEFINE_integer("verbose", 2, "Keras fit verbosity.")
 flags.mark_flag_as_required("sweep_dir")
 FLAGS = flags.FLAGS
@@ -68,7 +69,8 @@ def main(argv):
             seeds = [int(x) for x in FLAGS.seeds]
             specs = sweep.grid(FLAGS.subsets, FLAGS.networks, levels, seeds, FLAGS.methods)
             by_net = setups()
-            est = sweep.estimate(specs, by_net, FLAGS.subsets, FLAGS.train_rate, FLAGS.infer_rate)
+            est = sweep.estimate(specs, by_net, FLAGS.subsets, FLAGS.train_rate,
+                                 FLAGS.infer_rate, FLAGS.run_overhead)
             print(f"experiment: estimate {json.dumps(est)}", flush=True)
             if FLAGS.estimate_only:
                 return
