@@ -135,8 +135,8 @@ def test_tfds_source_reads_a_prepared_data_dir(tmp_path):
     assert np.array_equal(source.test.y, arrays["y_test_fine"])
     assert source.fine_to_coarse == tuple(int(c) for c in arrays["fine_to_coarse"])
     assert len(data.split(source, "aquatic").test) == 20
-    with pytest.raises(data.DataError, match="tfds:cifar10 could not be loaded"):
-        data.load_source("tfds:cifar10", data_dir=str(tmp_path))
+    with pytest.raises(data.DataError, match="tfds:no_such_dataset could not be loaded"):
+        data.load_source("tfds:no_such_dataset", data_dir=str(tmp_path))
 
 
 def test_pipeline_normalises_and_augments(sample_splits):
