@@ -66,15 +66,6 @@ def load_splits():
     return data.load_subset(FLAGS.data, FLAGS.subset, FLAGS.seed, FLAGS.data_dir)
 
 
-def accuracy(model, splits) -> float:
-    """Top-1 accuracy on the subset's test split (eager batches: nothing to trace)."""
-    import numpy as np
-    from tfprune import data
-    hits = sum(int((np.argmax(model(x, training=False), -1) == y.numpy()).sum())
-               for x, y in data.as_dataset(splits.test, 256))
-    return hits / max(1, len(splits.test))
-
-
 def report(plan: dict, comparison: dict, extra: dict) -> str:
     from tfprune import metrics
     achieved = plan["achieved"]
@@ -125,14 +116,14 @@ def run() -> dict:
         pruned = surgery.apply_plan(model, plan, graph=g)
     extra = {}
     if splits is not None:
-        extra["accuracy_before"] = round(accuracy(model, splits), 4)
-        extra["accuracy_pruned"] = round(accuracy(pruned, splits), 4)
+        extra["accuracy_before"] = round(train.accuracy(model, splits.test), 4)
+        extra["accuracy_pruned"] = round(train.accuracy(pruned, splits.test), 4)
     if FLAGS.finetune_epochs > 0:
         from tfprune import data
         train.compile_sgd(pruned, FLAGS.finetune_lr, 5e-4)
         pruned.fit(data.as_dataset(splits.train, FLAGS.batch_size, training=True, seed=FLAGS.seed),
                    epochs=FLAGS.finetune_epochs, verbose=2)
-        extra["accuracy_finetuned"] = round(accuracy(pruned, splits), 4)
+        extra["accuracy_finetuned"] = round(train.accuracy(pruned, splits.test), 4)
     comparison = metrics.compare(g.counts(per_layer=True), metrics.model_metrics(pruned))
     os.makedirs(FLAGS.output, exist_ok=True)
     pruned.optimizer = None

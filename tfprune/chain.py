@@ -57,11 +57,6 @@ def _write_json(path: Path, obj) -> None:
     train.atomic_write_text(path, json.dumps(obj, indent=1))
 
 
-def _accuracy(model, images) -> float:
-    train.compile_sgd(model, 0.0, 0.0)
-    return float(model.evaluate(data.as_dataset(images, 256), verbose=0)[1])
-
-
 def run_chain(cfg: ChainConfig, run_dir, log=print) -> dict:
     """Run (or resume) every stage; returns the summary written to summary.json."""
     import keras
@@ -81,7 +76,7 @@ def run_chain(cfg: ChainConfig, run_dir, log=print) -> dict:
         model.optimizer = None
         train.atomic_save(model, run_dir / "original.keras")
         _write_json(run_dir / "original.json", {
-            "test_accuracy": _accuracy(model, splits.test), **_totals(metrics, model)})
+            "test_accuracy": train.accuracy(model, splits.test), **_totals(metrics, model)})
 
     def prune():
         result = pruning.prune_model(
@@ -92,7 +87,7 @@ def run_chain(cfg: ChainConfig, run_dir, log=print) -> dict:
         plan_mod.save_plan(result.plan, run_dir / "plan.json")
         train.atomic_save(result.pruned, run_dir / "pruned.keras")
         _write_json(run_dir / "pruned.json", {
-            "test_accuracy": _accuracy(result.pruned, splits.test),
+            "test_accuracy": train.accuracy(result.pruned, splits.test),
             "achieved": result.plan["achieved"], **_totals(metrics, result.pruned)})
 
     def finetune():
@@ -107,7 +102,7 @@ def run_chain(cfg: ChainConfig, run_dir, log=print) -> dict:
         model.optimizer = None
         train.atomic_save(model, run_dir / "finetuned.keras")
         _write_json(run_dir / "finetuned.json", {
-            "test_accuracy": _accuracy(model, splits.test), "history": history,
+            "test_accuracy": train.accuracy(model, splits.test), "history": history,
             **_totals(metrics, model)})
 
     def export():

@@ -84,6 +84,18 @@ class _Checkpoint(keras.callbacks.Callback):
         atomic_write_text(self.workdir / STATE, json.dumps(state))
 
 
+def accuracy(model: keras.Model, images, batch_size: int = 256) -> float:
+    """Top-1 accuracy on `images` (tfprune.data.Images), in eager batches: no compile, nothing
+    to trace, and the model is left as it was."""
+    import numpy as np
+
+    from tfprune import data
+
+    hits = sum(int((np.argmax(model(x, training=False), -1) == y.numpy()).sum())
+               for x, y in data.as_dataset(images, batch_size))
+    return hits / max(1, len(images))
+
+
 def atomic_save(model: keras.Model, path: Path) -> None:
     """`model.save` to a temp file beside `path`, then rename over it."""
     path = Path(path)

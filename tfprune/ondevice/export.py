@@ -257,10 +257,9 @@ def export_trainable(model, output_dir, batch_size: int = 32, trainable="all",
         "ops": info.op_counts(), "flex_ops": flex, "flex_required": bool(flex),
         "flex_layers": list(module.graph.flex_layers), "size_bytes": len(tflite),
     }
+    from tfprune.convert import write_tflite
+
     out = Path(output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    tmp = out / f".{TFLITE_NAME}.tmp"
-    tmp.write_bytes(tflite)
-    os.replace(tmp, out / TFLITE_NAME)
+    write_tflite(tflite, out / TFLITE_NAME)
     atomic_write_text(out / MANIFEST_NAME, json.dumps(manifest, indent=1))
     return manifest
