@@ -30,13 +30,15 @@ VAL_FRACTION = 0.2
 
 @dataclasses.dataclass(frozen=True)
 class Splits:
-    """A subset's classes and its train / val / test images."""
+    """A subset's classes and its train / val / test images. `class_names` is the source's
+    whole class space (label index -> name), which a model's logits follow."""
 
     name: str
     classes: tuple[int, ...]
     train: Images
     val: Images
     test: Images
+    class_names: tuple[str, ...] = ()
 
 
 def resolve_classes(spec: str, source: Source) -> tuple[int, ...]:
@@ -84,4 +86,4 @@ def split(source: Source, spec: str, seed: int = 0) -> Splits:
         raise DataError(f"subset {spec!r} has no training images in {source.name}")
     val = source.train.take(val_idx)
     test = source.test.take(test_idx) if len(test_idx) else val
-    return Splits(spec, classes, source.train.take(train_idx), val, test)
+    return Splits(spec, classes, source.train.take(train_idx), val, test, source.class_names)
