@@ -265,3 +265,29 @@ def run(interp, x: np.ndarray) -> np.ndarray:
         scale, zp = out["quantization"]
         y = (y.astype(np.float32) - zp) * scale
     return y.astype(np.float32, copy=False)
+
+
+def signature_details(source: Source) -> dict[str, dict[str, list[dict]]]:
+    """{signature: {"inputs"/"outputs": [{name, tensor, shape, dtype[, scale, zero_point]}]}}
+    as the LiteRT interpreter reports them (`name` is the signature's key, `tensor` the
+    tensor's own name); scale / zero_point only for quantised tensors."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    data, _ = read_bytes(source)
+    interp = Interpreter(model_content=data)
+
+    def spec(details):
+        out = []
+        for key, d in sorted(details.items()):
+            entry = {"name": key, "tensor": d["name"], "shape": [int(s) for s in d["shape"]],
+                     "dtype": np.dtype(d["dtype"]).name}
+            scale, zero_point = d.get("quantization", (0.0, 0))
+            if scale:
+                entry.update(scale=float(scale), zero_point=int(zero_point))
+            out.append(entry)
+        return out
+
+    return {key: {"inputs": spec(runner.get_input_details()),
+                  "outputs": spec(runner.get_output_details())}
+            for key in interp.get_signature_list()
+            for runner in (interp.get_signature_runner(key),)}

@@ -7,8 +7,11 @@ Signatures (batch size B fixed at export, images (B, H, W, C) float32 normalised
   infer(x)                      -> logits, probabilities
   filter_stats(x, valid f32[B]) -> <layer>__sum_abs / __sum_sq / __zeros [C], <layer>__count,
                                    samples           per-channel sums over rows with valid == 1
-  save()                        -> state f32[S]      every trained variable, optimiser slot,
+  save(unused f32)              -> state f32[S]      every trained variable, optimiser slot,
                                                      the step count and the learning rate
+                                                     (`unused` is ignored: Android's
+                                                     Interpreter.runSignature refuses a call
+                                                     without inputs)
   restore(state f32[S])         -> iterations        assigns them back, bit for bit
   set_learning_rate(learning_rate f32) -> learning_rate
 save/restore exchange one flat tensor rather than a file path: TF's file-writing ops
@@ -125,7 +128,8 @@ class TrainingModule(tf.Module):
             "infer": tf.function(self.infer, input_signature=[self.x_spec]).get_concrete_function(),
             "filter_stats": tf.function(self.filter_stats, input_signature=[
                 self.x_spec, tf.TensorSpec([b], tf.float32, "valid")]).get_concrete_function(),
-            "save": tf.function(self.save, input_signature=[]).get_concrete_function(),
+            "save": tf.function(self.save, input_signature=[
+                tf.TensorSpec([], tf.float32, "unused")]).get_concrete_function(),
             "restore": tf.function(self.restore, input_signature=[tf.TensorSpec(
                 [self.state_size()], tf.float32, "state")]).get_concrete_function(),
             "set_learning_rate": tf.function(self.set_learning_rate, input_signature=[
@@ -162,7 +166,8 @@ class TrainingModule(tf.Module):
             out[f"{name}__count"] = tf.reduce_sum(valid) * float(per_image)
         return out
 
-    def save(self):
+    def save(self, unused=None):
+        del unused
         return {"state": tf.concat([tf.reshape(v, [-1]) for _, v in self.state_variables()], 0)}
 
     def restore(self, state):
@@ -207,22 +212,6 @@ def convert(module: TrainingModule, allow_flex: bool = True) -> tuple[bytes, boo
                               f"retrying with Flex ops: {str(err).splitlines()[0]}")
 
 
-def signature_details(tflite: bytes) -> dict:
-    """{signature: {inputs/outputs: [{name, shape, dtype}]}} read by ai_edge_litert."""
-    from ai_edge_litert.interpreter import Interpreter
-    import numpy as np
-
-    interp = Interpreter(model_content=tflite)
-    out = {}
-    for key in interp.get_signature_list():
-        runner = interp.get_signature_runner(key)
-        spec = lambda d: [{"name": n, "shape": [int(s) for s in v["shape"]],
-                           "dtype": np.dtype(v["dtype"]).name} for n, v in sorted(d.items())]
-        out[key] = {"inputs": spec(runner.get_input_details()),
-                    "outputs": spec(runner.get_output_details())}
-    return out
-
-
 def export_trainable(model, output_dir, batch_size: int = 32, trainable="all",
                      optimizer: str = "sgd", learning_rate: float = 0.01, momentum: float = 0.9,
                      weight_decay: float = 5e-4, stats_layers=None, allow_flex: bool = True,
@@ -253,7 +242,7 @@ def export_trainable(model, output_dir, batch_size: int = 32, trainable="all",
         "stats_layers": module.stats_layers,
         "state_layout": module.state_layout(),
         "state_size": module.state_size(),
-        "signatures": info.signatures if flex else signature_details(tflite),
+        "signatures": info.signatures if flex else litert.signature_details(tflite),
         "ops": info.op_counts(), "flex_ops": flex, "flex_required": bool(flex),
         "flex_layers": list(module.graph.flex_layers), "size_bytes": len(tflite),
     }

@@ -121,7 +121,9 @@ class TrainableRuntime:
 
     # ------------------------------------------------------------ checkpoints
     def state(self) -> np.ndarray:
-        return np.array(self.runners["save"]()["state"], copy=True)
+        # `unused` exists for Android's runSignature (no input-less calls); older exports lack it.
+        unused = {"unused": np.float32(0)} if self.runners["save"].get_input_details() else {}
+        return np.array(self.runners["save"](**unused)["state"], copy=True)
 
     def variables(self) -> dict[str, np.ndarray]:
         """{layout name: array} of the current state (weights, slots, iterations, lr)."""
