@@ -1,0 +1,49 @@
+"""The command's work as a function: model spec -> exported, validated files -> bundle."""
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+from android_export.bundle import check_target, write_bundle
+
+
+def export_bundle(model: str, output_dir, *, kind: str = "float32", data: str = "sample",
+                  subset: str = "aquatic", seed: int = 0, batch_size: int = 32,
+                  trainable: str = "all", calibration_samples: int = 400,
+                  latency_runs: int = 20, allow_failed_validation: bool = False,
+                  log=print) -> dict:
+    """Load `model` (a .keras path, pretrained:NAME or zoo name), export the `kind` inference
+    model (int8 calibrated on the subset's training images) and the trainable model (batch
+    `batch_size`, `trainable` layers) into a temp dir, validate them, and write the bundle.
+    Returns the manifest."""
+    from tfprune import data as data_mod
+    from tfprune import exports, modelio
+    from tfprune.ondevice import export_trainable
+
+    check_target(output_dir)
+    keras_model = modelio.load_model(model)
+    source = data_mod.load_source(data)
+    splits = data_mod.split(source, subset, seed)
+    with tempfile.TemporaryDirectory(prefix="android_export_") as work:
+        work = Path(work)
+        inference = work / f"model_{kind}.tflite"
+        log(f"android_export: converting {model} to {kind}")
+        exports.export_inference(keras_model, kind, inference, train_images=splits.train,
+                                 calibration_samples=calibration_samples, seed=seed)
+        log("android_export: exporting the on-device training model")
+        export_trainable(keras_model, work / "trainable", batch_size=batch_size,
+                         trainable=trainable)
+        log("android_export: validating")
+        data_record = {"data": data, "subset": subset, "split": "test", "seed": seed,
+                       "images": len(splits.test)}
+        report = exports.validate_exports(
+            [(inference, kind), (work / "trainable" / "trainable.tflite", "trainable")],
+            keras_model=keras_model, images=splits.test, latency_runs=latency_runs,
+            keras_source=model, data=data_record)
+        return write_bundle(
+            output_dir, model_tflite=inference, trainable_dir=work / "trainable",
+            validation=report, class_names=source.class_names, subset_classes=splits.classes,
+            source={"model": model, "kind": kind, **data_record, "batch_size": batch_size,
+                    "trainable": trainable, "calibration_samples":
+                        calibration_samples if kind == "int8" else None},
+            allow_failed_validation=allow_failed_validation)

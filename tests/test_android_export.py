@@ -1,0 +1,296 @@
+"""android_export: the bundle against its manifest, refusal of a failed model, overwrite and
+tamper checks, the CLI, and the Python mirror of every interpreter call TfpruneModel.kt makes.
+
+One module fixture runs the CLI once: the pretrained ResNet-20 as full int8 (the Kotlin
+helper's quantised path) on the committed CIFAR-100 cut-out's aquatic classes.
+"""
+import hashlib
+import json
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+import android_export
+from tests.conftest import MINI_NPZ
+
+DATA = f"npz:{MINI_NPZ}"
+APP = [sys.executable, "-m", "android_export"]
+BATCH = 8  # trainable batch size of the fixture bundle
+REAL = 5  # real rows in the partial batches below (the rest is padding)
+
+
+def _run(*args):
+    return subprocess.run(APP + list(args), capture_output=True, text=True, timeout=400)
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory):
+    out = tmp_path_factory.mktemp("bundle") / "int8"
+    proc = _run("--model=pretrained:resnet20", f"--output={out}", "--kind=int8", f"--data={DATA}",
+                "--subset=aquatic", f"--batch_size={BATCH}", "--calibration_samples=40",
+                "--latency_runs=2")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "validation passed" in proc.stdout
+    return out
+
+
+@pytest.fixture(scope="module")
+def manifest(bundle):
+    return json.loads((bundle / "manifest.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def splits():
+    from tfprune import data
+    return data.load_subset(DATA, "aquatic")
+
+
+@pytest.fixture(scope="module")
+def keras_model():
+    from tfprune import modelio
+    return modelio.load_model("pretrained:resnet20")
+
+
+def _training_interpreter(bundle):
+    # As TfpruneModel.kt: Interpreter.Options().setUseXNNPACK(false).
+    return Interpreter(model_path=str(bundle / "trainable.tflite"),
+                       experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+
+
+def _normalise(manifest, images_uint8):
+    """TfpruneModel.normalise on already-scaled bitmaps: ARGB ints unpacked as Kotlin does."""
+    rgb = images_uint8.astype(np.int64)
+    argb = (0xFF << 24) | (rgb[..., 0] << 16) | (rgb[..., 1] << 8) | rgb[..., 2]
+    channels = np.stack([(argb >> 16) & 0xFF, (argb >> 8) & 0xFF, argb & 0xFF], -1)
+    norm = manifest["input"]["normalisation"]
+    mean, std = np.float32(norm["mean"]), np.float32(norm["std"])
+    return ((channels.astype(np.float32) / np.float32(255) - mean) / std).astype(np.float32)
+
+
+def _padded(manifest, images, labels):
+    """trainStep's buffers: images then zero rows, labels then -1."""
+    b = manifest["training"]["batch_size"]
+    x = np.zeros((b, *images.shape[1:]), np.float32)
+    x[:len(images)] = images
+    y = np.full(b, -1, np.int32)
+    y[:len(labels)] = labels
+    return x, y
+
+
+# ------------------------------------------------------------------ bundle and manifest
+def test_bundle_files_signatures_and_labels_match_the_manifest(bundle, manifest, splits):
+    from tfprune import data
+
+    files = {p.relative_to(bundle).as_posix() for p in bundle.rglob("*") if p.is_file()}
+    assert files == {"manifest.json", "model.tflite", "trainable.tflite", "trainable.json",
+                     "labels.txt", "android/TfpruneModel.kt", "android/build.gradle",
+                     "android/README.md"}
+    for name, entry in manifest["files"].items():
+        blob = (bundle / name).read_bytes()
+        assert entry == {"sha256": hashlib.sha256(blob).hexdigest(), "size_bytes": len(blob)}
+    assert set(manifest["files"]) == files - {"manifest.json"}
+    # Signatures as a freshly loaded interpreter reports them.
+    for name in ("model.tflite", "trainable.tflite"):
+        interp = Interpreter(model_path=str(bundle / name))
+        listed = manifest["models"][name]["signatures"]
+        assert set(listed) == set(interp.get_signature_list())
+        for key, sig in listed.items():
+            runner = interp.get_signature_runner(key)
+            for side, details in (("inputs", runner.get_input_details()),
+                                  ("outputs", runner.get_output_details())):
+                assert {t["name"]: (t["tensor"], t["shape"], t["dtype"]) for t in sig[side]} == {
+                    k: (d["name"], d["shape"].tolist(), np.dtype(d["dtype"]).name)
+                    for k, d in details.items()}
+    assert set(manifest["models"]["trainable.tflite"]["signatures"]) == {
+        "train", "infer", "filter_stats", "save", "restore", "set_learning_rate"}
+    inp = Interpreter(model_path=str(bundle / "model.tflite")).get_input_details()[0]
+    assert manifest["input"]["dtype"] == "int8" and manifest["input"]["shape"] == [1, 32, 32, 3]
+    assert (manifest["input"]["quantization"]["scale"],
+            manifest["input"]["quantization"]["zero_point"]) == pytest.approx(inp["quantization"])
+    assert manifest["input"]["normalisation"]["mean"] == list(data.MEAN)
+    assert not manifest["runtime"]["flex_required"] and manifest["runtime"]["litert"] == "2.3.0"
+    source = data.load_source(DATA)
+    assert (bundle / "labels.txt").read_text().splitlines() == list(source.class_names)
+    assert manifest["labels"]["subset_classes"] == list(splits.classes)
+    assert manifest["training"]["batch_size"] == BATCH
+    assert json.loads((bundle / "trainable.json").read_text())["fingerprint"] == \
+        manifest["training"]["fingerprint"]
+    val = manifest["validation"]
+    assert val["passed"] and set(val["files"]) == {"model.tflite", "trainable.tflite"}
+    assert {g["gate"] for g in val["files"]["model.tflite"]["gates"]} == {
+        "android-cpu", "edgetpu", "parity"}
+    assert "com.google.ai.edge.litert:litert:2.3.0" in (bundle / "android/build.gradle").read_text()
+    assert android_export.check_bundle(bundle) == manifest
+
+
+def test_cli_bad_flag_model_or_output_exits_non_zero(tmp_path):
+    proc = _run("--model=pretrained:resnet20", f"--output={tmp_path / 'b'}", "--kind=int4")
+    assert proc.returncode != 0 and "int4" in proc.stderr
+    proc = _run(f"--model={tmp_path / 'missing.keras'}", f"--output={tmp_path / 'b'}")
+    assert proc.returncode != 0 and "missing.keras does not exist" in proc.stderr
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep me")
+    proc = _run("--model=pretrained:resnet20", f"--output={mine}")
+    assert proc.returncode != 0 and "not a tfprune bundle" in proc.stderr
+    assert [p.name for p in mine.iterdir()] == ["notes.txt"]
+    assert not (tmp_path / "b").exists()
+
+
+# ------------------------------------------------------------------ refusal, overwrite, tamper
+@pytest.fixture(scope="module")
+def float_model(tmp_path_factory, keras_model):
+    from tfprune import exports
+    return exports.export_inference(keras_model, "float32",
+                                    tmp_path_factory.mktemp("float") / "model_float32.tflite")
+
+
+def test_failed_validation_is_refused_unless_allowed(bundle, float_model, splits, keras_model,
+                                                     tmp_path):
+    from tfprune import data, validate
+
+    # A float model on the Edge TPU gate fails for real (float ops do not map).
+    report = validate.validate([float_model, bundle / "trainable.tflite"],
+                               ("android-cpu", "edgetpu"), latency_runs=0)
+    assert not report["passed"]
+    kwargs = dict(model_tflite=float_model, trainable_dir=bundle, validation=report,
+                  class_names=data.load_source(DATA).class_names, subset_classes=splits.classes,
+                  source={"test": "failed"})
+    with pytest.raises(android_export.BundleError, match=r"model\.tflite: edgetpu") as err:
+        android_export.write_bundle(tmp_path / "refused", **kwargs)
+    assert "trainable.tflite: edgetpu" in str(err.value)
+    assert not (tmp_path / "refused").exists() and list(tmp_path.iterdir()) == []
+    manifest = android_export.write_bundle(tmp_path / "allowed", allow_failed_validation=True,
+                                           **kwargs)
+    val = manifest["validation"]
+    assert not val["passed"] and val["allowed_failure"] and "FAILED" in val["warning"]
+    assert any(g.startswith("model.tflite: edgetpu") for g in val["failed_gates"])
+    assert manifest["input"]["dtype"] == "float32" and manifest["input"]["quantization"] is None
+    assert android_export.check_bundle(tmp_path / "allowed")["source"] == {"test": "failed"}
+    # The gate is the validation of the bundled files: a report without them is refused.
+    other = validate.validate([float_model], ("android-cpu",), latency_runs=0)
+    with pytest.raises(android_export.BundleError, match="no entries for .*trainable.tflite"):
+        android_export.write_bundle(tmp_path / "x", **{**kwargs, "validation": other})
+
+
+def test_overwrite_rules_and_tampered_bundle(bundle, manifest, splits, keras_model, tmp_path):
+    from tfprune import data, exports
+
+    report = exports.validate_exports(
+        [(bundle / "model.tflite", "int8"), (bundle / "trainable.tflite", "trainable")],
+        keras_model=keras_model, images=splits.test, latency_runs=0)
+    kwargs = dict(model_tflite=bundle / "model.tflite", trainable_dir=bundle, validation=report,
+                  class_names=data.load_source(DATA).class_names)
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep me")
+    with pytest.raises(android_export.BundleError, match="not a tfprune bundle"):
+        android_export.write_bundle(mine, **kwargs)
+    assert [p.name for p in mine.iterdir()] == ["notes.txt"]
+    copy = tmp_path / "copy"
+    shutil.copytree(bundle, copy)
+    new = android_export.write_bundle(copy, source={"replaced": True}, **kwargs)  # old bundle
+    assert android_export.check_bundle(copy)["source"] == {"replaced": True} == new["source"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["copy", "mine"]  # no temp left over
+    assert new["files"]["model.tflite"] == manifest["files"]["model.tflite"]
+
+    blob = bytearray((copy / "model.tflite").read_bytes())
+    blob[len(blob) // 2] ^= 0xFF
+    (copy / "model.tflite").write_bytes(bytes(blob))
+    (copy / "extra.bin").write_bytes(b"x")
+    with pytest.raises(android_export.BundleError) as err:
+        android_export.check_bundle(copy)
+    assert "model.tflite differs" in str(err.value) and "extra.bin is not listed" in str(err.value)
+    # A manifest that misdescribes a model, its hashes made consistent again, is caught too.
+    shutil.copyfile(bundle / "model.tflite", copy / "model.tflite")
+    (copy / "extra.bin").unlink()
+    edited = json.loads((copy / "manifest.json").read_text())
+    edited["models"]["trainable.tflite"]["signatures"]["train"]["inputs"][0]["shape"] = [1, 1]
+    (copy / "manifest.json").write_text(json.dumps(edited))
+    with pytest.raises(android_export.BundleError, match="manifest models differs"):
+        android_export.check_bundle(copy)
+
+
+# ------------------------------------------------------------------ the Kotlin calls, mirrored
+def test_kotlin_classify(bundle, manifest, splits, keras_model):
+    """TfpruneModel.classify: normalise, quantise (floor(x / s + 0.5) + zp), runSignature,
+    dequantise; the top class equals the Keras model's."""
+    from tfprune import data
+
+    inp, out = manifest["input"], manifest["output"]
+    x = _normalise(manifest, splits.test.x)
+    np.testing.assert_allclose(x, data.normalize_np(splits.test.x), atol=1e-6)
+    qin, qout = inp["quantization"], out["quantization"]
+    q = np.clip(np.floor(x / np.float32(qin["scale"]) + np.float32(0.5)) + qin["zero_point"],
+                -128, 127).astype(np.int8)
+    runner = Interpreter(model_path=str(bundle / "model.tflite")).get_signature_runner(
+        inp["signature"])
+    logits = np.stack([(runner(**{inp["name"]: q[i:i + 1]})[out["name"]][0].astype(np.float32)
+                        - qout["zero_point"]) * np.float32(qout["scale"]) for i in range(len(q))])
+    assert logits.shape == (len(x), manifest["labels"]["num_classes"])
+    np.testing.assert_array_equal(logits.argmax(1), np.asarray(keras_model(x)).argmax(1))
+
+
+def test_kotlin_train_steps(bundle, manifest, splits):
+    """TfpruneModel.setLearningRate + trainStep on a partial batch: padding rows (zero image,
+    label -1) carry no loss, and repeated steps lower the loss."""
+    interp = _training_interpreter(bundle)
+    run = interp.get_signature_runner
+    x, y = _padded(manifest, _normalise(manifest, splits.train.x[:REAL]), splits.train.y[:REAL])
+    assert run("set_learning_rate")(learning_rate=np.float32(0.01))["learning_rate"] == \
+        pytest.approx(0.01)
+    logits = run("infer")(x=x)["logits"][:REAL].astype(np.float64)
+    log_p = logits - logits.max(1, keepdims=True)
+    log_p -= np.log(np.exp(log_p).sum(1, keepdims=True))
+    expected = -log_p[np.arange(REAL), y[:REAL]].mean()
+    losses = [float(run("train")(x=x, y=y)["loss"]) for _ in range(4)]
+    assert losses[0] == pytest.approx(expected, rel=1e-4)  # mean over the 5 real rows only
+    assert losses[-1] < losses[0]
+
+
+def test_kotlin_save_restore(bundle, manifest, splits, tmp_path):
+    """saveState (save(unused) -> raw float32 file, temp + rename), a new interpreter,
+    restoreState (restore(state) -> iterations), classifyTrained (infer row 0): the restored
+    model answers exactly as the trained one."""
+    size = manifest["training"]["state_size"]
+    x, y = _padded(manifest, _normalise(manifest, splits.train.x[:REAL]), splits.train.y[:REAL])
+    a = _training_interpreter(bundle).get_signature_runner
+    a("set_learning_rate")(learning_rate=np.float32(0.01))
+    for _ in range(2):
+        a("train")(x=x, y=y)
+    state = a("save")(unused=np.float32(0))["state"]
+    assert state.shape == (size,) and state.dtype == np.float32
+    path = tmp_path / f"{manifest['training']['fingerprint']}.state"
+    state.astype("<f4").tofile(f"{path}.tmp")
+    (tmp_path / f"{path.name}.tmp").rename(path)
+    assert path.stat().st_size == size * 4
+
+    b = _training_interpreter(bundle).get_signature_runner
+    fresh = b("infer")(x=x)["logits"][0].copy()
+    restored = np.fromfile(path, "<f4")
+    assert int(b("restore")(state=restored)["iterations"]) == 2
+    trained = a("infer")(x=x)["logits"][0]
+    np.testing.assert_array_equal(b("infer")(x=x)["logits"][0], trained)
+    assert np.abs(fresh - trained).max() > 1e-4  # restore changed the weights
+
+
+def test_kotlin_filter_stats(bundle, manifest, splits):
+    """TfpruneModel.filterStats: output buffers sized from the manifest's shapes; rows with
+    valid = 0 do not count, whatever images they hold."""
+    spec = {o["name"]: o["shape"] for o in
+            manifest["models"]["trainable.tflite"]["signatures"]["filter_stats"]["outputs"]}
+    run = _training_interpreter(bundle).get_signature_runner("filter_stats")
+    images = _normalise(manifest, splits.train.x[:BATCH])
+    valid = np.array([1.0] * REAL + [0.0] * (BATCH - REAL), np.float32)
+    padded = run(x=_padded(manifest, images[:REAL], [])[0], valid=valid)
+    assert {k: list(v.shape) for k, v in padded.items()} == spec
+    assert float(padded["samples"]) == REAL
+    layer = manifest["training"]["stats_layers"][-1]
+    assert spec[f"{layer}__sum_sq"] == [64]  # ResNet-20's last stage
+    other = run(x=images, valid=valid)  # other images in the padding rows
+    for key, value in padded.items():
+        np.testing.assert_allclose(other[key], value, rtol=1e-5, atol=1e-6)
