@@ -1,5 +1,6 @@
 """The main job: prune a trained model for a class subset's data, fine-tune it, export it to
-LiteRT (float32, int8, on-device trainable), validate, and report.
+LiteRT (float32, int8, on-device trainable), validate, package an Android bundle, simulate
+on-device fine-tuning of the bundle, and report against the unpruned model.
 
 python -m pipelines.run --output=runs/main
 Defaults: the shipped pretrained ResNet-20, the bundled real `aquatic` sample, 50% of the
@@ -28,6 +29,13 @@ flags.DEFINE_float("weight_decay", _D.weight_decay, "Fine-tuning weight decay.")
 flags.DEFINE_integer("batch_size", _D.batch_size, "Batch size for scoring and fine-tuning.")
 flags.DEFINE_integer("calibration_samples", _D.calibration_samples, "int8 calibration images.")
 flags.DEFINE_integer("latency_runs", _D.latency_runs, "Timed single-image runs per model.")
+flags.DEFINE_enum("bundle_model", _D.bundle_model, ["float32", "int8"],
+                  "Inference model of the Android bundle.")
+flags.DEFINE_integer("device_epochs", _D.device_epochs,
+                     "Epochs of simulated on-device fine-tuning of the bundle (0: none).")
+flags.DEFINE_float("device_lr", _D.device_lr, "On-device fine-tuning learning rate.")
+flags.DEFINE_bool("allow_failed_validation", _D.allow_failed_validation,
+                  "Bundle the models even when a validation gate failed (recorded).")
 flags.DEFINE_integer("seed", _D.seed, "Seed.")
 flags.DEFINE_string("output", "runs/main", "Run directory (resumed if it exists).")
 FLAGS = flags.FLAGS
@@ -37,13 +45,14 @@ def main(argv):
     del argv
     import dataclasses
 
+    import android_export
     from tfprune import chain, convert, data, modelio, plan, scoring
 
     cfg = ChainConfig(**{f.name: getattr(FLAGS, f.name) for f in dataclasses.fields(ChainConfig)})
     known = (data.DataError, modelio.ModelSpecError, plan.PlanError, scoring.ScoringError,
-             convert.ConvertError)
+             convert.ConvertError, android_export.BundleError)
     try:
-        summary = chain.run_chain(cfg, FLAGS.output)
+        summary = chain.run_chain(cfg, FLAGS.output, bundler=android_export.write_bundle)
     except known as err:
         sys.exit(f"run: {err}")
     print(f"run: report in {FLAGS.output}/report.md; validation "

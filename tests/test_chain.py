@@ -1,5 +1,6 @@
 """The main job's chain end to end on the bundled sample, and its resume by stage."""
 import json
+import shutil
 
 import keras
 
@@ -19,27 +20,58 @@ def _small_cnn(path):
 
 
 def test_chain_runs_and_resumes(tmp_path):
+    import android_export
+
     _small_cnn(tmp_path / "small.keras")
     cfg = chain.ChainConfig(model=str(tmp_path / "small.keras"), finetune_epochs=1,
                             calibration_batches=2, bn_batches=2, calibration_samples=20,
-                            latency_runs=2)
+                            latency_runs=2, device_epochs=2)
     run = tmp_path / "run"
     logs = []
-    summary = chain.run_chain(cfg, run, log=logs.append)
+    summary = chain.run_chain(cfg, run, log=logs.append, bundler=android_export.write_bundle)
     assert summary["validation_passed"], summary["failed_gates"]
     assert summary["pruned"]["params"] < summary["original"]["params"]
     assert abs(summary["pruned"]["achieved"]["level"] - 0.5) < 0.1
     assert summary["subset"] == {"classes": 10, "train": 400, "val": 100, "test": 300}
-    tflite = summary["tflite"]
+    tflite, before = summary["tflite"], summary["original_tflite"]
     assert set(tflite) == {"model_float32.tflite", "model_int8.tflite", "trainable.tflite"}
+    assert set(before) == {"model_float32.tflite", "model_int8.tflite"}
     assert tflite["model_int8.tflite"]["gates"]["edgetpu"]
     assert tflite["model_float32.tflite"]["gates"]["parity"]
+    assert before["model_float32.tflite"]["gates"]["parity"]
+    assert (tflite["model_float32.tflite"]["size_bytes"]
+            < before["model_float32.tflite"]["size_bytes"])
+    # the bundle holds the fine-tuned float model and the trainable one, as validated
+    android_export.check_bundle(run / "bundle")
+    assert (run / "bundle" / "model.tflite").read_bytes() == (
+        run / "model_float32.tflite").read_bytes()
+    # the device stage trained the bundle's trainable model, with an app restart
+    device = summary["device"]
+    assert device["trainable"] == str(run / "bundle" / "trainable.tflite")
+    assert device["epochs_done"] == 2 and device["restart"]["bit_identical"]
     report = (run / "report.md").read_text()
-    assert "pruned + fine-tuned" in report and (run / "report.png").stat().st_size > 1000
+    for part in ("pruned + fine-tuned", "unpruned", "Android bundle", "On-device fine-tuning"):
+        assert part in report
+    assert (run / "report.png").stat().st_size > 1000
     assert json.loads((run / "summary.json").read_text()) == summary
 
     (run / "validation.json").unlink()  # as if stopped during validation
     logs.clear()
-    chain.run_chain(cfg, run, log=logs.append)
-    skipped = [line for line in logs if "skipped" in line]
-    assert len(skipped) == 4 and any(line.startswith("[validate] ...") for line in logs)
+    chain.run_chain(cfg, run, log=logs.append, bundler=android_export.write_bundle)
+    skipped = [line.split("]")[0] for line in logs if "skipped" in line]
+    assert skipped == ["[evaluate", "[prune", "[finetune", "[export", "[baseline", "[bundle",
+                       "[device"]
+    assert any(line.startswith("[validate] ...") for line in logs)
+
+    # a failed gate: no bundle, the device stage runs the unbundled trainable model
+    report = json.loads((run / "validation.json").read_text())
+    report["passed"] = False
+    (run / "validation.json").write_text(json.dumps(report))
+    shutil.rmtree(run / "bundle")
+    shutil.rmtree(run / "device")
+    (run / "device.json").unlink()
+    logs.clear()
+    summary = chain.run_chain(cfg, run, log=logs.append, bundler=android_export.write_bundle)
+    assert any(line.startswith("[bundle] refused") for line in logs)
+    assert not (run / "bundle").exists() and summary["bundle"] is None
+    assert summary["device"]["trainable"] == str(run / "trainable" / "trainable.tflite")

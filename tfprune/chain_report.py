@@ -30,17 +30,47 @@ def report_markdown(s: dict) -> str:
     for name, m in (("original", o), ("pruned (BN re-estimated)", p), ("pruned + fine-tuned", f)):
         lines.append(f"| {name} | {_pct(m['test_accuracy'])} | {m['params']:,} | {m['macs']:,} "
                      f"| {m['bytes']:,} | {m['filters']:,} |")
-    lines += ["", "## Converted models (LiteRT)", "",
-              "| file | size | accuracy | latency 1 thread (ms) | 2 threads (ms) | gates |",
-              "|---|---|---|---|---|---|"]
-    for name, t in s["tflite"].items():
-        gates = ", ".join(f"{g} {'pass' if ok else 'FAIL'}" for g, ok in t["gates"].items())
-        lines.append(f"| {name} | {t['size_bytes'] or 0:,} B | {_pct(t['accuracy'])} | "
-                     f"{_ms(t['latency'], '1')} | {_ms(t['latency'], '2')} | {gates} |")
+    lines += ["", "## Converted models (LiteRT): unpruned against pruned", "",
+              "| model | file | size | accuracy | latency 1 thread (ms) | 2 threads (ms) | "
+              "speed-up (1 thread) | gates |", "|---|---|---|---|---|---|---|---|"]
+    before = s.get("original_tflite") or {}
+    for label, rows in (("unpruned", before), ("pruned + fine-tuned", s["tflite"])):
+        for name, t in rows.items():
+            gates = ", ".join(f"{g} {'pass' if ok else 'FAIL'}" for g, ok in t["gates"].items())
+            base = before.get(name) if label != "unpruned" else None
+            speedup = (f"{_latency(base) / _latency(t):.2f}x"
+                       if base and _latency(base) and _latency(t) else "-")
+            lines.append(f"| {label} | {name} | {t['size_bytes'] or 0:,} B | {_pct(t['accuracy'])}"
+                         f" | {_ms(t['latency'], '1')} | {_ms(t['latency'], '2')} | {speedup} "
+                         f"| {gates} |")
     verdict = "passed" if s["validation_passed"] else "FAILED: " + "; ".join(s["failed_gates"])
-    lines += ["", f"Validation gate: {verdict} (details: validation.md).", "",
-              "![accuracy and cost](report.png)", ""]
+    lines += ["", f"Validation gate of the shipped models: {verdict} (details: validation.md; "
+              "the unpruned model's: original/validation.md).", ""]
+    if s.get("bundle"):
+        b = s["bundle"]
+        lines += ["## Android bundle", "", f"`{b['dir']}` (manifest.json, android/README.md):", "",
+                  "| file | bytes |", "|---|---|"]
+        lines += [f"| {name} | {size:,} |" for name, size in b["files"].items()]
+        lines.append("")
+    if s.get("device"):
+        d, cfg = s["device"], s["config"]
+        last = d["history"][-1] if d["history"] else {}
+        restart = d.get("restart") or {}
+        lines += ["## On-device fine-tuning (simulated device: LiteRT, builtin ops only)", "",
+                  f"`{Path(d['trainable']).name}` trained {d['epochs_done']} epochs on the "
+                  f"subset's training images at lr {cfg['device_lr']}, batch from the export; "
+                  f"an app restart (new interpreter + restore) after epoch "
+                  f"{restart.get('after_epoch', '-')}: bit-identical "
+                  f"{restart.get('bit_identical', '-')}.", "",
+                  "| test accuracy before | after | train img/s (last epoch) |", "|---|---|---|",
+                  f"| {_pct(d['initial_test_accuracy'])} | {_pct(d['final_test_accuracy'])} | "
+                  f"{last.get('images_per_second', 0):.1f} |", ""]
+    lines += ["![accuracy and cost](report.png)", ""]
     return "\n".join(lines)
+
+
+def _latency(t) -> float | None:
+    return t["latency"]["1"]["median_ms"] if t and t.get("latency") else None
 
 
 def write_plot(s: dict, path: Path) -> None:
@@ -50,11 +80,26 @@ def write_plot(s: dict, path: Path) -> None:
 
     names = ["original", "pruned", "fine-tuned"]
     rows = [s["original"], s["pruned"], s["finetuned"]]
-    fig, axes = plt.subplots(1, 3, figsize=(11, 3.2))
-    for ax, key, title in zip(axes, ("test_accuracy", "params", "macs"),
-                              ("test accuracy", "parameters", "MACs")):
-        ax.bar(names, [r[key] for r in rows], color=["#888", "#c66", "#4a8"])
+    accuracy = [r["test_accuracy"] for r in rows]
+    if s.get("device"):
+        names, accuracy = names + ["on-device"], accuracy + [s["device"]["final_test_accuracy"]]
+    colors = ["#888", "#c66", "#4a8", "#48c"]
+    fig, axes = plt.subplots(1, 4, figsize=(14, 3.2))
+    axes[0].bar(names, accuracy, color=colors[:len(names)])
+    axes[0].set_title("test accuracy")
+    for ax, key, title in zip(axes[1:3], ("params", "macs"), ("parameters", "MACs")):
+        ax.bar(names[:3], [r[key] for r in rows], color=colors[:3])
         ax.set_title(title)
+    fmt = [n for n in ("model_float32.tflite", "model_int8.tflite") if n in s["tflite"]]
+    before = s.get("original_tflite") or {}
+    for offset, (label, table, color) in enumerate((("unpruned", before, "#888"),
+                                                     ("pruned", s["tflite"], "#4a8"))):
+        axes[3].bar([i + 0.4 * offset for i in range(len(fmt))],
+                    [_latency(table.get(n)) or 0 for n in fmt], 0.4, label=label, color=color)
+    axes[3].set_xticks([i + 0.2 for i in range(len(fmt))],
+                       [n.removeprefix("model_").removesuffix(".tflite") for n in fmt])
+    axes[3].set_title("LiteRT latency, 1 thread (ms)")
+    axes[3].legend()
     fig.suptitle(f"{s['config']['model']} on {s['config']['subset']}")
     fig.tight_layout()
     tmp = path.with_name(f".{path.name}.tmp.png")
