@@ -125,6 +125,10 @@ def test_bundle_files_signatures_and_labels_match_the_manifest(bundle, manifest,
         "android-cpu", "edgetpu", "parity"}
     assert "com.google.ai.edge.litert:litert:2.3.0" in (bundle / "android/build.gradle").read_text()
     assert android_export.check_bundle(bundle) == manifest
+    # trainable.json sits beside trainable.tflite, so tfprune's Python runtime opens the bundle.
+    from tfprune.ondevice.runtime import TrainableRuntime
+    assert TrainableRuntime(bundle / "trainable.tflite").state().shape == (
+        manifest["training"]["state_size"],)
 
 
 def test_cli_bad_flag_model_or_output_exits_non_zero(tmp_path):
@@ -132,6 +136,9 @@ def test_cli_bad_flag_model_or_output_exits_non_zero(tmp_path):
     assert proc.returncode != 0 and "int4" in proc.stderr
     proc = _run(f"--model={tmp_path / 'missing.keras'}", f"--output={tmp_path / 'b'}")
     assert proc.returncode != 0 and "missing.keras does not exist" in proc.stderr
+    proc = _run("--model=resnet20", f"--output={tmp_path / 'b'}", f"--data={DATA}",
+                "--subset=no_such_class")
+    assert proc.returncode != 0 and "no_such_class" in proc.stderr
     mine = tmp_path / "mine"
     mine.mkdir()
     (mine / "notes.txt").write_text("keep me")
