@@ -48,7 +48,7 @@ def report_markdown(s: dict) -> str:
               "the unpruned model's: original/validation.md).", ""]
     if s.get("bundle"):
         b = s["bundle"]
-        lines += ["## Android bundle", "", f"`{b['dir']}` (manifest.json, android/README.md):", "",
+        lines += ["## Android bundle", "", f"`bundle/` in the run directory (start with its android/README.md):", "",
                   "| file | bytes |", "|---|---|"]
         lines += [f"| {name} | {size:,} |" for name, size in b["files"].items()]
         lines.append("")
@@ -82,9 +82,9 @@ def write_plot(s: dict, path: Path) -> None:
     rows = [s["original"], s["pruned"], s["finetuned"]]
     accuracy = [r["test_accuracy"] for r in rows]
     if s.get("device"):
-        names, accuracy = names + ["on-device"], accuracy + [s["device"]["final_test_accuracy"]]
+        names, accuracy = names + ["+ device"], accuracy + [s["device"]["final_test_accuracy"]]
     colors = ["#888", "#c66", "#4a8", "#48c"]
-    fig, axes = plt.subplots(1, 4, figsize=(14, 3.2))
+    fig, axes = plt.subplots(1, 4, figsize=(15, 3.2))
     axes[0].bar(names, accuracy, color=colors[:len(names)])
     axes[0].set_title("test accuracy")
     for ax, key, title in zip(axes[1:3], ("params", "macs"), ("parameters", "MACs")):
@@ -100,6 +100,8 @@ def write_plot(s: dict, path: Path) -> None:
                        [n.removeprefix("model_").removesuffix(".tflite") for n in fmt])
     axes[3].set_title("LiteRT latency, 1 thread (ms)")
     axes[3].legend()
+    for ax in axes:
+        ax.tick_params(axis="x", labelsize=8)
     fig.suptitle(f"{s['config']['model']} on {s['config']['subset']}")
     fig.tight_layout()
     tmp = path.with_name(f".{path.name}.tmp.png")
