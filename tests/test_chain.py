@@ -63,11 +63,22 @@ def test_chain_runs_and_resumes(tmp_path):
                        "[device"]
     assert any(line.startswith("[validate] ...") for line in logs)
 
-    # a failed gate: no bundle, the device stage runs the unbundled trainable model
-    report = json.loads((run / "validation.json").read_text())
-    report["passed"] = False
-    (run / "validation.json").write_text(json.dumps(report))
-    shutil.rmtree(run / "bundle")
+    # a failed gate of a file the bundle leaves out (int8) does not hold the bundle back...
+    def fail_gate(name):
+        report = json.loads((run / "validation.json").read_text())
+        entry = next(f for f in report["files"] if f["path"].endswith(name))
+        entry["gates"][0]["passed"] = False
+        report["passed"] = False
+        (run / "validation.json").write_text(json.dumps(report))
+        shutil.rmtree(run / "bundle", ignore_errors=True)
+
+    fail_gate("model_int8.tflite")
+    logs.clear()
+    summary = chain.run_chain(cfg, run, log=logs.append, bundler=android_export.write_bundle)
+    assert any(line.startswith("[bundle] ...") for line in logs) and summary["bundle"]
+    assert not summary["validation_passed"]
+    # ...a failed gate of the bundled model does; the device stage then runs trainable/
+    fail_gate("model_float32.tflite")
     shutil.rmtree(run / "device")
     (run / "device.json").unlink()
     logs.clear()
