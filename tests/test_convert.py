@@ -167,6 +167,10 @@ def test_convert_app_errors(tmp_path):
     run = _run("pipelines.convert", "--model=resnet20", f"--output={tmp_path}")
     assert run.returncode != 0 and "--overwrite" in run.stderr
     assert (tmp_path / "model.tflite").read_bytes() == b"mine"
+    run = _run("pipelines.convert", "--model=resnet20", "--mode=trainable", "--trainable=bogus",
+               f"--output={tmp_path / 'trainable'}")
+    assert run.returncode != 0 and "Traceback" not in run.stderr
+    assert run.stderr.strip().splitlines()[-1].startswith("convert: trainable='bogus'")
 
 
 @pytest.mark.slow
