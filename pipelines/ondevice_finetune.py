@@ -68,20 +68,19 @@ def _markdown(report: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def main(argv):
-    del argv
+def run() -> dict:
+    """Fine-tune, measure and write OUT's files; returns the report."""
     from tfprune import data
+    from tfprune.modelio import load_model
     from tfprune.ondevice import finetune
-    from tfprune.ondevice.runtime import RuntimeInputError, TrainableRuntime
+    from tfprune.ondevice.runtime import TrainableRuntime
     from tfprune.train import atomic_write_text
 
-    try:
-        splits = data.load_subset(FLAGS.data, FLAGS.subset, FLAGS.seed, FLAGS.data_dir)
-        open_rt = lambda: TrainableRuntime(FLAGS.trainable, num_threads=FLAGS.num_threads)
-        rt = open_rt()
-        finetune.parse_schedule(FLAGS.schedule)
-    except (data.DataError, RuntimeInputError, ValueError) as err:
-        sys.exit(f"error: {err}")
+    splits = data.load_subset(FLAGS.data, FLAGS.subset, FLAGS.seed, FLAGS.data_dir)
+    open_rt = lambda: TrainableRuntime(FLAGS.trainable, num_threads=FLAGS.num_threads)
+    rt = open_rt()
+    finetune.parse_schedule(FLAGS.schedule)
+    keras_model = load_model(FLAGS.compare_keras) if FLAGS.compare_keras else None
     os.makedirs(FLAGS.output, exist_ok=True)
     manifest = rt.manifest
     restart = FLAGS.epochs // 2 if FLAGS.restart_after == -1 else FLAGS.restart_after
@@ -103,16 +102,23 @@ def main(argv):
                           json.dumps({"criterion": FLAGS.criterion, "scores": scores}))
         report["stats"] = {"images": len(splits.train), "criterion": FLAGS.criterion,
                            "layers": len(scores)}
-    if FLAGS.compare_keras:
-        from tfprune.modelio import load_model
+    if keras_model is not None:
         from tfprune.ondevice.reference import keras_finetune
 
-        report["keras"] = keras_finetune(load_model(FLAGS.compare_keras), manifest, splits.train,
-                                         splits.test, FLAGS.epochs, FLAGS.schedule, FLAGS.seed,
-                                         FLAGS.augment)
+        report["keras"] = keras_finetune(keras_model, manifest, splits.train, splits.test,
+                                         FLAGS.epochs, FLAGS.schedule, FLAGS.seed, FLAGS.augment)
         report["device_minus_keras"] = dev["final_test_accuracy"] - report["keras"]["final_test_accuracy"]
     atomic_write_text(os.path.join(FLAGS.output, "report.json"), json.dumps(report, indent=1))
     atomic_write_text(os.path.join(FLAGS.output, "report.md"), _markdown(report))
+    return report
+
+
+def main(argv):
+    del argv
+    try:
+        report = run()
+    except (ValueError, OSError) as err:  # every tfprune input error is a ValueError
+        sys.exit(f"ondevice_finetune: {err}")
     print(_markdown(report))
 
 

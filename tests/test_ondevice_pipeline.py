@@ -74,6 +74,12 @@ def test_bad_input_exits_with_a_clear_message(exported, tmp_path):
     proc = _run(f"--trainable={exported / 'trainable.tflite'}", "--subset=no_such_class",
                 f"--output={tmp_path}", check=False)
     assert proc.returncode != 0 and "no_such_class" in proc.stderr
+    proc = _run(f"--trainable={exported / 'trainable.tflite'}", "--compare_keras=missing.keras",
+                f"--output={tmp_path / 'out'}", check=False)  # refused before any training
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines()[-1] == \
+        "ondevice_finetune: model file missing.keras does not exist"
+    assert not (tmp_path / "out").exists()
     with pytest.raises(ValueError, match="epochs must start at 0"):
         finetune.parse_schedule("1:0.1")
     assert [finetune.parse_schedule("0:0.1,2:-1")(e) for e in range(3)] == pytest.approx(
