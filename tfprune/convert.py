@@ -115,9 +115,7 @@ def convert(model, mode: str = "float32", *, calibration: np.ndarray | None = No
 
 def write_tflite(data: bytes, path) -> Path:
     """Write bytes to `path` through a temp file and a rename (never a half-written model)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
-    return path
+    from tfprune.fileio import atomic_write_bytes
+
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    return atomic_write_bytes(path, data)

@@ -123,7 +123,7 @@ def scores_to_json(criterion: str, scores: dict, channel_stats=None, graph=None)
 
 
 def save_scores(path, criterion: str, scores: dict, channel_stats=None, graph=None) -> None:
-    from tfprune.train import atomic_write_text
+    from tfprune.fileio import atomic_write_text
     atomic_write_text(Path(path), json.dumps(scores_to_json(criterion, scores, channel_stats, graph)))
 
 

@@ -8,6 +8,7 @@ positions x kernel elements. Bias adds, BatchNorm, activations and pooling are n
 """
 from __future__ import annotations
 
+from tfprune import fileio
 from tfprune import graph as graph_mod
 
 KEYS = ("params", "macs", "bytes")
@@ -81,5 +82,4 @@ def plot_layers(comparison: dict, path) -> None:
     ax.legend()
     ax.set_title(f"params {comparison['before']['params']:,} -> {comparison['after']['params']:,}")
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    fileio.atomic_savefig(fig, path, dpi=120)

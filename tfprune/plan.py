@@ -189,7 +189,7 @@ def check_plan(plan: dict, graph) -> dict:
 
 
 def save_plan(plan: dict, path) -> None:
-    from tfprune.train import atomic_write_text
+    from tfprune.fileio import atomic_write_text
     atomic_write_text(path, json.dumps(plan, indent=1))
 
 

@@ -185,7 +185,7 @@ class ChannelStats:
         return cls(layers, dict(meta or {}))
 
     def save(self, path) -> None:
-        from tfprune.train import atomic_write_text
+        from tfprune.fileio import atomic_write_text
         atomic_write_text(Path(path), json.dumps(self.to_json()))
 
     @classmethod

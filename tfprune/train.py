@@ -9,6 +9,8 @@ from pathlib import Path
 
 import keras
 
+from tfprune.fileio import atomic_write_text  # also imported from here by older callers
+
 CHECKPOINT = "checkpoint.keras"
 STATE = "state.json"
 LOG = "log.csv"
@@ -101,13 +103,6 @@ def atomic_save(model: keras.Model, path: Path) -> None:
     path = Path(path)
     tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
     model.save(tmp)
-    os.replace(tmp, path)
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
     os.replace(tmp, path)
 
 

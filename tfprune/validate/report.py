@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from tfprune.train import atomic_write_text
+from tfprune.fileio import atomic_write_text
 
 
 def _pct(x) -> str:
