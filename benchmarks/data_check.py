@@ -20,7 +20,7 @@ def main(argv):
     del argv
     import numpy as np
 
-    from tfprune import data
+    from tfprune import data, fileio
 
     start = time.time()
     source = data.load_source(FLAGS.data)
@@ -38,7 +38,7 @@ def main(argv):
     result["ok"] &= np.allclose(result["channel_mean"], data.MEAN, atol=1e-3) and \
         np.allclose(result["channel_std"], data.STD, atol=1e-3)
     result["seconds"] = round(time.time() - start, 1)
-    Path(FLAGS.output).write_text(json.dumps(result, indent=1))
+    fileio.atomic_write_text(FLAGS.output, json.dumps(result, indent=1))
     print(json.dumps(result, indent=1))
     sys.exit(0 if result["ok"] else 1)
 

@@ -25,6 +25,8 @@ from pathlib import Path
 
 from absl import app, flags, logging
 
+from tfprune import fileio
+
 flags.DEFINE_list("models", ["resnet56", "mobilenetv2"], "Zoo models.")
 flags.DEFINE_list("levels", ["0.3", "0.5", "0.7"], "FLOPs fractions to remove.")
 flags.DEFINE_list("round_to", ["1", "8"], "Channel rounding.")
@@ -64,20 +66,12 @@ def _apply(model, p, g):
     return surgery.apply_plan(model, p, graph=g)
 
 
-def _time_round(interp, invokes):
-    times = []
-    for _ in range(invokes):
-        t0 = time.perf_counter()
-        interp.invoke()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times) * 1e3
-
-
 def _measure(blobs, threads, rounds, invokes):
     """{label: [round median ms]} timing every model once per round, rotating the order."""
     import numpy as np
 
     from tfprune import litert
+    from tfprune.validate.latency import invoke_times_ms
 
     interps = {}
     for label, blob in blobs.items():
@@ -88,7 +82,7 @@ def _measure(blobs, threads, rounds, invokes):
     labels = list(blobs)
     for r in range(rounds):
         for label in labels[r % len(labels):] + labels[:r % len(labels)]:
-            per_round[label].append(_time_round(interps[label], invokes))
+            per_round[label].append(statistics.median(invoke_times_ms(interps[label], invokes)))
     return per_round
 
 
@@ -136,8 +130,8 @@ def main(argv):
               "rows": rows}
     out = Path(FLAGS.output)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2))
-    out.with_suffix(".md").write_text(_markdown(result))
+    fileio.atomic_write_text(out, json.dumps(result, indent=2))
+    fileio.atomic_write_text(out.with_suffix(".md"), _markdown(result))
     _plot(rows, out.with_suffix(".png"))
     print(f"latency: wrote {out}, {out.with_suffix('.md')} and {out.with_suffix('.png')}")
 
@@ -168,9 +162,9 @@ def _channel_sweep():
             print(f"  {precision} c={c:3d}: {best:.4f} ms, {macs[c] / (best * 1e6):.2f} MAC/ns",
                   flush=True)
     out = Path(FLAGS.output).with_name("latency_channels.json")
-    out.write_text(json.dumps({"benchmark": "conv channel sweep", "threads": FLAGS.threads,
-                               "layers": "4 x Conv2D 3x3 same + ReLU, 16x16xC -> 16x16xC",
-                               "rows": rows}, indent=2))
+    fileio.atomic_write_text(out, json.dumps({
+        "benchmark": "conv channel sweep", "threads": FLAGS.threads,
+        "layers": "4 x Conv2D 3x3 same + ReLU, 16x16xC -> 16x16xC", "rows": rows}, indent=2))
     lines = ["# Conv throughput vs channel count (4 x 3x3 conv, 16x16 maps, batch 1)", "",
              "| channels | " + " | ".join(f"{p} MAC/ns" for p in FLAGS.precisions) + " |",
              "| ---: |" + " ---: |" * len(FLAGS.precisions)]
@@ -178,7 +172,7 @@ def _channel_sweep():
         lines.append(f"| {c} | " + " | ".join(
             str(next(r["macs_per_ns"] for r in rows if r["channels"] == c and r["precision"] == p))
             for p in FLAGS.precisions) + " |")
-    out.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    fileio.atomic_write_text(out.with_suffix(".md"), "\n".join(lines) + "\n")
     print(f"latency: wrote {out} and {out.with_suffix('.md')}")
 
 
@@ -239,7 +233,7 @@ def _plot(rows, path):
     ax.set_ylabel("measured LiteRT speed-up (x)")
     ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    fileio.atomic_savefig(fig, path, dpi=120)
 
 
 if __name__ == "__main__":

@@ -45,7 +45,7 @@ def main(argv):
     del argv
     import tensorflow as tf  # noqa: F401  (imported before timing)
 
-    from tfprune import card, zoo
+    from tfprune import card, fileio, zoo
 
     results = {}
     for name in FLAGS.models:
@@ -69,7 +69,7 @@ def main(argv):
            "versions": card.versions()}
     path = Path(FLAGS.output)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(out, indent=1))
+    fileio.atomic_write_text(path, json.dumps(out, indent=1))
     rows = ["| model | graph s | plan s | apply s | total s | Keras from_config s | params | level |",
             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for name, r in results.items():
@@ -77,7 +77,7 @@ def main(argv):
         rows.append(f"| {name} | {m['graph']:.3f} | {m['plan']:.3f} | {m['apply']:.3f} | "
                     f"{m['total']:.3f} | {m['keras_from_config']:.3f} | {r['params_before']:,} -> {r['params_after']:,} | "
                     f"{r['achieved_level']:.3f} |")
-    path.with_suffix(".md").write_text("\n".join(rows) + "\n")
+    fileio.atomic_write_text(path.with_suffix(".md"), "\n".join(rows) + "\n")
     print("\n".join(rows))
 
 

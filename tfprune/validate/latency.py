@@ -8,6 +8,16 @@ import numpy as np
 from tfprune import litert
 
 
+def invoke_times_ms(interp, runs: int) -> list[float]:
+    """Wall time of `runs` successive `interp.invoke()` calls on its current input, in ms."""
+    times = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        interp.invoke()
+        times.append((time.perf_counter() - t0) * 1e3)
+    return times
+
+
 def measure(source, threads=(1, 2), runs: int = 50, warmup: int = 5,
             image: np.ndarray | None = None) -> dict:
     """{threads: {median_ms, p90_ms, min_ms, runs}} timing `invoke` alone on one input
@@ -22,11 +32,7 @@ def measure(source, threads=(1, 2), runs: int = 50, warmup: int = 5,
         litert.run(interp, x)  # sets the (quantised) input once; invokes below reuse it
         for _ in range(warmup):
             interp.invoke()
-        times = []
-        for _ in range(runs):
-            t0 = time.perf_counter()
-            interp.invoke()
-            times.append((time.perf_counter() - t0) * 1e3)
+        times = invoke_times_ms(interp, runs)
         out[str(n)] = {"median_ms": float(np.median(times)),
                        "p90_ms": float(np.percentile(times, 90)),
                        "min_ms": float(np.min(times)), "runs": runs}
