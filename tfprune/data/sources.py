@@ -67,10 +67,11 @@ def load_npz(path: str, name: str | None = None) -> Source:
     if not os.path.isfile(path):
         raise DataError(f"data file {path} does not exist")
     try:
-        arrays = np.load(path, allow_pickle=False)
-        missing = [k for k in NPZ_KEYS if k not in arrays.files]
+        with np.load(path, allow_pickle=False) as npz:  # read all, then close the file
+            arrays = {k: npz[k] for k in npz.files}
     except Exception as err:  # np.load raises several types for a non-npz file
         raise DataError(f"data file {path} is not a readable .npz file: {err}") from err
+    missing = [k for k in NPZ_KEYS if k not in arrays]
     if missing:
         raise DataError(f"data file {path} lacks arrays {missing}; expected {list(NPZ_KEYS)}")
     train = Images(arrays["x_train"], arrays["y_train_fine"].astype(np.int64))
@@ -81,7 +82,7 @@ def load_npz(path: str, name: str | None = None) -> Source:
                             f"got {images.x.shape} {images.x.dtype}")
         if len(images.x) != len(images.y):
             raise DataError(f"data file {path}: {split} and its labels differ in length")
-    has_coarse = "coarse_label_names" in arrays.files and "fine_to_coarse" in arrays.files
+    has_coarse = "coarse_label_names" in arrays and "fine_to_coarse" in arrays
     return Source(
         name=name or f"npz:{path}",
         train=train,
