@@ -152,7 +152,7 @@ def hand_made_sweep(root):
                     "seed": seed, "subsets": {s: _entry(acc[(s, lv)][3 + seed])}})
     _write(root, "unpruned", {"method": "unpruned", "criterion": None, "network": "n",
                               "level": 0.0, "seed": 0,
-                              "subsets": {"a": _entry(0.7), "b": _entry(0.8)}})
+                              "subsets": {"a": _entry(0.7, r_test=0.75), "b": _entry(0.8)}})
 
 
 def test_aggregation_arithmetic_on_a_hand_made_table(tmp_path):
@@ -170,9 +170,9 @@ def test_aggregation_arithmetic_on_a_hand_made_table(tmp_path):
     paths = sweep.report(tmp_path, tmp_path / "report")
     md = paths["markdown"].read_text()
     assert "| aware:finetune_l1 | agnostic | +17.0 | +35.0 | a 90% | 4 |" in md
-    assert "| 90 | 10.0 | 30.0 | 35.0 | 45.0 | +35.0 |" in md and "unpruned: 70.0%" in md
+    assert "| 90 | 10.0 | 30.0 | 35.0 | 45.0 | +35.0 |" in md and "unpruned: 70.0% (logits restricted to the subset: 75.0%)" in md
     rows = paths["csv"].read_text().splitlines()
-    assert len(rows) == 1 + 2 * 2 * 2 + 2 * 2 + 2 * 2 * 2 + 2  # ag+c1, c2, aware, unpruned
+    assert len(rows) == 1 + 2 * 2 * 2 + 2 * 2 + 2 * 2 * 2 + 2 * 2  # ag+c1, c2, aware, unpruned(+r)
     assert [p.name for p in paths["plots"]] == ["n_a.png", "n_b.png"]
     assert all(p.stat().st_size > 5000 for p in paths["plots"])
 
@@ -287,7 +287,8 @@ def test_sweep_runs_resumes_and_reports(tmp_path, tiny_file):
     assert "agnostic_tiny_l50_s0 was evaluated without indoor" in logs[-1]
     paths = sweep.report(tmp_path)
     methods = {r.split(",")[4] for r in paths["csv"].read_text().splitlines()[1:]}
-    assert methods == {"unpruned", "agnostic", "control1", "aware:finetune_l1", "control3"}
+    assert methods == {"unpruned", "unpruned_restricted", "agnostic", "control1",
+                       "aware:finetune_l1", "control3"}
 
 
 def test_experiment_app_micro_grid(tmp_path, tiny_file):

@@ -171,9 +171,11 @@ def collect(sweep_dir) -> list[dict]:
                     "seed": res["seed"], "achieved_level": achieved,
                     "params": res.get("params_after", ""), "run": path.parent.name}
             pruned = r.get("pruned", {})
-            entries = [(label, r, pruned)] + ([("control1", r["restricted"],
-                                                pruned.get("restricted", {}))]
-                                              if res["method"] == "agnostic" else [])
+            entries = [(label, r, pruned)]
+            if res["method"] == "agnostic":
+                entries.append(("control1", r["restricted"], pruned.get("restricted", {})))
+            if res["method"] == "unpruned" and "restricted" in r:
+                entries.append(("unpruned_restricted", r["restricted"], {}))
             for name, e, p in entries:
                 rows.append({**base, "method": name, "test_accuracy": e["test_accuracy"],
                              "val_accuracy": e["val_accuracy"], "epoch": e.get("epoch", ""),
@@ -245,6 +247,7 @@ def subset_table(table: dict, key) -> str:
     aware = [m for m in aware_methods(table) if m in ms]
     cols = [m for m in ORDER[1:] if m in ms] + aware
     unpruned = ms.get("unpruned", {}).get(0.0)
+    restricted = ms.get("unpruned_restricted", {}).get(0.0)
     levels = sorted({lv for m in cols for lv in ms[m]})
     head = ["level %"] + cols + [f"Δ {m[6:]} vs agnostic" for m in aware if "agnostic" in ms]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -253,7 +256,8 @@ def subset_table(table: dict, key) -> str:
         cells += [_pp(ms[m][lv] - ms["agnostic"][lv]) if lv in ms[m] and lv in ms["agnostic"]
                   else "-" for m in aware if "agnostic" in ms]
         lines.append("| " + " | ".join(cells) + " |")
-    return f"unpruned: {_pct(unpruned)}%\n\n" + "\n".join(lines)
+    note = f" (logits restricted to the subset: {_pct(restricted)}%)" if restricted else ""
+    return f"unpruned: {_pct(unpruned)}%{note}\n\n" + "\n".join(lines)
 
 
 def summary_table(table: dict) -> str:
@@ -281,7 +285,10 @@ def plot(table: dict, key, path) -> None:
                 linestyle="--" if m.startswith("control") else "-")
     if 0.0 in ms.get("unpruned", {}):
         ax.axhline(100 * ms["unpruned"][0.0], color="k", linestyle=":", label="unpruned")
-    ax.set_xticks(sorted({100 * lv for m in ms for lv in ms[m] if m != "unpruned"}))
+    if 0.0 in ms.get("unpruned_restricted", {}):
+        ax.axhline(100 * ms["unpruned_restricted"][0.0], color="k", linestyle="--",
+                   label="unpruned, restricted logits")
+    ax.set_xticks(sorted({100 * lv for m in ms for lv in ms[m] if not m.startswith("unpruned")}))
     ax.set(xlabel="pruning level (% of parameters removed)", ylabel="test accuracy (%)",
            title=f"{key[0]} on {key[1]}")
     ax.grid(alpha=0.3)
