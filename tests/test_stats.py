@@ -1,6 +1,7 @@
 """tfprune.stats: measure points, streamed per-channel sums against numpy and GradientTape
 references, batching invariance, JSON/merge/filter_stats round trips, and bad input."""
 import json
+import warnings
 
 import keras
 import numpy as np
@@ -92,6 +93,29 @@ def test_taylor_sums_equal_gradient_tape_reference(images):
         np.testing.assert_allclose(got.layers[name].taylor, expected[k], rtol=1e-4, atol=1e-7)
         np.testing.assert_allclose(got.scores("taylor")[name], expected[k] / len(images),
                                    rtol=1e-4, atol=1e-9)
+
+
+@pytest.mark.parametrize("head", ["Softmax layer", "softmax activation"])
+def test_taylor_reads_a_softmax_head_as_probabilities(images, head):
+    logits_model = tiny_model(1)
+    if head == "Softmax layer":
+        probs = keras.layers.Softmax(name="probs")(logits_model.outputs[0])
+    else:
+        dense = logits_model.get_layer("logits")
+        probs = keras.layers.Dense(100, activation="softmax", name="probs")(
+            logits_model.get_layer("pool").output)
+    softmax_model = keras.Model(logits_model.inputs, probs)
+    if head == "softmax activation":
+        softmax_model.get_layer("probs").set_weights(dense.get_weights())
+    names, ds = ["c1_relu", "out"], data.as_dataset(images, 16)
+    want = stats.collect(logits_model, ds, names, taylor=True, progress=False)
+    with warnings.catch_warnings(record=True) as caught:  # Keras warns, then undoes softmax,
+        warnings.simplefilter("always")  # when probabilities are passed as logits
+        got = stats.collect(softmax_model, ds, names, taylor=True, progress=False)
+    assert not [w for w in caught if "does not represent logits" in str(w.message)]
+    for name in names:
+        np.testing.assert_allclose(got.layers[name].taylor, want.layers[name].taylor,
+                                   rtol=1e-4, atol=1e-7)
 
 
 def test_one_batch_equals_many_batches(images):

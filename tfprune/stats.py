@@ -212,8 +212,10 @@ def check_input(model, dataset) -> bool:
 
 
 def _from_logits(model) -> bool:
-    activation = getattr(model.layers[-1], "activation", None)
-    return getattr(activation, "__name__", "linear") != "softmax"
+    """False when the last layer ends in softmax (a Softmax layer, or softmax as the
+    activation in its config), so the Taylor loss reads probabilities."""
+    last = model.layers[-1]
+    return type(last).__name__ != "Softmax" and last.get_config().get("activation") != "softmax"
 
 
 def probe_model(model, layers: list[str]):
