@@ -46,6 +46,10 @@ def main(argv):
         sys.exit(f"validate: bad --targets/--threads: {err}")
     if FLAGS.edgetpu_compiler and not os.access(FLAGS.edgetpu_compiler, os.X_OK):
         sys.exit(f"validate: --edgetpu_compiler {FLAGS.edgetpu_compiler} is not an executable")
+    try:  # before the (slow) checks: a bad --output fails first
+        os.makedirs(FLAGS.output, exist_ok=True)
+    except OSError as err:
+        sys.exit(f"validate: --output {FLAGS.output}: {err}")
     keras_model = images = None
     if FLAGS.keras:
         try:

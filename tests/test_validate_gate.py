@@ -95,3 +95,6 @@ def test_validate_app_exit_codes(models, tmp_path):
     assert (tmp_path / "bad" / "validation.md").exists()
     usage = run(f"--tflite={path}", "--targets=tpu", f"--output={tmp_path / 'u'}")
     assert usage.returncode != 0 and "unknown target" in usage.stderr
+    as_output = run(f"--tflite={path}", f"--output={text}")  # an existing file, not a directory
+    assert as_output.returncode != 0 and "Traceback" not in as_output.stderr
+    assert f"validate: --output {text}" in as_output.stderr and text.read_text() == "not a model"
