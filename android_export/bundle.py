@@ -176,7 +176,10 @@ def write_bundle(output_dir, *, model_tflite, trainable_dir, validation, class_n
     if subset and not all(0 <= c < len(class_names) for c in subset):
         raise BundleError(f"subset_classes {subset} are not all indices of the "
                           f"{len(class_names)} class names")
-    training = json.loads((trainable_dir / TRAINING).read_text())
+    try:
+        training = json.loads((trainable_dir / TRAINING).read_text())
+    except ValueError as err:
+        raise BundleError(f"{trainable_dir / TRAINING} is not valid JSON: {err}") from None
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}")
     tmp.mkdir()  # not mkdtemp: its mode 0700 would hide the bundle from other users

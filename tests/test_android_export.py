@@ -182,6 +182,13 @@ def test_failed_validation_is_refused_unless_allowed(bundle, float_model, splits
     other = validate.validate([float_model], ("android-cpu",), latency_runs=0)
     with pytest.raises(android_export.BundleError, match="no entries for .*trainable.tflite"):
         android_export.write_bundle(tmp_path / "x", **{**kwargs, "validation": other})
+    broken = tmp_path / "broken"  # a trainable.json that is not JSON is named, not a traceback
+    broken.mkdir()
+    (broken / "trainable.tflite").write_bytes((bundle / "trainable.tflite").read_bytes())
+    (broken / "trainable.json").write_text("{not json")
+    with pytest.raises(android_export.BundleError, match="broken/trainable.json is not valid JSON"):
+        android_export.write_bundle(tmp_path / "y", allow_failed_validation=True,
+                                    **{**kwargs, "trainable_dir": broken})
 
 
 def test_overwrite_rules_and_tampered_bundle(bundle, manifest, splits, keras_model, tmp_path):
