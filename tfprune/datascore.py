@@ -10,7 +10,7 @@
   `ctx.options["finetune_l1_epochs"]` (default 2) epochs on the subset's training split
   (`ctx.options["splits"].train`, augmented, when given; else `ctx.data`), then rank by `l1`
   of the fine-tuned weights. The fine-tuned model is left in `ctx.options["finetuned_model"]`:
-  the paper prunes it, not the input (pipelines.prune does).
+  the paper prunes it, not the input (`tfprune.pruning.prune_model` does).
 
 Each producer is scored at its own measure point; members of a coupled group are combined by
 the core's one rule (`tfprune.scoring.group_scores`: each member normalised by its mean score,

@@ -3,8 +3,8 @@
     result = prune_model(model, "act_l2", 0.5, splits=splits)   # data-aware: needs splits
     result.pruned, result.plan, result.scores, result.graph
 
-Composed from `tfprune.graph`, `tfprune.scoring`, `tfprune.plan` and `tfprune.surgery` the
-way `pipelines.prune` composes them. For `finetune_l1` the criterion fine-tunes a copy of the
+Composed from `tfprune.graph`, `tfprune.scoring`, `tfprune.plan` and `tfprune.surgery`; the
+prune app, the paper's protocol and the main job's chain all prune through it. For `finetune_l1` the criterion fine-tunes a copy of the
 model (`ctx.options["finetuned_model"]`) and ranks its filters; as in the paper, that tuned
 model is what gets pruned (`result.source` says which model the plan was applied to).
 
@@ -33,7 +33,7 @@ class PruneResult:
 
 def scoring_context(splits=None, calibration_batches: int | None = 10, batch_size: int = 64,
                     seed: int = 0, options: dict | None = None):
-    """The ScoringContext pipelines.prune builds: the subset's (unaugmented) train split as
+    """The ScoringContext `prune_model` builds: the subset's (unaugmented) train split as
     scoring data, and the splits themselves for criteria that train (finetune_l1)."""
     from tfprune import data, scoring
     ds = data.as_dataset(splits.train, batch_size) if splits is not None else None
