@@ -66,7 +66,7 @@ def main(argv):
                    subset]["test_accuracy"],
                test_accuracy=(runs[result.level]["subsets"][subset]["test_accuracy"]
                               if result.level is not None else None))
-    stem = Path(FLAGS.workdir) / f"search_{protocol._safe(subset)}_{net}"
+    stem = Path(FLAGS.workdir) / f"search_{protocol.safe_name(subset)}_{net}"
     train.atomic_write_text(stem.with_suffix(".json"), json.dumps(out, indent=1))
     lines = [f"# DaPR search: {net} on {subset} ({FLAGS.criterion}, {FLAGS.protocol})", "",
              f"Unpruned val accuracy {100 * reference:.1f}% (tolerance "

@@ -245,7 +245,7 @@ def finetuned(setup: Setup, root: Path, subset: str) -> Path:
     import keras
 
     from tfprune import modelio
-    wd = Path(root) / "finetune" / f"{setup.network}_{_safe(subset)}_s{setup.seed}"
+    wd = Path(root) / "finetune" / f"{setup.network}_{safe_name(subset)}_s{setup.seed}"
     out = wd / "finetuned.keras"
     if not out.exists():
         wd.mkdir(parents=True, exist_ok=True)
@@ -259,7 +259,8 @@ def finetuned(setup: Setup, root: Path, subset: str) -> Path:
     return out
 
 
-def _safe(name: str) -> str:
+def safe_name(name: str) -> str:
+    """`name` (a subset spec such as `fish,shark`) as a file-name part."""
     return "".join(c if c.isalnum() or c in "-_" else "-" for c in name)
 
 

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tfprune import protocol, recipes, train
+from tfprune import fileio, protocol, recipes, train
 
 BASELINES = ("agnostic", "control1", "control2", "control3")
 ORDER = ("unpruned", "agnostic", "control1", "control2", "control3")
@@ -47,7 +47,7 @@ class RunSpec:
     def id(self) -> str:
         parts = [self.label.replace(":", "-"), self.network]
         if self.subset:
-            parts.append(protocol._safe(self.subset))
+            parts.append(protocol.safe_name(self.subset))
         if self.method != "unpruned":
             parts.append(f"l{round(self.level * 100):02d}")
         return "_".join(parts + [f"s{self.seed}"])
@@ -294,10 +294,7 @@ def plot(table: dict, key, path) -> None:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="best")
     fig.tight_layout()
-    tmp = Path(path).with_name(f".{Path(path).name}.tmp.png")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    tmp.replace(path)
+    fileio.atomic_savefig(fig, path, dpi=110)
 
 
 def report(sweep_dir, out_dir=None) -> dict:
@@ -319,7 +316,7 @@ def report(sweep_dir, out_dir=None) -> dict:
           "## Headline", "", summary_table(table), ""]
     plots = []
     for key in sorted(table):
-        name = f"{key[0]}_{protocol._safe(key[1])}.png"
+        name = f"{key[0]}_{protocol.safe_name(key[1])}.png"
         plot(table, key, out / "plots" / name)
         plots.append(out / "plots" / name)
         md += [f"## {key[1]} / {key[0]}", "", subset_table(table, key), "",
