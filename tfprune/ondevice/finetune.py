@@ -100,7 +100,7 @@ def device_finetune(open_runtime: Callable, train, test, epochs: int, schedule: 
                                    "bit_identical": bool(np.array_equal(rt.state(), before))}
             log(f"simulated app restart after epoch {epoch + 1}: new interpreter, restored step "
                 f"{step}, bit-identical: {progress['restart']['bit_identical']}")
-        from tfprune.train import atomic_write_text
+        from tfprune.fileio import atomic_write_text
         atomic_write_text(workdir / PROGRESS, json.dumps(progress, indent=1))
     progress["final_test_accuracy"] = rt.evaluate(normalize_np(test.x), test.y)
     progress["runtime"] = rt

@@ -14,14 +14,11 @@ import tensorflow as tf
 
 def calibrate_batchnorm(model: keras.Model, x: np.ndarray) -> None:
     """Set every BatchNorm's moving statistics to the batch statistics of `x` (in one
-    training-mode call), so a randomly initialised model has sane inference-mode activations."""
-    bns = [l for l in model.layers if isinstance(l, keras.layers.BatchNormalization)]
-    saved = [bn.momentum for bn in bns]
-    for bn in bns:
-        bn.momentum = 0.0
-    model(tf.constant(x), training=True)
-    for bn, m in zip(bns, saved):
-        bn.momentum = m
+    training-mode call), so a randomly initialised model has sane inference-mode activations:
+    `tfprune.pruning.reestimate_batchnorm` over the one batch `x`."""
+    from tfprune.pruning import reestimate_batchnorm
+
+    reestimate_batchnorm(model, tf.data.Dataset.from_tensors((x, np.int32(0))), 1)
 
 
 def _loss(logits, y):
