@@ -67,11 +67,12 @@ class TrainingModule(tf.Module):
 
     def __init__(self, model: keras.Model, batch_size: int = 32, trainable="all",
                  optimizer: str = "sgd", learning_rate: float = 0.01, momentum: float = 0.9,
-                 weight_decay: float = 5e-4, stats_layers=None, **adam):
+                 weight_decay: float = 5e-4, stats_layers=None, conv_impl: str = "auto", **adam):
         super().__init__(name="ondevice")
         if batch_size < 1:
             raise ValueError(f"batch_size must be positive, got {batch_size}")
-        self.graph = LayerGraph.from_model(model)
+        self.graph = LayerGraph.from_model(model, conv_impl)
+        self.conv_impl = conv_impl
         self.batch_size, self.num_classes = int(batch_size), int(model.output_shape[-1])
         train_layers = set(trainable_layers(self.graph, trainable))
         self.trainable_spec = str(trainable)
@@ -215,9 +216,10 @@ def convert(module: TrainingModule, allow_flex: bool = True) -> tuple[bytes, boo
 def export_trainable(model, output_dir, batch_size: int = 32, trainable="all",
                      optimizer: str = "sgd", learning_rate: float = 0.01, momentum: float = 0.9,
                      weight_decay: float = 5e-4, stats_layers=None, allow_flex: bool = True,
-                     **adam) -> dict:
+                     conv_impl: str = "auto", **adam) -> dict:
     """Write `output_dir/trainable.tflite` and `trainable.json` (the manifest); return the
-    manifest. `model` is a Keras model or a model spec (`.keras` path, pretrained:, zoo name)."""
+    manifest. `model` is a Keras model or a model spec (`.keras` path, pretrained:, zoo name).
+    `conv_impl`: Conv2D lowering (grads.CONV_IMPLS); `auto` suits the XNNPACK delegate."""
     from tfprune import litert
     from tfprune.train import atomic_write_text
 
@@ -225,7 +227,7 @@ def export_trainable(model, output_dir, batch_size: int = 32, trainable="all",
         from tfprune.modelio import load_model
         model = load_model(os.fspath(model))
     module = TrainingModule(model, batch_size, trainable, optimizer, learning_rate, momentum,
-                            weight_decay, stats_layers, **adam)
+                            weight_decay, stats_layers, conv_impl, **adam)
     tflite, _ = convert(module, allow_flex)
     info = litert.inspect(tflite)
     flex = info.flex_ops()
@@ -238,6 +240,7 @@ def export_trainable(model, output_dir, batch_size: int = 32, trainable="all",
                       "weight_decay": weight_decay, **adam},
         "batchnorm": "inference mode, moving statistics frozen (gamma/beta train)",
         "dropout": "disabled (identity) in every signature",
+        "conv_impl": conv_impl,
         "partial_batch": "pad to batch_size; label -1 (train) / valid 0 (filter_stats) marks padding",
         "stats_layers": module.stats_layers,
         "state_layout": module.state_layout(),

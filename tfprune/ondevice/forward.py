@@ -30,6 +30,7 @@ class Node:
     config: dict
     inputs: list[str]
     weights: dict[str, str]          # role (kernel, bias, gamma, ...) -> variable path
+    conv_impl: str = "conv"          # Conv2D lowering (grads.CONV_IMPLS)
 
 
 def _history(args) -> list[str]:
@@ -63,7 +64,7 @@ def _conv(node, xs, p, flex):
         y = tf.nn.conv2d(xs[0], p["kernel"], list(c["strides"]), c["padding"].upper(),
                          dilations=list(c.get("dilation_rate", (1, 1))))
     else:
-        y = G.conv2d(xs[0], p["kernel"], c["strides"], c["padding"])
+        y = G.conv2d(xs[0], p["kernel"], c["strides"], c["padding"], impl=node.conv_impl)
     if c.get("use_bias"):
         y = G.bias_add(y, p["bias"])
     return _activation(node, y, flex)
@@ -150,7 +151,9 @@ class LayerGraph:
     flex_layers: list[str] = dataclasses.field(default_factory=list)
 
     @classmethod
-    def from_model(cls, model: keras.Model) -> "LayerGraph":
+    def from_model(cls, model: keras.Model, conv_impl: str = "conv") -> "LayerGraph":
+        """`conv_impl`: how Conv2D layers lower (grads.CONV_IMPLS: conv, matmul, auto)."""
+        G.conv_uses_matmul(conv_impl, 1, 1)  # validates the name
         cfg = model.get_config()
         if "layers" not in cfg or "output_layers" not in cfg:
             raise UnsupportedModelError(f"model {model.name!r} is not a functional Keras model")
@@ -169,7 +172,8 @@ class LayerGraph:
                 raise UnsupportedModelError(f"layer {name!r} is called {len(inbound)} times; "
                                             "shared layers are not supported")
             weights = {w.path.rsplit("/", 1)[-1]: w.path for w in model.get_layer(name).weights}
-            nodes.append(Node(name, kind, layer_cfg["config"], _history(inbound[0]["args"]), weights))
+            nodes.append(Node(name, kind, layer_cfg["config"], _history(inbound[0]["args"]), weights,
+                              conv_impl))
         outs = cfg["output_layers"]
         outs = [outs] if outs and isinstance(outs[0], str) else outs
         if len(inputs) != 1 or len(outs) != 1:

@@ -5,10 +5,11 @@ BiasAddGrad, SparseSoftmaxCrossEntropyWithLogits..., which exist in TFLite only 
 Each op here is a `tf.custom_gradient` whose gradient is written with ops that have builtin
 TFLite kernels:
 
-- conv2d: input gradient = conv2d_transpose (TRANSPOSE_CONV); filter gradient = ONE CONV_2D:
-  dW[kh,kw,ci,co] = sum_{n,h,w} xpad[n, h*s+kh, w*s+kw, ci] * dy[n,h,w,co] is a VALID
+- conv2d, "conv" lowering: input gradient = conv2d_transpose (TRANSPOSE_CONV); filter gradient
+  = ONE CONV_2D: dW[kh,kw,ci,co] = sum_{n,h,w} xpad[n, h*s+kh, w*s+kw, ci] * dy[n,h,w,co] is a VALID
   convolution of xpad transposed to (ci, H, W, N) with dy transposed to (Ho, Wo, N, co) as the
   filter, dilation = stride, cropped to (kh, kw). 1x1 kernels use one matmul instead.
+  "matmul" lowering (`matmul_conv2d`, for XNNPACK): im2col + BATCH_MATMUL forward and back.
 - depthwise_conv2d: input gradient = depthwise conv of the zero-upsampled dy with the flipped
   kernel; filter gradient = kh*kw strided slices, MUL and SUM.
 - relu / relu6: SELECT_V2 on the saved output; max_pool (window == stride): the gradient goes
@@ -55,9 +56,45 @@ def conv2d_filter_grad(x, dy, kernel, strides, padding):
     return tf.transpose(out[:, :kh, :kw, :], [1, 2, 0, 3])
 
 
-def conv2d(x, w, strides=(1, 1), padding="same"):
+def im2col(xp, kernel, strides, out_hw):
+    """Patches of the (already padded) xp: (N, Ho, Wo, kh*kw*C), (kh, kw, C) row-major like a
+    conv kernel's first three axes. Unit-stride slices and one CONCATENATION: a stride s in
+    both axes goes through SPACE_TO_DEPTH first (XNNPACK refuses strided STRIDED_SLICE)."""
+    (kh, kw), (sh, sw), (oh, ow) = kernel, strides, out_hw
+    if sh == sw > 1:
+        s, c = sh, xp.shape[-1]
+        extra = [(-d) % s for d in xp.shape[1:3]]
+        if any(extra):
+            xp = tf.pad(xp, [[0, 0], [0, extra[0]], [0, extra[1]], [0, 0]])
+        blocks = tf.nn.space_to_depth(xp, s)   # channel ((i % s) * s + j % s) * C + c
+        cols = [blocks[:, i // s:i // s + oh, j // s:j // s + ow,
+                       ((i % s) * s + j % s) * c:((i % s) * s + j % s + 1) * c]
+                for i in range(kh) for j in range(kw)]
+    else:
+        cols = [xp[:, i:i + (oh - 1) * sh + 1:sh, j:j + (ow - 1) * sw + 1:sw, :]
+                for i in range(kh) for j in range(kw)]
+    return cols[0] if len(cols) == 1 else tf.concat(cols, axis=-1)
+
+
+# Conv2D lowering: "conv" (CONV_2D forward, TRANSPOSE_CONV input gradient, one dilated CONV_2D
+# filter gradient) or "matmul" (im2col + BATCH_MATMUL for all three; TRANSPOSE_CONV for the
+# input gradient of strided convs). "auto" picks matmul when both channel counts are at least
+# MATMUL_MIN_CHANNELS: see matmul_conv's docstring for why.
+CONV_IMPLS = ("auto", "conv", "matmul")
+MATMUL_MIN_CHANNELS = 32
+
+
+def conv_uses_matmul(impl: str, in_channels: int, out_channels: int) -> bool:
+    if impl not in CONV_IMPLS:
+        raise ValueError(f"conv_impl {impl!r} is not one of {', '.join(CONV_IMPLS)}")
+    return impl == "matmul" or (impl == "auto" and min(in_channels, out_channels) >= MATMUL_MIN_CHANNELS)
+
+
+def conv2d(x, w, strides=(1, 1), padding="same", impl: str = "conv"):
     """Conv2D (no bias) with a builtin-only backward pass."""
     strides, kernel = tuple(strides), tuple(w.shape[:2])
+    if conv_uses_matmul(impl, w.shape[2], w.shape[3]):
+        return matmul_conv2d(x, w, strides, padding)
 
     @tf.custom_gradient
     def op(x, w):
@@ -67,6 +104,41 @@ def conv2d(x, w, strides=(1, 1), padding="same"):
             dx = tf.nn.conv2d_transpose(dy, w, tf.shape(x), strides=list(strides),
                                         padding=_tf_padding(padding))
             return dx, conv2d_filter_grad(x, dy, kernel, strides, padding)
+        return y, grad
+    return op(x, w)
+
+
+def matmul_conv2d(x, w, strides=(1, 1), padding="same"):
+    """Conv2D as im2col + matmul, forward and backward: y = P @ W, dW = P^T @ dy (the forward
+    patches P are reused), and for stride 1 dx = im2col(padded dy) @ flipped W^T, a full
+    correlation; strided convs take dx from TRANSPOSE_CONV.
+
+    Why: TFLite's x86 CONV_2D/TRANSPOSE_CONV with a non-constant filter run im2col + an Eigen
+    GEMM on one thread whatever num_threads says (the multithreaded conv kernel needs a
+    constant filter; float GEMM goes to Eigen, not ruy, on x86). BATCH_MATMUL with two dynamic
+    operands is taken by the XNNPACK delegate (multithreaded, AVX-512 GEMM kernels). Without
+    XNNPACK, the builtin BATCH_MATMUL is a slow reference loop: run it with XNNPACK. XNNPACK's
+    32-wide GEMM tiles are half empty for 16-channel layers, hence MATMUL_MIN_CHANNELS."""
+    kh, kw, ci, co = w.shape
+
+    @tf.custom_gradient
+    def op(x, w):
+        (oh, ow), pads = _pads(x.shape, (kh, kw), strides, padding)
+        xp = tf.pad(x, pads) if any(p for pair in pads for p in pair) else x
+        patches = tf.reshape(im2col(xp, (kh, kw), strides, (oh, ow)), [-1, kh * kw * ci])
+        y = tf.reshape(tf.matmul(patches, tf.reshape(w, [kh * kw * ci, co])),
+                       [x.shape[0], oh, ow, co])
+
+        def grad(dy):
+            dw = tf.reshape(tf.matmul(patches, tf.reshape(dy, [-1, co]), transpose_a=True), w.shape)
+            if strides != (1, 1):
+                return tf.nn.conv2d_transpose(dy, w, tf.shape(x), strides=list(strides),
+                                              padding=_tf_padding(padding)), dw
+            (pt, pb), (pl, pr) = pads[1], pads[2]
+            dyp = tf.pad(dy, [[0, 0], [kh - 1 - pt, kh - 1 - pb], [kw - 1 - pl, kw - 1 - pr], [0, 0]])
+            flipped = tf.reshape(tf.transpose(tf.reverse(w, [0, 1]), [0, 1, 3, 2]), [kh * kw * co, ci])
+            cols = tf.reshape(im2col(dyp, (kh, kw), (1, 1), x.shape[1:3]), [-1, kh * kw * co])
+            return tf.reshape(tf.matmul(cols, flipped), x.shape), dw
         return y, grad
     return op(x, w)
 

@@ -1,11 +1,14 @@
 """A thin LiteRT-side driver of a trainable .tflite: what an app does, in Python, without TF.
 
-Opens the model in `ai_edge_litert` (the default XNNPACK delegate is left out: it cannot take
-the variable weights of a training graph, and partitioning around it made `train` ~1.5x
-slower here), checks inputs before they reach the interpreter (batch shape, dtype, label
-range), pads a final partial batch (label -1 / valid 0 on the padding rows), and keeps
-checkpoints as `.npz` files: the flat `state` tensor of the `save` signature plus the
-manifest's fingerprint and layout, written to a temp file and renamed.
+Opens the model in `ai_edge_litert` with its default XNNPACK delegate (`xnnpack=False`: builtin
+kernels only). XNNPACK cannot take a CONV_2D with a variable filter, but it runs the
+BATCH_MATMULs of the "matmul" conv lowering (grads.matmul_conv2d), multithreaded; the
+builtin BATCH_MATMUL is a slow reference loop, so a model exported with conv_impl matmul/auto
+wants XNNPACK (one with conv_impl conv runs as fast without it). It checks inputs before they
+reach the interpreter (batch shape, dtype, label range), pads a final partial batch (label -1
+/ valid 0 on the padding rows), and keeps checkpoints as `.npz` files: the flat `state` tensor
+of the `save` signature plus the manifest's fingerprint and layout, written to a temp file and
+renamed.
 """
 from __future__ import annotations
 
@@ -25,7 +28,8 @@ class RuntimeInputError(ValueError):
 class TrainableRuntime:
     """One interpreter over `trainable.tflite` with its manifest (`trainable.json` beside it)."""
 
-    def __init__(self, tflite_path, manifest_path=None, num_threads: int = 2):
+    def __init__(self, tflite_path, manifest_path=None, num_threads: int = 2,
+                 xnnpack: bool = True):
         from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
         self.path = Path(tflite_path)
@@ -39,9 +43,9 @@ class TrainableRuntime:
             raise RuntimeInputError(
                 f"{self.path} needs the Flex runtime ({', '.join(self.manifest['flex_ops'])}), "
                 "which ai_edge_litert does not include")
-        self.interpreter = Interpreter(
-            model_path=str(self.path), num_threads=num_threads,
-            experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+        resolver = OpResolverType.AUTO if xnnpack else OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+        self.interpreter = Interpreter(model_path=str(self.path), num_threads=num_threads,
+                                       experimental_op_resolver_type=resolver)
         self.runners = {k: self.interpreter.get_signature_runner(k)
                         for k in self.interpreter.get_signature_list()}
         self.batch_size = int(self.manifest["batch_size"])
