@@ -13,6 +13,10 @@ here as `analyzer_verdict` for comparison). The table holds
 """
 from __future__ import annotations
 
+import contextlib
+import io
+import os
+
 from ai_edge_litert import schema_py_generated as schema
 
 from tfprune.litert import ModelInfo, OpInfo
@@ -147,14 +151,14 @@ def check_gpu(info: ModelInfo, with_analyzer: bool = True) -> dict:
 
 def analyzer_verdict(path: str) -> str:
     """The one-line GPU verdict of `tf.lite.experimental.Analyzer`, for comparison only."""
-    import os
-
     if not os.path.isfile(path):
         return "analyzer not run (model given as bytes)"
+    printed = io.StringIO()  # the public Analyzer prints its report
     try:
-        from tensorflow.lite.python import analyzer
-        text = analyzer._analyzer_wrapper.ModelAnalyzer(path, True, True)  # noqa: SLF001
+        import tensorflow as tf
+        with contextlib.redirect_stdout(printed):
+            tf.lite.experimental.Analyzer.analyze(model_path=path, gpu_compatibility=True)
     except Exception as err:  # informational: never fail the check because of it
         return f"analyzer failed: {err}"
-    lines = [ln.strip() for ln in text.splitlines() if "GPU" in ln]
+    lines = [ln.strip() for ln in printed.getvalue().splitlines() if "GPU" in ln]
     return lines[0] if lines else "no GPU verdict in analyzer output"
