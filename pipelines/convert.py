@@ -56,8 +56,7 @@ def _inference(model) -> dict:
     from tfprune import convert, data, litert
 
     record = {"model": FLAGS.model, "mode": FLAGS.mode, "batch_size": 1,
-              "normalisation": {"mean": list(data.MEAN), "std": list(data.STD),
-                                "model_input": "float32 NHWC, (x / 255 - mean) / std"}}
+              "normalisation": convert.input_normalisation()}
     calibration = None
     if FLAGS.mode == "int8":
         splits = data.load_subset(FLAGS.data, FLAGS.subset, FLAGS.seed)

@@ -24,6 +24,15 @@ class ConvertError(ValueError):
     """A model or option the converter cannot honour; the message says which and why."""
 
 
+def input_normalisation() -> dict:
+    """What a converted model expects as input (normalisation is not part of the model), for
+    the records written beside it."""
+    from tfprune.data import MEAN, STD
+
+    return {"mean": list(MEAN), "std": list(STD),
+            "model_input": "float32 NHWC, (x / 255 - mean) / std"}
+
+
 def calibration_images(images, n: int, seed: int = 0) -> np.ndarray:
     """`n` images drawn without replacement (seeded) from `images` (uint8 Images), normalised
     to the model's float input: the representative dataset for full-integer quantisation."""

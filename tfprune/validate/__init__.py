@@ -91,15 +91,14 @@ def validate(paths, targets=TARGETS, *, keras_source: str | None = None, data: d
              **kwargs) -> dict:
     """The full report over `paths` (see `validate_file` for the keyword arguments).
     `keras_source` and `data` are recorded for the reader (what the parity ran against)."""
-    from tfprune.data import MEAN, STD
+    from tfprune.convert import input_normalisation
     from tfprune.validate.parity import MAX_ACCURACY_DROP_PP as drop, MIN_AGREEMENT as agree
 
     files = [validate_file(p, targets, **kwargs) for p in paths]
     failed = [f"{f['path']}: {g['gate']}: {g['why']}"
               for f in files for g in f["gates"] if not g["passed"]]
     return {"targets": list(targets), "keras_model": keras_source, "data": data,
-            "normalisation": {"mean": list(MEAN), "std": list(STD),
-                              "model_input": "float32 NHWC, (x / 255 - mean) / std"},
+            "normalisation": input_normalisation(),
             "thresholds": {"min_agreement": kwargs.get("min_agreement", agree),
                            "max_accuracy_drop_pp": kwargs.get("max_accuracy_drop_pp", drop),
                            "max_latency_ms": kwargs.get("max_latency_ms")},
