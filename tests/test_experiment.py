@@ -79,6 +79,8 @@ def test_paper_recipes_and_quick_budget():
     assert (edited.retrain.epochs, edited.batch_size, edited.retrain.lr) == (2, 16, "0:0.1")
     with pytest.raises(ValueError, match="no field"):
         recipes.override(q, ["retrain.nope=1"])
+    with pytest.raises(ValueError, match="'retrain.epochs=two': 'two' is not int"):
+        recipes.override(q, ["retrain.epochs=two"])
 
 
 def test_select_takes_test_at_best_validation_epoch():

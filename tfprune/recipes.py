@@ -104,7 +104,11 @@ def override(recipe: Recipe, items) -> Recipe:
                 f.name for f in dataclasses.fields(target)}:
             raise ValueError(f"recipe override {item!r}: no field {key!r}")
         kind = type(getattr(target, field)) if getattr(target, field) is not None else int
-        new = dataclasses.replace(target, **{field: kind(value)})
+        try:
+            value = kind(value)
+        except ValueError:
+            raise ValueError(f"recipe override {item!r}: {value!r} is not {kind.__name__}") from None
+        new = dataclasses.replace(target, **{field: value})
         recipe = dataclasses.replace(recipe, **{head: new}) if head else new
     return recipe
 
