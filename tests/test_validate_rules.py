@@ -98,6 +98,19 @@ def test_edgetpu_op_constraints(fn, op, problem):
     assert result["ops_mapped"] == first["op"]
 
 
+def test_edgetpu_compiler_failure_and_hang_are_reported(tmp_path):
+    # Not a compiler (none installs here): a binary that fails, and one that hangs.
+    failing, hanging = tmp_path / "failing", tmp_path / "hanging"
+    failing.write_text("#!/bin/sh\necho 'cannot compile' >&2\nexit 3\n")
+    hanging.write_text("#!/bin/sh\nsleep 30\n")
+    for script in (failing, hanging):
+        script.chmod(0o755)
+    assert edgetpu.run_compiler(str(failing), "m.tflite") == {
+        "returncode": 3, "compiled": False, "log": "cannot compile"}
+    hung = edgetpu.run_compiler(str(hanging), "m.tflite", timeout=1)
+    assert hung["returncode"] is None and "did not finish within 1 s" in hung["log"]
+
+
 # ---- Android GPU ---------------------------------------------------------------------------
 
 @pytest.mark.parametrize("fn, shape, op", [

@@ -201,12 +201,17 @@ def check(info: ModelInfo) -> dict:
 
 
 def run_compiler(binary: str, tflite_path: str, timeout: int = 300) -> dict:
-    """Run `edgetpu_compiler -s` on the model and return its log and exit code."""
+    """Run `edgetpu_compiler -s` on the model and return its log and exit code (None when it
+    did not finish within `timeout` seconds: reported, not raised, like every other finding)."""
     if not (os.path.isfile(binary) and os.access(binary, os.X_OK)):
         raise FileNotFoundError(f"--edgetpu_compiler {binary} is not an executable file")
     with tempfile.TemporaryDirectory(prefix="edgetpu_") as out:
-        proc = subprocess.run([binary, "-s", "-o", out, tflite_path], capture_output=True,
-                              text=True, timeout=timeout, check=False)
+        try:
+            proc = subprocess.run([binary, "-s", "-o", out, tflite_path], capture_output=True,
+                                  text=True, timeout=timeout, check=False)
+        except subprocess.TimeoutExpired:
+            return {"returncode": None, "compiled": False,
+                    "log": f"{binary} did not finish within {timeout} s"}
         compiled = [f for f in os.listdir(out) if f.endswith("_edgetpu.tflite")]
     return {"returncode": proc.returncode, "compiled": bool(compiled),
             "log": (proc.stdout + proc.stderr).strip()}
