@@ -102,7 +102,7 @@ def test_edgetpu_compiler_failure_and_hang_are_reported(tmp_path):
     # Not a compiler (none installs here): a binary that fails, and one that hangs.
     failing, hanging = tmp_path / "failing", tmp_path / "hanging"
     failing.write_text("#!/bin/sh\necho 'cannot compile' >&2\nexit 3\n")
-    hanging.write_text("#!/bin/sh\nsleep 30\n")
+    hanging.write_text("#!/bin/sh\nexec sleep 30\n")  # killed on timeout
     for script in (failing, hanging):
         script.chmod(0o755)
     assert edgetpu.run_compiler(str(failing), "m.tflite") == {
