@@ -106,6 +106,13 @@ def test_plan_refused_on_a_different_model(resnet56):
         surgery.apply_plan(model, bad, graph=g)
 
 
+def test_unreadable_plan_file_named(tmp_path):
+    (tmp_path / "plan.json").write_text('{"format": ')
+    for path in (tmp_path / "plan.json", tmp_path / "missing.json"):
+        with pytest.raises(plan_mod.PlanError, match=f"cannot read plan {path}: "):
+            plan_mod.load_plan(path)
+
+
 def test_nothing_prunable_refused():
     inp = keras.Input((8, 8, 3))
     x = keras.layers.Conv2D(4, 3, name="only")(inp)

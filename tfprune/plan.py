@@ -194,5 +194,9 @@ def save_plan(plan: dict, path) -> None:
 
 
 def load_plan(path) -> dict:
-    with open(path) as f:
-        return json.load(f)
+    """The plan in `path` (checked against a model by `check_plan`); PlanError names the file."""
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError) as err:
+        raise PlanError(f"cannot read plan {path}: {err}") from None
