@@ -1,34 +1,15 @@
 """The model writer rebuilds a Keras 3 model as a tf_keras (Keras 2) model, and the core reads
-and prunes tf_keras models. Runs in a subprocess: tf_keras must not share this process."""
+and prunes tf_keras models. Runs in a subprocess (tests/tf_keras_rebuild_check.py): tf_keras
+must not share this process."""
 import subprocess
 import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent
 
-SCRIPT = r"""
-import numpy as np
-import tf_keras
-from pruning_utils import check_equivalent, randomize
-from tfprune import modelspec, zoo
-
-model = randomize(zoo.build("resnet20"), seed=2)
-k2 = modelspec.write_model(modelspec.read_model(model), tf_keras)
-assert type(k2).__module__.startswith("tf_keras"), type(k2)
-assert [l.name for l in k2.layers] == [l.name for l in model.layers]
-x = np.random.default_rng(0).normal(size=(4, 32, 32, 3)).astype("float32")
-ref, out = np.asarray(model(x)), k2(x).numpy()
-err = np.abs(ref - out).max() / np.abs(ref).max()
-assert err < 1e-4, err
-assert k2.count_params() == model.count_params()
-plan, pruned = check_equivalent(k2, (32, 32, 3), 0.5, "params", "global", 8)
-assert type(pruned).__module__.startswith("tf_keras") and pruned.count_params() < k2.count_params()
-print("OK", err)
-"""
-
 
 def test_keras3_resnet20_rebuilt_as_tf_keras_and_pruned():
-    proc = subprocess.run([sys.executable, "-c", SCRIPT], cwd=ROOT, capture_output=True,
-                          text=True, timeout=300)
+    proc = subprocess.run([sys.executable, str(ROOT / "tf_keras_rebuild_check.py")], cwd=ROOT,
+                          capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.startswith("OK")
