@@ -14,7 +14,8 @@ import sys
 from absl import app, flags
 
 flags.DEFINE_enum("protocol", "quick", ["paper", "quick"], "Recipe family (tfprune.recipes).")
-flags.DEFINE_string("data", "npz:/work/shared/data/cifar100.npz", "Data source spec.")
+flags.DEFINE_string("data", "tfds:cifar100", "Data source spec (the full dataset: the "
+                    "agnostic baseline trains on all of it): tfds:NAME, npz:PATH, folder:PATH.")
 flags.DEFINE_string("data_dir", None, "TFDS data dir.")
 flags.DEFINE_list("subsets", ["aquatic", "indoor", "outdoor", "natural", "random"], "Subsets.")
 flags.DEFINE_list("networks", ["resnet20"], "Networks (recipes in tfprune.recipes).")

@@ -10,7 +10,9 @@ import sys
 
 from absl import app, flags
 
-flags.DEFINE_string("model", "resnet20", "Zoo model name.")
+from tfprune.zoo import MODELS
+
+flags.DEFINE_enum("model", "resnet20", sorted(MODELS), "Zoo model name.")
 flags.DEFINE_string("data", "tfds:cifar100", "Data source: npz:PATH, tfds:NAME or folder:PATH.")
 flags.DEFINE_string("data_dir", None, "TFDS data dir (default $TFDS_DATA_DIR).")
 flags.DEFINE_integer("epochs", 30, "Training epochs.")

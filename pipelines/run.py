@@ -29,6 +29,8 @@ flags.DEFINE_float("weight_decay", _D.weight_decay, "Fine-tuning weight decay.")
 flags.DEFINE_integer("batch_size", _D.batch_size, "Batch size for scoring and fine-tuning.")
 flags.DEFINE_integer("calibration_samples", _D.calibration_samples, "int8 calibration images.")
 flags.DEFINE_integer("latency_runs", _D.latency_runs, "Timed single-image runs per model.")
+flags.DEFINE_integer("device_batch_size", _D.device_batch_size,
+                     "Batch size of the on-device training model (fixed at export).")
 flags.DEFINE_enum("bundle_model", _D.bundle_model, ["float32", "int8"],
                   "Inference model of the Android bundle.")
 flags.DEFINE_integer("device_epochs", _D.device_epochs,
@@ -46,11 +48,13 @@ def main(argv):
     import dataclasses
 
     import android_export
-    from tfprune import chain, convert, data, modelio, plan, scoring
+    from tfprune import chain, convert, data, graph, litert, modelio, modelspec, plan, scoring
+    from tfprune.ondevice import forward, runtime
 
     cfg = ChainConfig(**{f.name: getattr(FLAGS, f.name) for f in dataclasses.fields(ChainConfig)})
-    known = (data.DataError, modelio.ModelSpecError, plan.PlanError, scoring.ScoringError,
-             convert.ConvertError, android_export.BundleError)
+    known = (data.DataError, modelio.ModelSpecError, modelspec.ModelReadError, graph.GraphError,
+             plan.PlanError, scoring.ScoringError, convert.ConvertError, litert.TFLiteFileError,
+             forward.UnsupportedModelError, runtime.RuntimeInputError, android_export.BundleError)
     try:
         summary = chain.run_chain(cfg, FLAGS.output, bundler=android_export.write_bundle)
     except known as err:

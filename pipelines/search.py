@@ -21,7 +21,8 @@ flags.DEFINE_string("recipe_network", None, "Take the recipe of this network ins
 flags.DEFINE_list("recipe", [], "Recipe edits, e.g. retrain.epochs=2.")
 flags.DEFINE_string("criterion", "finetune_l1", "Data-aware criterion of the aware runs.")
 flags.DEFINE_enum("protocol", "quick", ["paper", "quick"], "Recipe family.")
-flags.DEFINE_string("data", "npz:/work/shared/data/cifar100.npz", "Data source spec.")
+flags.DEFINE_string("data", "tfds:cifar100", "Data source spec (the full dataset: the "
+                    "agnostic baseline trains on all of it): tfds:NAME, npz:PATH, folder:PATH.")
 flags.DEFINE_string("data_dir", None, "TFDS data dir.")
 flags.DEFINE_integer("seed", 0, "Seed.")
 flags.DEFINE_float("start", 0.5, "First level probed.")

@@ -35,6 +35,7 @@ class ChainConfig:
     batch_size: int = 64
     calibration_samples: int = 400
     latency_runs: int = 30
+    device_batch_size: int = 32
     bundle_model: str = "float32"
     device_epochs: int = 2
     device_lr: float = 0.002
@@ -122,7 +123,7 @@ def run_chain(cfg: ChainConfig, run_dir, log=print, bundler=None) -> dict:
     def export():
         model = load("finetuned.keras")
         export_inference(model, run_dir)
-        export_trainable(model, run_dir / "trainable", batch_size=32)
+        export_trainable(model, run_dir / "trainable", batch_size=cfg.device_batch_size)
 
     def validate_into(out: Path, keras_name: str, files):
         validation_report.write(exports.validate_exports(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tfprune import train
+from tfprune import fileio
 
 
 def _pct(x) -> str:
@@ -104,13 +104,10 @@ def write_plot(s: dict, path: Path) -> None:
         ax.tick_params(axis="x", labelsize=8)
     fig.suptitle(f"{s['config']['model']} on {s['config']['subset']}")
     fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=100)
-    plt.close(fig)
-    tmp.replace(path)
+    fileio.atomic_savefig(fig, path, dpi=100)
 
 
 def write_report(summary: dict, run_dir) -> None:
     run_dir = Path(run_dir)
     write_plot(summary, run_dir / "report.png")
-    train.atomic_write_text(run_dir / "report.md", report_markdown(summary))
+    fileio.atomic_write_text(run_dir / "report.md", report_markdown(summary))
