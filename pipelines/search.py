@@ -39,48 +39,23 @@ def main(argv):
     del argv
     import tensorflow as tf
 
-    from tfprune import protocol, search, sweep, train
+    from tfprune import fileio, protocol, search
     tf.get_logger().setLevel("ERROR")
-    net, subset = FLAGS.network, FLAGS.subset
     try:
-        setup = protocol.make_setup(FLAGS.protocol, net, FLAGS.data, FLAGS.model, FLAGS.recipe,
-                                    FLAGS.recipe_network, seed=FLAGS.seed,
+        setup = protocol.make_setup(FLAGS.protocol, FLAGS.network, FLAGS.data, FLAGS.model,
+                                    FLAGS.recipe, FLAGS.recipe_network, seed=FLAGS.seed,
                                     data_dir=FLAGS.data_dir, strategy=FLAGS.strategy,
                                     bn_batches=FLAGS.bn_batches)
-        runs = {}
-
-        def run(method, level=0.0):
-            spec = sweep.RunSpec(method, net, level, FLAGS.seed, subset,
-                                 FLAGS.criterion if method == "aware" else None)
-            runs[level if method == "aware" else "unpruned"] = r = sweep.run_spec(
-                spec, setup, FLAGS.workdir, [subset])
-            return r["subsets"][subset]
-
-        reference = run("unpruned")["val_accuracy"]
-        result = search.binary_search(lambda lv: run("aware", lv)["val_accuracy"], reference,
-                                      start=FLAGS.start, tolerance=FLAGS.tolerance)
+        out = search.search_subset(setup, FLAGS.network, FLAGS.subset, FLAGS.criterion,
+                                   FLAGS.seed, FLAGS.workdir, FLAGS.start, FLAGS.tolerance)
     except (ValueError, OSError) as err:
         sys.exit(f"search: {err}")
-    out = result.to_json()
-    out.update(subset=subset, network=net, criterion=FLAGS.criterion, protocol=FLAGS.protocol,
-               selected_on="validation", unpruned_test_accuracy=runs["unpruned"]["subsets"][
-                   subset]["test_accuracy"],
-               test_accuracy=(runs[result.level]["subsets"][subset]["test_accuracy"]
-                              if result.level is not None else None))
-    stem = Path(FLAGS.workdir) / f"search_{protocol.safe_name(subset)}_{net}"
-    train.atomic_write_text(stem.with_suffix(".json"), json.dumps(out, indent=1))
-    lines = [f"# DaPR search: {net} on {subset} ({FLAGS.criterion}, {FLAGS.protocol})", "",
-             f"Unpruned val accuracy {100 * reference:.1f}% (tolerance "
-             f"{100 * FLAGS.tolerance:.1f} pp). Chosen on validation only.", "",
-             "| probe | level % | val accuracy % | matches |", "|---|---|---|---|"]
-    lines += [f"| {i + 1} | {100 * s.level:.0f} | {100 * s.accuracy:.1f} | "
-              f"{'yes' if s.matched else 'no'} |" for i, s in enumerate(result.steps)]
-    chosen = ("no level matched" if result.level is None else
-              f"chosen level {100 * result.level:.0f}%: val {100 * result.accuracy:.1f}%, "
-              f"test {100 * out['test_accuracy']:.1f}% (unpruned test "
-              f"{100 * out['unpruned_test_accuracy']:.1f}%)")
-    train.atomic_write_text(stem.with_suffix(".md"), "\n".join(lines + ["", chosen, ""]))
-    print(f"search: {chosen}; {stem}.json")
+    out["protocol"] = FLAGS.protocol
+    stem = Path(FLAGS.workdir) / f"search_{protocol.safe_name(FLAGS.subset)}_{FLAGS.network}"
+    fileio.atomic_write_text(stem.with_suffix(".json"), json.dumps(out, indent=1))
+    md = search.markdown(out, FLAGS.protocol)
+    fileio.atomic_write_text(stem.with_suffix(".md"), md)
+    print(f"search: {md.strip().splitlines()[-1]}; {stem}.json")
 
 
 if __name__ == "__main__":
