@@ -58,9 +58,17 @@ def conv2d_filter_grad(x, dy, kernel, strides, padding):
 
 def im2col(xp, kernel, strides, out_hw):
     """Patches of the (already padded) xp: (N, Ho, Wo, kh*kw*C), (kh, kw, C) row-major like a
-    conv kernel's first three axes. Unit-stride slices and one CONCATENATION: a stride s in
-    both axes goes through SPACE_TO_DEPTH first (XNNPACK refuses strided STRIDED_SLICE)."""
+    conv kernel's first three axes. Only ops XNNPACK takes: unit-stride slices (a stride s in
+    both axes goes through SPACE_TO_DEPTH first: XNNPACK refuses strided STRIDED_SLICE) and
+    CONCATENATIONs of at most XNNPACK_MAX_CONCAT inputs (stride 1: the kw shifted copies of
+    whole rows, then kh row windows of those; otherwise groups, then the groups). The values
+    are one im2col matrix, so the forward matmul equals TF's conv bit for bit."""
     (kh, kw), (sh, sw), (oh, ow) = kernel, strides, out_hw
+    if kh * kw == 1:
+        return xp[:, :(oh - 1) * sh + 1:sh, :(ow - 1) * sw + 1:sw, :] if sh * sw > 1 else xp
+    if sh == sw == 1 and max(kh, kw) <= XNNPACK_MAX_CONCAT:
+        rows = _concat([xp[:, :, j:j + ow, :] for j in range(kw)])
+        return _concat([rows[:, i:i + oh] for i in range(kh)])
     if sh == sw > 1:
         s, c = sh, xp.shape[-1]
         extra = [(-d) % s for d in xp.shape[1:3]]
@@ -73,7 +81,24 @@ def im2col(xp, kernel, strides, out_hw):
     else:
         cols = [xp[:, i:i + (oh - 1) * sh + 1:sh, j:j + (ow - 1) * sw + 1:sw, :]
                 for i in range(kh) for j in range(kw)]
-    return cols[0] if len(cols) == 1 else tf.concat(cols, axis=-1)
+    while len(cols) > XNNPACK_MAX_CONCAT:
+        step = XNNPACK_MAX_CONCAT
+        cols = [_concat(cols[i:i + step]) for i in range(0, len(cols), step)]
+    return _concat(cols)
+
+
+XNNPACK_MAX_CONCAT = 5  # XNNPACK's CONCATENATION takes 2..5 inputs; more run on a builtin kernel
+
+
+def _concat(tensors):
+    return tensors[0] if len(tensors) == 1 else tf.concat(tensors, axis=-1)
+
+
+def _matrix(t):
+    """(1, N*H*W, C): rank 3 keeps a matmul on it a BATCH_MATMUL (the converter turns a rank-2
+    matmul fed by a reshape into a FULLY_CONNECTED, which XNNPACK refuses with non-constant
+    weights, and whose builtin kernel is single-threaded)."""
+    return tf.reshape(t, [1, -1, t.shape[-1]])
 
 
 # Conv2D lowering: "conv" (CONV_2D forward, TRANSPOSE_CONV input gradient, one dilated CONV_2D
@@ -125,20 +150,21 @@ def matmul_conv2d(x, w, strides=(1, 1), padding="same"):
     def op(x, w):
         (oh, ow), pads = _pads(x.shape, (kh, kw), strides, padding)
         xp = tf.pad(x, pads) if any(p for pair in pads for p in pair) else x
-        patches = tf.reshape(im2col(xp, (kh, kw), strides, (oh, ow)), [-1, kh * kw * ci])
-        y = tf.reshape(tf.matmul(patches, tf.reshape(w, [kh * kw * ci, co])),
+        patches = _matrix(im2col(xp, (kh, kw), strides, (oh, ow)))
+        y = tf.reshape(tf.matmul(patches, tf.reshape(w, [1, kh * kw * ci, co])),
                        [x.shape[0], oh, ow, co])
 
         def grad(dy):
-            dw = tf.reshape(tf.matmul(patches, tf.reshape(dy, [-1, co]), transpose_a=True), w.shape)
+            dw = tf.reshape(tf.matmul(patches, _matrix(dy), transpose_a=True), w.shape)
             if strides != (1, 1):
                 return tf.nn.conv2d_transpose(dy, w, tf.shape(x), strides=list(strides),
                                               padding=_tf_padding(padding)), dw
             (pt, pb), (pl, pr) = pads[1], pads[2]
             dyp = tf.pad(dy, [[0, 0], [kh - 1 - pt, kh - 1 - pb], [kw - 1 - pl, kw - 1 - pr], [0, 0]])
-            flipped = tf.reshape(tf.transpose(tf.reverse(w, [0, 1]), [0, 1, 3, 2]), [kh * kw * co, ci])
-            cols = tf.reshape(im2col(dyp, (kh, kw), (1, 1), x.shape[1:3]), [-1, kh * kw * co])
-            return tf.reshape(tf.matmul(cols, flipped), x.shape), dw
+            flipped = tf.transpose(tf.reverse(w, [0, 1]), [0, 1, 3, 2])
+            cols = _matrix(im2col(dyp, (kh, kw), (1, 1), x.shape[1:3]))
+            dx = tf.matmul(cols, tf.reshape(flipped, [1, kh * kw * co, ci]))
+            return tf.reshape(dx, x.shape), dw
         return y, grad
     return op(x, w)
 
