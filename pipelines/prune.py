@@ -88,7 +88,7 @@ def report(plan: dict, comparison: dict, extra: dict) -> str:
 
 
 def run() -> dict:
-    from tfprune import graph, metrics, modelio, pruning, scoring, surgery, train
+    from tfprune import datascore, graph, metrics, modelio, pruning, scoring, surgery, train
     from tfprune import plan as plan_mod
 
     check_output(FLAGS.output, FLAGS.model, FLAGS.overwrite)
@@ -104,7 +104,7 @@ def run() -> dict:
         raise PruneError(f"--criterion={FLAGS.criterion} is data-aware: it needs --data "
                          "(e.g. --data=sample --subset=aquatic)")
     splits = load_splits()
-    scores, ctx = {}, None
+    scores, ctx, original = {}, None, model
     if plan is None:
         result = pruning.prune_model(
             model, FLAGS.criterion, FLAGS.level, FLAGS.target, FLAGS.allocation,
@@ -116,7 +116,7 @@ def run() -> dict:
         pruned = surgery.apply_plan(model, plan, graph=g)
     extra = {}
     if splits is not None:
-        extra["accuracy_before"] = round(train.accuracy(model, splits.test), 4)
+        extra["accuracy_before"] = round(train.accuracy(original, splits.test), 4)
         extra["accuracy_pruned"] = round(train.accuracy(pruned, splits.test), 4)
     if FLAGS.finetune_epochs > 0:
         from tfprune import data
@@ -130,9 +130,12 @@ def run() -> dict:
     train.atomic_save(pruned, os.path.join(FLAGS.output, "pruned.keras"))
     plan_mod.save_plan(plan, os.path.join(FLAGS.output, "plan.json"))
     write = lambda name, text: train.atomic_write_text(os.path.join(FLAGS.output, name), text)
-    write("scores.json", json.dumps({k: v.tolist() for k, v in scores.items()}))
-    if ctx is not None and "channel_stats" in ctx.options:  # data-aware criteria: the sums behind the scores
-        ctx.options["channel_stats"].save(os.path.join(FLAGS.output, "stats.json"))
+    if scores:  # with the sums behind data-aware scores (tfprune.datascore.load_scores reads it)
+        channel_stats = ctx.options.get("channel_stats") if ctx is not None else None
+        datascore.save_scores(os.path.join(FLAGS.output, "scores.json"), FLAGS.criterion, scores,
+                              channel_stats, g)
+        if channel_stats is not None:
+            channel_stats.save(os.path.join(FLAGS.output, "stats.json"))
     result = {"plan_achieved": plan["achieved"], **extra, **comparison}
     write("metrics.json", json.dumps(result, indent=1))
     metrics.plot_layers(comparison, os.path.join(FLAGS.output, "layers.png"))

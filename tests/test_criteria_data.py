@@ -221,9 +221,10 @@ def test_prune_app_saves_scores_and_the_statistics_behind_them(tmp_path):
     done = subprocess.run(cmd, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-2000:]
     plan = json.loads((out / "plan.json").read_text())
-    saved = json.loads((out / "scores.json").read_text())
+    criterion, saved, with_scores = datascore.load_scores(out / "scores.json")
     channel_stats = stats.ChannelStats.load(out / "stats.json")
-    assert plan["criterion"] == "act_l2" and channel_stats.meta["samples"] == 16
+    assert plan["criterion"] == criterion == "act_l2" and channel_stats.meta["samples"] == 16
+    assert with_scores.to_json() == channel_stats.to_json()
     model = zoo.build("resnet20")  # same architecture: the graph fixes the measure points
     again = datascore.scores_from_stats(build_graph(model), channel_stats, "act_l2")
     assert set(again) == set(saved)
