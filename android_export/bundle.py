@@ -203,7 +203,9 @@ def write_bundle(output_dir, *, model_tflite, trainable_dir, validation, class_n
             **described,
             "training": {k: training[k] for k in (
                 "model", "fingerprint", "batch_size", "input_shape", "num_classes", "trainable",
-                "optimizer", "partial_batch", "batchnorm", "stats_layers", "state_size")}
+                "conv_impl",
+                "optimizer", "partial_batch", "batchnorm", "stats_layers", "state_size")
+                        if k in training}
                         | {"manifest": TRAINING, "checkpoint": CHECKPOINT},
             "metadata": METADATA,
             "validation": summary,

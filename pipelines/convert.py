@@ -39,6 +39,10 @@ flags.DEFINE_enum("optimizer", "sgd", ["sgd", "adam"], "Trainable mode: optimise
 flags.DEFINE_float("learning_rate", 0.01, "Trainable mode: learning rate.")
 flags.DEFINE_float("momentum", 0.9, "Trainable mode: SGD momentum.")
 flags.DEFINE_float("weight_decay", 5e-4, "Trainable mode: weight decay.")
+flags.DEFINE_enum("conv_impl", "auto", ["auto", "conv", "matmul"],
+                  "Trainable mode: Conv2D lowering (matmul: patches + BATCH_MATMUL, which the "
+                  "XNNPACK delegate runs; conv: builtin CONV_2D/TRANSPOSE_CONV; auto: matmul "
+                  "for layers with >= 32 channels in and out).")
 flags.mark_flags_as_required(["model", "output"])
 FLAGS = flags.FLAGS
 
@@ -49,7 +53,7 @@ def _trainable(model) -> dict:
     return export_trainable(model, FLAGS.output, batch_size=FLAGS.batch_size,
                             trainable=FLAGS.trainable, optimizer=FLAGS.optimizer,
                             learning_rate=FLAGS.learning_rate, momentum=FLAGS.momentum,
-                            weight_decay=FLAGS.weight_decay)
+                            weight_decay=FLAGS.weight_decay, conv_impl=FLAGS.conv_impl)
 
 
 def _inference(model) -> dict:

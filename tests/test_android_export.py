@@ -12,7 +12,7 @@ import sys
 
 import numpy as np
 import pytest
-from ai_edge_litert.interpreter import Interpreter, OpResolverType
+from ai_edge_litert.interpreter import Interpreter
 
 import android_export
 from tests.conftest import MINI_NPZ
@@ -56,9 +56,8 @@ def keras_model():
 
 
 def _training_interpreter(bundle):
-    # As TfpruneModel.kt: Interpreter.Options().setUseXNNPACK(false).
-    return Interpreter(model_path=str(bundle / "trainable.tflite"),
-                       experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+    # As TfpruneModel.kt: default options (the XNNPACK delegate on).
+    return Interpreter(model_path=str(bundle / "trainable.tflite"))
 
 
 def _normalise(manifest, images_uint8):

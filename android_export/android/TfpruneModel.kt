@@ -32,8 +32,9 @@ class TfpruneModel(private val context: Context, private val assetDir: String = 
     private val mean = floats(input.getJSONObject("normalisation").getJSONArray("mean"))
     private val std = floats(input.getJSONObject("normalisation").getJSONArray("std"))
     private val inference = Interpreter(mapAsset("model.tflite"))
-    // XNNPACK cannot take the changing weights of a training graph: plain CPU kernels run it.
-    private val trainable = Interpreter(mapAsset("trainable.tflite"), Interpreter.Options().setUseXNNPACK(false))
+    // With the default XNNPACK delegate: it runs the training graph's BATCH_MATMUL convs
+    // (manifest training.conv_impl); convs whose filter changes each step stay on builtin kernels.
+    private val trainable = Interpreter(mapAsset("trainable.tflite"))
     private val stateFile = File(context.filesDir, training.getString("fingerprint") + ".state")
     val samples = mutableListOf<Pair<FloatArray, Int>>()
 
