@@ -43,27 +43,7 @@ FLAGS = flags.FLAGS
 FLEX_PATH_IMG_S = 111.0  # TF 2.19 interpreter + Flex delegate, quiet machine (DEVELOPERS.md)
 FLEX_SCRIPT = Path(__file__).with_name("flex_path.py")
 
-MEMORY_PROBE = """
-import sys, numpy as np
-mode, path, steps = sys.argv[1], sys.argv[2], int(sys.argv[3])
-rng = np.random.default_rng(0)
-if mode == "litert":
-    from tfprune.ondevice.runtime import TrainableRuntime
-    rt = TrainableRuntime(path); b = rt.batch_size
-    x = rng.normal(size=(b, 32, 32, 3)).astype(np.float32); y = rng.integers(0, 100, b)
-    for _ in range(steps): rt.train_batch(x, y)
-    loaded_tf = "tensorflow" in sys.modules
-else:
-    import keras
-    from tfprune import train
-    m = train.compile_sgd(keras.models.load_model(path, compile=False), 1e-3, 5e-4); b = int(sys.argv[4])
-    x = rng.normal(size=(b, 32, 32, 3)).astype(np.float32); y = rng.integers(0, 100, b)
-    for _ in range(steps): m.train_on_batch(x, y)
-    loaded_tf = True
-# VmHWM, not ru_maxrss: after fork+exec, ru_maxrss keeps the parent's high-water mark.
-hwm = [l for l in open("/proc/self/status") if l.startswith("VmHWM")][0].split()[1]
-print(int(hwm) / 1024, loaded_tf)
-"""
+MEMORY_PROBE = Path(__file__).with_name("memory_probe.py")
 
 
 def _pruned(model):
@@ -74,7 +54,7 @@ def _pruned(model):
 
 
 def _peak_mb(mode, path, batch):
-    out = subprocess.run([sys.executable, "-c", MEMORY_PROBE, mode, str(path), "3", str(batch)],
+    out = subprocess.run([sys.executable, str(MEMORY_PROBE), mode, str(path), "3", str(batch)],
                          capture_output=True, text=True, check=True).stdout.split()
     return float(out[-2]), out[-1] == "True"
 

@@ -1,8 +1,10 @@
 """pipelines.ondevice_finetune end to end on the bundled aquatic sample with a small model:
 LiteRT training, checkpoints + resume, restart, infer accuracy, filter_stats, Keras twin."""
 import json
+import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import keras
 import numpy as np
@@ -84,3 +86,29 @@ def test_bad_input_exits_with_a_clear_message(exported, tmp_path):
         finetune.parse_schedule("1:0.1")
     assert [finetune.parse_schedule("0:0.1,2:-1")(e) for e in range(3)] == pytest.approx(
         [0.1, 0.1, 0.01])
+
+
+def test_runtime_refuses_a_non_tflite_file_and_a_broken_manifest(exported, tmp_path):
+    from tfprune.ondevice.runtime import RuntimeInputError, TrainableRuntime
+
+    fake = tmp_path / "trainable.tflite"
+    fake.write_bytes(b"not a flatbuffer")
+    shutil.copy(exported / "trainable.json", tmp_path / "trainable.json")
+    with pytest.raises(RuntimeInputError, match="LiteRT cannot open .*trainable.tflite"):
+        TrainableRuntime(fake)
+    broken = tmp_path / "broken.json"
+    broken.write_text("{")
+    with pytest.raises(RuntimeInputError, match="broken.json is not valid JSON"):
+        TrainableRuntime(exported / "trainable.tflite", broken)
+    broken.write_text("{}")
+    with pytest.raises(RuntimeInputError, match="lacks batch_size, input_shape, num_classes"):
+        TrainableRuntime(exported / "trainable.tflite", broken)
+
+
+def test_the_device_side_runs_without_tensorflow(exported):
+    """The simulated device (runtime + training loop + data) never imports TensorFlow."""
+    out = subprocess.run([sys.executable, str(Path(__file__).with_name("device_without_tf_check.py")),
+                          str(exported / "trainable.tflite")], capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().splitlines()[-1] == "loaded: []"

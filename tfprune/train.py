@@ -10,6 +10,7 @@ from pathlib import Path
 import keras
 
 from tfprune.fileio import atomic_write_text  # also imported from here by older callers
+from tfprune.schedules import schedule_points
 
 CHECKPOINT = "checkpoint.keras"
 STATE = "state.json"
@@ -19,20 +20,7 @@ LOG = "log.csv"
 def step_schedule(spec: str, steps_per_epoch: int, gamma: float = 0.1):
     """The paper's schedule string `epoch:lr,...` (lr -1 = multiply the last lr by `gamma`)
     as a step-wise piecewise-constant Keras schedule."""
-    points = []
-    for item in spec.split(","):
-        epoch, _, value = item.partition(":")
-        try:
-            epoch, value = int(epoch), float(value)
-        except ValueError:
-            raise ValueError(f"schedule {spec!r}: {item!r} is not EPOCH:LR") from None
-        if value == -1:
-            if not points:
-                raise ValueError(f"schedule {spec!r} starts with -1: no learning rate to scale")
-            value = points[-1][1] * gamma
-        points.append((epoch, value))
-    if points[0][0] != 0 or any(a[0] >= b[0] for a, b in zip(points, points[1:])):
-        raise ValueError(f"schedule {spec!r}: epochs must start at 0 and increase")
+    points = schedule_points(spec, gamma)
     if len(points) == 1:
         return points[0][1]
     # PiecewiseConstantDecay switches after a boundary step; iteration e*steps starts epoch e.

@@ -1,5 +1,8 @@
-"""Data: image sources, class subsets with their splits, and tf.data pipelines."""
-from tfprune.data.pipeline import MEAN, STD, as_dataset, augment, normalize, normalize_np
+"""Data: image sources, class subsets with their splits, and tf.data pipelines.
+
+The tf.data pipeline (`as_dataset`, `augment`, `normalize`) loads TensorFlow on first use;
+sources, subsets and `normalize_np` do not, so the simulated device runs without TF."""
+from tfprune.data.arrays import MEAN, STD, normalize_np
 from tfprune.data.sources import SAMPLE_PATH, DataError, Images, Source, load_source
 from tfprune.data.subsets import PRESETS, Splits, resolve_classes, split
 
@@ -7,6 +10,16 @@ from tfprune.data.subsets import PRESETS, Splits, resolve_classes, split
 def load_subset(data: str, subset: str, seed: int = 0, data_dir: str | None = None) -> Splits:
     """`split(load_source(data), subset, seed)`: the one call most pipelines need."""
     return split(load_source(data, data_dir), subset, seed)
+
+
+_PIPELINE = ("as_dataset", "augment", "normalize")
+
+
+def __getattr__(name):
+    if name in _PIPELINE:
+        from tfprune.data import pipeline
+        return getattr(pipeline, name)
+    raise AttributeError(f"module 'tfprune.data' has no attribute {name!r}")
 
 
 __all__ = ["MEAN", "STD", "PRESETS", "SAMPLE_PATH", "DataError", "Images", "Source", "Splits",

@@ -4,22 +4,14 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
+from tfprune.data.arrays import MEAN, PAD, STD, normalize_np  # noqa: F401 (re-exported)
 from tfprune.data.sources import Images
-
-MEAN = (0.5071, 0.4865, 0.4409)
-STD = (0.2673, 0.2564, 0.2762)
-PAD = 4
 
 
 def normalize(x):
     """uint8 (or float 0..255) images -> float32 normalised with the CIFAR-100 channel stats."""
     x = tf.cast(x, tf.float32) / 255.0
     return (x - tf.constant(MEAN)) / tf.constant(STD)
-
-
-def normalize_np(x: np.ndarray) -> np.ndarray:
-    """The numpy twin of `normalize`, for feeding interpreters without TF."""
-    return ((x.astype(np.float32) / 255.0 - np.float32(MEAN)) / np.float32(STD)).astype(np.float32)
 
 
 def augment(x, seed):

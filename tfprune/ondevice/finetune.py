@@ -14,18 +14,17 @@ from typing import Callable
 
 import numpy as np
 
-from tfprune.data.pipeline import PAD, normalize_np
+from tfprune.data.arrays import PAD, normalize_np
 
 LATEST, PROGRESS = "latest.npz", "progress.json"
 
 
 def parse_schedule(spec: str) -> Callable[[int], float]:
     """`EPOCH:LR,...` (LR -1 = the previous LR x 0.1, as tfprune.train) -> LR of an epoch."""
-    from tfprune.train import step_schedule
+    from tfprune.schedules import lr_at_epoch, schedule_points
 
-    schedule = step_schedule(str(spec), steps_per_epoch=1)
-    return (lambda e: float(schedule)) if isinstance(schedule, float) else (
-        lambda e: float(schedule(e)))
+    points = schedule_points(spec)
+    return lambda epoch: lr_at_epoch(points, epoch)
 
 
 def epoch_batches(n: int, batch_size: int, seed: int, epoch: int):

@@ -76,7 +76,7 @@ def keras_finetune(model: keras.Model, manifest: dict, train, test, epochs: int,
                    seed: int = 0, augment: bool = True, log=print) -> dict:
     """The device's fine-tuning schedule run with Keras on the same batches (same order, same
     augmentation draws), same trained variables, optimiser and frozen-BN forward."""
-    from tfprune.data.pipeline import normalize_np
+    from tfprune.data.arrays import normalize_np
     from tfprune.ondevice.finetune import parse_schedule, training_batches
 
     opt = manifest["optimizer"]

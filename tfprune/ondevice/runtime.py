@@ -38,14 +38,25 @@ class TrainableRuntime:
             raise RuntimeInputError(f"trainable model {self.path} does not exist")
         if not manifest_path.is_file():
             raise RuntimeInputError(f"manifest {manifest_path} of {self.path} does not exist")
-        self.manifest = json.loads(manifest_path.read_text())
+        try:
+            self.manifest = json.loads(manifest_path.read_text())
+        except json.JSONDecodeError as err:
+            raise RuntimeInputError(f"manifest {manifest_path} is not valid JSON: {err}") from None
+        missing = [k for k in ("batch_size", "input_shape", "num_classes")
+                   if k not in self.manifest]
+        if missing:
+            raise RuntimeInputError(f"manifest {manifest_path} lacks {', '.join(missing)}: not a "
+                                    "trainable.json written by tfprune.ondevice.export_trainable")
         if self.manifest.get("flex_required"):
             raise RuntimeInputError(
                 f"{self.path} needs the Flex runtime ({', '.join(self.manifest['flex_ops'])}), "
                 "which ai_edge_litert does not include")
         resolver = OpResolverType.AUTO if xnnpack else OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
-        self.interpreter = Interpreter(model_path=str(self.path), num_threads=num_threads,
-                                       experimental_op_resolver_type=resolver)
+        try:
+            self.interpreter = Interpreter(model_path=str(self.path), num_threads=num_threads,
+                                           experimental_op_resolver_type=resolver)
+        except ValueError as err:  # not a .tflite, or ops this runtime lacks
+            raise RuntimeInputError(f"LiteRT cannot open {self.path}: {err}") from None
         self.runners = {k: self.interpreter.get_signature_runner(k)
                         for k in self.interpreter.get_signature_list()}
         self.batch_size = int(self.manifest["batch_size"])
