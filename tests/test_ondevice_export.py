@@ -223,3 +223,13 @@ def test_trainable_selection_all_head_last_n():
     assert pick("last:2") == pick(2) == ["fc/kernel", "fc/bias", "logits/kernel", "logits/bias"]
     assert len(pick("all")) == len(model.trainable_weights)
     assert "bn1/moving_mean" not in pick("all")
+
+
+def test_depthwise_multiplier_falls_back_to_flex_naming_the_layer(tmp_path):
+    inp = keras.Input((8, 8, 3))
+    x = layers.DepthwiseConv2D(3, depth_multiplier=2, padding="same", name="dw2")(inp)
+    model = keras.Model(inp, layers.Dense(5)(layers.GlobalAveragePooling2D()(x)))
+    with pytest.warns(UserWarning, match="dw2: DepthwiseConv2D with depth_multiplier 2"):
+        manifest = export_trainable(model, tmp_path, batch_size=2)
+    assert manifest["flex_required"] and manifest["flex_layers"] == [
+        "dw2: DepthwiseConv2D with depth_multiplier 2 uses TF autodiff"]

@@ -208,7 +208,10 @@ def convert(module: TrainingModule, allow_flex: bool = True) -> tuple[bytes, boo
                 return converter.convert(), flex
             except Exception as err:  # the converter raises ConverterError and others
                 if flex or len(attempts) == 1:
-                    raise
+                    raise UnsupportedModelError(
+                        f"LiteRT conversion of {module.graph.name}'s training signatures failed "
+                        f"({'with' if flex else 'without'} Flex ops): "
+                        f"{str(err).splitlines()[0]}") from err
                 warnings.warn(f"builtin-only conversion of {module.graph.name} failed, "
                               f"retrying with Flex ops: {str(err).splitlines()[0]}")
 
@@ -221,7 +224,7 @@ def export_trainable(model, output_dir, batch_size: int = 32, trainable="all",
     manifest. `model` is a Keras model or a model spec (`.keras` path, pretrained:, zoo name).
     `conv_impl`: Conv2D lowering (grads.CONV_IMPLS); `auto` suits the XNNPACK delegate."""
     from tfprune import litert
-    from tfprune.train import atomic_write_text
+    from tfprune.fileio import atomic_write_text
 
     if isinstance(model, (str, os.PathLike)):
         from tfprune.modelio import load_model

@@ -73,7 +73,12 @@ def _conv(node, xs, p, flex):
 def _depthwise(node, xs, p, flex):
     c = node.config
     kernel = p["kernel"] if "kernel" in p else p["depthwise_kernel"]  # Keras 3 / tf_keras
-    y = G.depthwise_conv2d(xs[0], kernel, c["strides"], c["padding"])
+    if c.get("depth_multiplier", 1) != 1:
+        flex.append(f"{node.name}: DepthwiseConv2D with depth_multiplier "
+                    f"{c['depth_multiplier']} uses TF autodiff")
+        y = tf.nn.depthwise_conv2d(xs[0], kernel, [1, *c["strides"], 1], c["padding"].upper())
+    else:
+        y = G.depthwise_conv2d(xs[0], kernel, c["strides"], c["padding"])
     if c.get("use_bias"):
         y = G.bias_add(y, p["bias"])
     return _activation(node, y, flex)

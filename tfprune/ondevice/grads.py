@@ -187,7 +187,8 @@ def depthwise_conv2d(x, w, strides=(1, 1), padding="same"):
     """DepthwiseConv2D (depth multiplier 1, no bias) with a builtin-only backward pass."""
     strides, kernel = tuple(strides), tuple(w.shape[:2])
     if w.shape[3] != 1:
-        raise NotImplementedError("depthwise gradient supports depth_multiplier 1 only")
+        raise ValueError(f"depthwise_conv2d: depth multiplier {w.shape[3]} (kernel {w.shape}); "
+                         "only 1 has a builtin gradient (forward.py falls back to Flex)")
 
     @tf.custom_gradient
     def op(x, w):
