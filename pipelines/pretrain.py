@@ -52,8 +52,7 @@ def main(argv):
     model, state = train.fit_resumable(build, train_ds, FLAGS.epochs, FLAGS.workdir,
                                        val_ds=test_ds, schedule=schedule)
     loss, accuracy = model.evaluate(test_ds, verbose=0)[:2]
-    model.optimizer = None  # ship weights, not optimizer slots
-    train.atomic_save(model, FLAGS.output)
+    train.atomic_save(model, FLAGS.output, optimizer=False)  # ship weights, not optimizer slots
     model_card = {
         "model": FLAGS.model, "data": FLAGS.data, "test_accuracy": round(float(accuracy), 4),
         "test_loss": round(float(loss), 4), "test_images": len(source.test),

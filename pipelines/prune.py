@@ -36,7 +36,8 @@ flags.DEFINE_integer("batch_size", 64, "Batch size for scoring and fine-tuning."
 flags.DEFINE_integer("bn_batches", 0, "Re-estimate BatchNorm statistics on this many "
                      "augmented training batches after pruning (needs --data).")
 flags.DEFINE_integer("finetune_epochs", 0, "Fine-tune epochs after pruning (0 = prune only).")
-flags.DEFINE_float("finetune_lr", 0.01, "Fine-tuning learning rate (SGD, momentum 0.9).")
+flags.DEFINE_float("finetune_lr", 0.01, "Peak fine-tuning learning rate (SGD, momentum 0.9, "
+                   "cosine decay, weight decay 5e-4).")
 flags.DEFINE_string("output", None, "Output directory.")
 flags.DEFINE_bool("overwrite", False, "Allow a non-empty --output.")
 flags.mark_flags_as_required(["model", "output"])
@@ -119,15 +120,12 @@ def run() -> dict:
         extra["accuracy_before"] = round(train.accuracy(original, splits.test), 4)
         extra["accuracy_pruned"] = round(train.accuracy(pruned, splits.test), 4)
     if FLAGS.finetune_epochs > 0:
-        from tfprune import data
-        train.compile_sgd(pruned, FLAGS.finetune_lr, 5e-4)
-        pruned.fit(data.as_dataset(splits.train, FLAGS.batch_size, training=True, seed=FLAGS.seed),
-                   epochs=FLAGS.finetune_epochs, verbose=2)
+        train.finetune(pruned, splits.train, FLAGS.finetune_epochs, FLAGS.finetune_lr,
+                       batch_size=FLAGS.batch_size, seed=FLAGS.seed)
         extra["accuracy_finetuned"] = round(train.accuracy(pruned, splits.test), 4)
     comparison = metrics.compare(g.counts(per_layer=True), metrics.model_metrics(pruned))
     os.makedirs(FLAGS.output, exist_ok=True)
-    pruned.optimizer = None
-    train.atomic_save(pruned, os.path.join(FLAGS.output, "pruned.keras"))
+    train.atomic_save(pruned, os.path.join(FLAGS.output, "pruned.keras"), optimizer=False)
     plan_mod.save_plan(plan, os.path.join(FLAGS.output, "plan.json"))
     write = lambda name, text: train.atomic_write_text(os.path.join(FLAGS.output, name), text)
     if scores:  # with the sums behind data-aware scores (tfprune.datascore.load_scores reads it)

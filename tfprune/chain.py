@@ -83,8 +83,7 @@ def run_chain(cfg: ChainConfig, run_dir, log=print, bundler=None) -> dict:
 
     def baseline():
         model = modelio.load_model(cfg.model)
-        model.optimizer = None
-        train.atomic_save(model, run_dir / "original.keras")
+        train.atomic_save(model, run_dir / "original.keras", optimizer=False)
         _write_json(run_dir / "original.json", {
             "test_accuracy": train.accuracy(model, splits.test), **_totals(metrics, model)})
 
@@ -102,15 +101,9 @@ def run_chain(cfg: ChainConfig, run_dir, log=print, bundler=None) -> dict:
 
     def finetune():
         model = load("pruned.keras")
-        steps = -(-len(splits.train) // cfg.batch_size)
-        schedule = train.cosine_schedule(cfg.finetune_lr, cfg.finetune_epochs, steps)
-        train.compile_sgd(model, schedule, cfg.weight_decay)
-        history = model.fit(
-            data.as_dataset(splits.train, cfg.batch_size, training=True, seed=cfg.seed),
-            validation_data=data.as_dataset(splits.val, 256), epochs=cfg.finetune_epochs,
-            verbose=2).history
-        model.optimizer = None
-        train.atomic_save(model, run_dir / "finetuned.keras")
+        history = train.finetune(model, splits.train, cfg.finetune_epochs, cfg.finetune_lr,
+                                 cfg.weight_decay, cfg.batch_size, cfg.seed, splits.val)
+        train.atomic_save(model, run_dir / "finetuned.keras", optimizer=False)
         _write_json(run_dir / "finetuned.json", {
             "test_accuracy": train.accuracy(model, splits.test), "history": history,
             **_totals(metrics, model)})

@@ -236,8 +236,7 @@ def _train_phase(setup: Setup, phase: Phase, model_path: Path, train_images, wor
 
 
 def _save_model(model, path: Path) -> None:
-    model.optimizer = None
-    train.atomic_save(model, path)
+    train.atomic_save(model, path, optimizer=False)
 
 
 def finetuned(setup: Setup, root: Path, subset: str) -> Path:

@@ -47,6 +47,20 @@ def compile_sgd(model: keras.Model, learning_rate, weight_decay: float, momentum
     return model
 
 
+def finetune(model: keras.Model, train_images, epochs: int, peak_lr: float,
+             weight_decay: float = 5e-4, batch_size: int = 64, seed: int = 0,
+             val_images=None, verbose: int = 2) -> dict:
+    """Fine-tune a (pruned) model on `train_images` (tfprune.data.Images): SGD with momentum,
+    cosine schedule from `peak_lr`, CIFAR augmentation; returns the Keras history."""
+    from tfprune import data
+
+    steps = -(-len(train_images) // batch_size)
+    compile_sgd(model, cosine_schedule(peak_lr, epochs, steps), weight_decay)
+    val = data.as_dataset(val_images, 256) if val_images is not None else None
+    return model.fit(data.as_dataset(train_images, batch_size, training=True, seed=seed),
+                     validation_data=val, epochs=epochs, verbose=verbose).history
+
+
 class _EvaluateEach(keras.callbacks.Callback):
     """Adds `<name>_accuracy` / `<name>_loss` for extra datasets to each epoch's logs."""
 
@@ -86,8 +100,11 @@ def accuracy(model: keras.Model, images, batch_size: int = 256) -> float:
     return hits / max(1, len(images))
 
 
-def atomic_save(model: keras.Model, path: Path) -> None:
-    """`model.save` to a temp file beside `path`, then rename over it."""
+def atomic_save(model: keras.Model, path: Path, optimizer: bool = True) -> None:
+    """`model.save` to a temp file beside `path`, then rename over it. `optimizer=False` ships
+    weights without optimizer slots (and detaches the optimizer from `model`)."""
+    if not optimizer:
+        model.optimizer = None
     path = Path(path)
     tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
     model.save(tmp)
