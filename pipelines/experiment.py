@@ -62,7 +62,7 @@ def main(argv):
     del argv
     import tensorflow as tf
 
-    from tfprune import data, modelio, sweep
+    from tfprune import data, modelio, sweep, sweep_report
     tf.get_logger().setLevel("ERROR")  # retracing notes from per-run predict functions
     try:
         if not FLAGS.report_only:
@@ -78,7 +78,7 @@ def main(argv):
             sweep.run_sweep(specs, by_net, FLAGS.sweep_dir, FLAGS.subsets,
                             log=lambda m: print(f"experiment: {m}", flush=True),
                             max_runs=FLAGS.max_runs)
-        paths = sweep.report(FLAGS.sweep_dir)
+        paths = sweep_report.report(FLAGS.sweep_dir)
     except (ValueError, OSError, data.DataError, modelio.ModelSpecError) as err:
         sys.exit(f"experiment: {err}")
     print(f"experiment: report {paths['markdown']}, {paths['csv']}, "

@@ -11,7 +11,7 @@ import keras
 import numpy as np
 import pytest
 
-from tfprune import data, protocol, pruning, recipes, search, sweep
+from tfprune import data, protocol, pruning, recipes, search, sweep, sweep_report
 from tests.conftest import MINI_NPZ
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -159,17 +159,17 @@ def hand_made_sweep(root):
 
 def test_aggregation_arithmetic_on_a_hand_made_table(tmp_path):
     hand_made_sweep(tmp_path)
-    table = sweep.means(sweep.collect(tmp_path))
+    table = sweep_report.means(sweep_report.collect(tmp_path))
     assert table[("n", "a")]["aware:finetune_l1"][0.5] == pytest.approx(0.60)  # seed mean
     # deltas vs agnostic: a: +0.20, +0.35 -> mean 0.275; b: +0.03, +0.10 -> 0.065
-    h = sweep.headline(table, "aware:finetune_l1", "agnostic")
+    h = sweep_report.headline(table, "aware:finetune_l1", "agnostic")
     assert h["per_subset_mean"] == pytest.approx({"n/a": 0.275, "n/b": 0.065})
     assert h["mean"] == pytest.approx(0.17) and h["max"] == pytest.approx(0.35)
     assert h["max_at"] == {"network": "n", "subset": "a", "level": 0.9} and h["cells"] == 4
-    c1 = sweep.headline(table, "aware:finetune_l1", "control1")  # a: 0, .15; b: -.17, -.10
+    c1 = sweep_report.headline(table, "aware:finetune_l1", "control1")  # a: 0, .15; b: -.17, -.10
     assert c1["mean"] == pytest.approx((0.075 - 0.135) / 2) and c1["max"] == pytest.approx(0.15)
-    assert sweep.headline(table, "aware:finetune_l1", "control3") is None
-    paths = sweep.report(tmp_path, tmp_path / "report")
+    assert sweep_report.headline(table, "aware:finetune_l1", "control3") is None
+    paths = sweep_report.report(tmp_path, tmp_path / "report")
     md = paths["markdown"].read_text()
     assert "| aware:finetune_l1 | agnostic | +17.0 | +35.0 | a 90% | 4 |" in md
     assert "| 90 | 10.0 | 30.0 | 35.0 | 45.0 | +35.0 |" in md and "unpruned: 70.0% (logits restricted to the subset: 75.0%)" in md
@@ -287,7 +287,7 @@ def test_sweep_runs_resumes_and_reports(tmp_path, tiny_file):
     assert sweep.run_sweep(specs, {"tiny": setup}, tmp_path, ["aquatic"], logs.append) == 0
     assert sweep.run_sweep(specs[:2], {"tiny": setup}, tmp_path, SUBSETS, logs.append) == 0
     assert "agnostic_tiny_l50_s0 was evaluated without indoor" in logs[-1]
-    paths = sweep.report(tmp_path)
+    paths = sweep_report.report(tmp_path)
     methods = {r.split(",")[4] for r in paths["csv"].read_text().splitlines()[1:]}
     assert methods == {"unpruned", "unpruned_restricted", "agnostic", "control1",
                        "aware:finetune_l1", "control3"}
