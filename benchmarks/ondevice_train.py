@@ -26,6 +26,8 @@ from pathlib import Path
 
 from absl import app, flags
 
+from tfprune import fileio
+
 flags.DEFINE_string("model", "resnet20", "Model spec (speed does not depend on the weights).")
 flags.DEFINE_string("pruned", None, "A pruned .keras; default: prune --model 50% (l1, params).")
 flags.DEFINE_integer("batch_size", 32, "Training batch size.")
@@ -43,7 +45,7 @@ FLAGS = flags.FLAGS
 FLEX_PATH_IMG_S = 111.0  # TF 2.19 interpreter + Flex delegate, quiet machine (DEVELOPERS.md)
 FLEX_SCRIPT = Path(__file__).with_name("flex_path.py")
 
-MEMORY_PROBE = Path(__file__).with_name("memory_probe.py")
+PROBE = Path(__file__).with_name("train_probe.py")
 
 
 def _pruned(model):
@@ -54,7 +56,7 @@ def _pruned(model):
 
 
 def _peak_mb(mode, path, batch):
-    out = subprocess.run([sys.executable, str(MEMORY_PROBE), mode, str(path), "3", str(batch)],
+    out = subprocess.run([sys.executable, str(PROBE), "peak", mode, str(path), "3", str(batch)],
                          capture_output=True, text=True, check=True).stdout.split()
     return float(out[-2]), out[-1] == "True"
 
@@ -169,15 +171,6 @@ def _variant(name, model, workdir, data):
     return result
 
 
-OP_PROBE = """
-import sys, time, numpy as np
-from tfprune.ondevice.runtime import TrainableRuntime
-rt = TrainableRuntime(sys.argv[1], num_threads=1, xnnpack=sys.argv[2] == "1"); b = rt.batch_size
-rng = np.random.default_rng(0); x = rng.normal(size=(b, 32, 32, 3)).astype(np.float32)
-y = rng.integers(0, 100, b); rt.train_batch(x, y); start = time.process_time()
-for _ in range(int(sys.argv[3])): rt.train_batch(x, y)
-print((time.process_time() - start) / int(sys.argv[3]) * 1e3)
-"""
 # perf symbols of a kernel's Eval (inclusive time) -> op type; XNNPACK's delegate kernel and GEMM.
 OP_SYMBOL = re.compile(r"tflite::ops::builtin::([a-z_0-9]+)::.*Eval")
 OP_NAMES = {"conv": "CONV_2D", "select": "SELECT_V2", "reduce": "SUM/MEAN", "activations": "RELU",
@@ -191,8 +184,8 @@ def _op_shares(tflite, xnnpack, steps=8):
     of a LiteRT-only process running `train` (inclusive time of each kernel's Eval)."""
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp) / "perf.data"
-        ms = float(subprocess.run(["perf", "record", "-q", "-g", "-o", str(data), sys.executable, "-c",
-                                   OP_PROBE, str(tflite), str(int(xnnpack)), str(steps)],
+        ms = float(subprocess.run(["perf", "record", "-q", "-g", "-o", str(data), sys.executable, str(PROBE),
+                                   "cpu_ms", str(tflite), str(int(xnnpack)), str(steps)],
                                   capture_output=True, text=True, check=True).stdout.split()[-1])
         report = subprocess.run(["perf", "report", "-i", str(data), "--children", "--sort", "symbol",
                                  "--stdio", "-g", "none"], capture_output=True, text=True, check=True).stdout
@@ -287,7 +280,7 @@ def _zoo_ops():
                          "trainable_variables": len(m["trainable_variables"]), "ops": m["ops"]}
             print(name, res[name]["flex_ops"], res[name]["export_seconds"], flush=True)
     out = Path(FLAGS.output).with_name("ondevice_zoo_ops.json")
-    out.write_text(json.dumps(res, indent=1))
+    fileio.atomic_write_text(out, json.dumps(res, indent=1))
 
 
 def main(argv):
@@ -321,8 +314,8 @@ def main(argv):
                                       Path(tmp) / "resnet20" / "conv" / "trainable.tflite")
     out = Path(FLAGS.output)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(res, indent=1))
-    out.with_suffix(".md").write_text(_markdown(res))
+    fileio.atomic_write_text(out, json.dumps(res, indent=1))
+    fileio.atomic_write_text(out.with_suffix(".md"), _markdown(res))
     print(_markdown(res))
 
 
