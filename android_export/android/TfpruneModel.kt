@@ -32,8 +32,8 @@ class TfpruneModel(private val context: Context, private val assetDir: String = 
     private val mean = floats(input.getJSONObject("normalisation").getJSONArray("mean"))
     private val std = floats(input.getJSONObject("normalisation").getJSONArray("std"))
     private val inference = Interpreter(mapAsset("model.tflite"))
-    // With the default XNNPACK delegate: it runs the training graph's BATCH_MATMUL convs
-    // (manifest training.conv_impl); convs whose filter changes each step stay on builtin kernels.
+    // With the default XNNPACK delegate: it runs the training graph's convs, lowered to
+    // BATCH_MATMUL (manifest training.conv_impl), on all threads.
     private val trainable = Interpreter(mapAsset("trainable.tflite"))
     private val stateFile = File(context.filesDir, training.getString("fingerprint") + ".state")
     val samples = mutableListOf<Pair<FloatArray, Int>>()

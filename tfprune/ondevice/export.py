@@ -67,7 +67,7 @@ class TrainingModule(tf.Module):
 
     def __init__(self, model: keras.Model, batch_size: int = 32, trainable="all",
                  optimizer: str = "sgd", learning_rate: float = 0.01, momentum: float = 0.9,
-                 weight_decay: float = 5e-4, stats_layers=None, conv_impl: str = "auto", **adam):
+                 weight_decay: float = 5e-4, stats_layers=None, conv_impl: str = G.DEFAULT_CONV_IMPL, **adam):
         super().__init__(name="ondevice")
         if batch_size < 1:
             raise ValueError(f"batch_size must be positive, got {batch_size}")
@@ -219,7 +219,7 @@ def convert(module: TrainingModule, allow_flex: bool = True) -> tuple[bytes, boo
 def export_trainable(model, output_dir, batch_size: int = 32, trainable="all",
                      optimizer: str = "sgd", learning_rate: float = 0.01, momentum: float = 0.9,
                      weight_decay: float = 5e-4, stats_layers=None, allow_flex: bool = True,
-                     conv_impl: str = "auto", **adam) -> dict:
+                     conv_impl: str = G.DEFAULT_CONV_IMPL, **adam) -> dict:
     """Write `output_dir/trainable.tflite` and `trainable.json` (the manifest); return the
     manifest. `model` is a Keras model or a model spec (`.keras` path, pretrained:, zoo name).
     `conv_impl`: Conv2D lowering (grads.CONV_IMPLS); `auto` suits the XNNPACK delegate."""

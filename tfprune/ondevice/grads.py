@@ -107,6 +107,10 @@ def _matrix(t):
 # MATMUL_MIN_CHANNELS: see matmul_conv's docstring for why.
 CONV_IMPLS = ("auto", "conv", "matmul")
 MATMUL_MIN_CHANNELS = 32
+# The export default: on a quiet 2-core machine with the runtime's 2 threads, "matmul" trained
+# ResNet-20 at 154 img/s against 123 for "auto" (which wins on 1 thread: 115 vs 95 img/s),
+# benchmarks/results/ondevice_train.md and ondevice_train_auto.md.
+DEFAULT_CONV_IMPL = "matmul"
 
 
 def conv_uses_matmul(impl: str, in_channels: int, out_channels: int) -> bool:
