@@ -73,9 +73,9 @@ def _rel(a, b):
 def test_manifest_lists_builtin_ops_and_signatures(sgd_dir):
     manifest = json.loads((sgd_dir / "trainable.json").read_text())
     assert manifest["flex_ops"] == {} and not manifest["flex_required"]
-    # the default lowering: convs as im2col + BATCH_MATMUL, strided input grads TRANSPOSE_CONV
-    assert manifest["conv_impl"] == "matmul" and "CONV_2D" not in manifest["ops"]
-    assert manifest["ops"]["TRANSPOSE_CONV"] >= 1 and manifest["ops"]["BATCH_MATMUL"] >= 1
+    # the default lowering (auto): this model's narrow convs stay CONV_2D / TRANSPOSE_CONV
+    assert manifest["conv_impl"] == "auto"
+    assert manifest["ops"]["TRANSPOSE_CONV"] >= 1 and manifest["ops"]["CONV_2D"] >= 1
     assert not any(op.startswith("Flex") for op in manifest["ops"])
     sigs = manifest["signatures"]
     assert set(sigs) == {"train", "infer", "filter_stats", "save", "restore", "set_learning_rate"}

@@ -32,7 +32,7 @@ class TfpruneModel(private val context: Context, private val assetDir: String = 
     private val mean = floats(input.getJSONObject("normalisation").getJSONArray("mean"))
     private val std = floats(input.getJSONObject("normalisation").getJSONArray("std"))
     private val inference = Interpreter(mapAsset("model.tflite"))
-    // With the default XNNPACK delegate: it runs the training graph's convs, lowered to
+    // With the default XNNPACK delegate: it runs the training graph's wide convs, lowered to
     // BATCH_MATMUL (manifest training.conv_impl), on all threads.
     private val trainable = Interpreter(mapAsset("trainable.tflite"))
     private val stateFile = File(context.filesDir, training.getString("fingerprint") + ".state")

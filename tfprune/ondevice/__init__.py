@@ -27,13 +27,14 @@ Design choices (see each module for details):
 - Speed: TFLite's x86 CONV_2D / TRANSPOSE_CONV with a variable (non-constant) filter run
   im2col + an Eigen GEMM on ONE thread whatever num_threads says (the multithreaded conv
   kernel needs a constant filter; float GEMM goes to Eigen, not ruy, on x86), and XNNPACK
-  refuses variable conv filters. So Conv2D layers lower to im2col + BATCH_MATMUL
-  (`conv_impl="matmul"`, the default; grads.matmul_conv2d), which the default XNNPACK delegate
-  runs with its own GEMM kernels and threads. `conv_impl="auto"` keeps layers under 32
-  channels on CONV_2D/TRANSPOSE_CONV (XNNPACK's 32-wide GEMM tiles are half empty there):
-  faster on one thread, slower on two. `TrainableRuntime` uses XNNPACK by default (the builtin
-  BATCH_MATMUL is a slow reference kernel). Numbers and a per-op breakdown:
-  benchmarks/results/ondevice_train.md (matmul) and ondevice_train_auto.md.
+  refuses variable conv filters. So Conv2D layers with >= 32 input and output channels lower
+  to im2col + BATCH_MATMUL (`conv_impl="auto"`, the default; grads.matmul_conv2d), which the
+  default XNNPACK delegate runs with its own GEMM kernels and threads; narrower layers keep
+  CONV_2D/TRANSPOSE_CONV. `conv_impl="matmul"` lowers every layer: faster with 2 threads, but
+  its gradients drift from TF autodiff on deep nets (grads.DEFAULT_CONV_IMPL says by how much).
+  `TrainableRuntime` uses XNNPACK by default (the builtin BATCH_MATMUL is a slow reference
+  kernel). Numbers and a per-op breakdown: benchmarks/results/ondevice_train.md (auto) and
+  ondevice_train_matmul.md.
 """
 from tfprune.ondevice.runtime import MANIFEST_NAME, TFLITE_NAME
 
