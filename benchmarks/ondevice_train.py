@@ -261,9 +261,8 @@ x86; the multithreaded Eigen conv kernel requires a constant filter), and TRANSP
 same; the builtin BATCH_MATMUL is a reference loop. XNNPACK refuses variable conv filters but
 runs BATCH_MATMUL with two dynamic operands, so `conv_impl=auto` (the default) lowers convs
 with >= 32 channels to im2col + BATCH_MATMUL, which XNNPACK runs on all threads, and keeps the
-16-channel layers on CONV_2D (XNNPACK's 7x32 AVX-512 GEMM tile is half empty there; and as
-matmuls their gradients drift from TF autodiff on ResNet-56). `conv_impl=matmul` lowers every
-conv: slower on one thread, faster on two. On a loaded machine XNNPACK's spinning worker threads make 2
+16-channel layers on CONV_2D (XNNPACK's 7x32 AVX-512 GEMM tile is half empty there).
+`conv_impl=matmul` lowers every conv: slower on one thread, faster on two. On a loaded machine XNNPACK's spinning worker threads make 2
 threads slower than 1 (the Flex path's default XNNPACK even more so); its TF kernels
 (Conv2DBackpropFilter) use TF's own thread pool whatever num_threads says."""
 

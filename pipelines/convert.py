@@ -42,8 +42,7 @@ flags.DEFINE_float("weight_decay", 5e-4, "Trainable mode: weight decay.")
 flags.DEFINE_enum("conv_impl", "auto", ["auto", "matmul", "conv"],
                   "Trainable mode: Conv2D lowering (auto: patches + BATCH_MATMUL, which the "
                   "XNNPACK delegate runs multithreaded, for layers with >= 32 channels in and "
-                  "out; matmul: for every layer, fastest with 2+ threads but its gradients "
-                  "drift from TF autodiff on deep nets (see tfprune.ondevice); conv: builtin "
+                  "out; matmul: for every layer, fastest with 2+ threads; conv: builtin "
                   "CONV_2D/TRANSPOSE_CONV).")
 flags.mark_flags_as_required(["model", "output"])
 FLAGS = flags.FLAGS

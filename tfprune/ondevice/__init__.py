@@ -30,8 +30,8 @@ Design choices (see each module for details):
   refuses variable conv filters. So Conv2D layers with >= 32 input and output channels lower
   to im2col + BATCH_MATMUL (`conv_impl="auto"`, the default; grads.matmul_conv2d), which the
   default XNNPACK delegate runs with its own GEMM kernels and threads; narrower layers keep
-  CONV_2D/TRANSPOSE_CONV. `conv_impl="matmul"` lowers every layer: faster with 2 threads, but
-  its gradients drift from TF autodiff on deep nets (grads.DEFAULT_CONV_IMPL says by how much).
+  CONV_2D/TRANSPOSE_CONV. `conv_impl="matmul"` lowers every layer: faster with 2 threads,
+  slower on one (grads.DEFAULT_CONV_IMPL).
   `TrainableRuntime` uses XNNPACK by default (the builtin BATCH_MATMUL is a slow reference
   kernel). Numbers and a per-op breakdown: benchmarks/results/ondevice_train.md (auto) and
   ondevice_train_matmul.md.
