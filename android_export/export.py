@@ -22,8 +22,7 @@ def export_bundle(model: str, output_dir, *, kind: str = "float32", data: str = 
 
     check_target(output_dir)
     keras_model = modelio.load_model(model)
-    source = data_mod.load_source(data)
-    splits = data_mod.split(source, subset, seed)
+    splits = data_mod.load_subset(data, subset, seed)
     with tempfile.TemporaryDirectory(prefix="android_export_") as work:
         work = Path(work)
         inference = work / f"model_{kind}.tflite"
@@ -42,7 +41,7 @@ def export_bundle(model: str, output_dir, *, kind: str = "float32", data: str = 
             keras_source=model, data=data_record)
         return write_bundle(
             output_dir, model_tflite=inference, trainable_dir=work / "trainable",
-            validation=report, class_names=source.class_names, subset_classes=splits.classes,
+            validation=report, class_names=splits.class_names, subset_classes=splits.classes,
             source={"model": model, "kind": kind, **data_record, "batch_size": batch_size,
                     "trainable": trainable, "calibration_samples":
                         calibration_samples if kind == "int8" else None},
