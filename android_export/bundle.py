@@ -18,7 +18,7 @@ import secrets
 import shutil
 from pathlib import Path
 
-from tfprune import litert
+from tfprune import exports, litert
 from tfprune.validate.parity import model_kind
 
 FORMAT = "tfprune.android_bundle/1"
@@ -99,12 +99,11 @@ def describe(bundle_dir, version: str | None = None) -> dict:
 
 
 def _validation_entry(report: dict, source: Path) -> dict:
-    entries = report.get("files", [])
-    same = [f for f in entries if Path(f["path"]).resolve() == source.resolve()]
-    same = same or [f for f in entries if Path(f["path"]).name == source.name]
+    same = exports.report_entries(report, source)
     if len(same) != 1:
         raise BundleError(f"the validation report has {len(same) or 'no'} entries for {source} "
-                          f"(it covers {[f['path'] for f in entries]}); validate the file first")
+                          f"(it covers {[f['path'] for f in report.get('files', [])]}); "
+                          "validate the file first")
     entry, size = same[0], source.stat().st_size
     if entry.get("size_bytes") != size:
         raise BundleError(f"the validation report's entry {entry['path']} ({entry.get('size_bytes')}"

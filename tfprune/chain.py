@@ -162,9 +162,10 @@ def run_chain(cfg: ChainConfig, run_dir, log=print, bundler=None) -> dict:
         "model_float32.tflite", "model_int8.tflite", "validation.json")), baseline_export, log)
     # only the bundled files' gates decide (as in write_bundle); a failed int8 gate does not
     # hold back a float32 bundle, though the run still exits non-zero
-    shipped = (run_dir / f"model_{cfg.bundle_model}.tflite", run_dir / "trainable/trainable.tflite")
-    passed = all(g["passed"] for f in json.loads((run_dir / "validation.json").read_text())["files"]
-                 if Path(f["path"]).resolve() in {p.resolve() for p in shipped} for g in f["gates"])
+    report = json.loads((run_dir / "validation.json").read_text())
+    passed = all(g["passed"] for name in (f"model_{cfg.bundle_model}.tflite",
+                                          "trainable/trainable.tflite")
+                 for f in exports.report_entries(report, run_dir / name) for g in f["gates"])
     bundled = bool(bundler) and (passed or cfg.allow_failed_validation)
     if bundled:
         _stage(run_dir, "bundle", ("bundle/manifest.json",), bundle, log)

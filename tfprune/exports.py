@@ -63,3 +63,12 @@ def validate_exports(files, *, keras_model, images, latency_runs: int = 30,
                   failed_gates=[g for p in parts for g in p["failed_gates"]])
     report["passed"] = not report["failed_gates"]
     return report
+
+
+def report_entries(report: dict, path) -> list[dict]:
+    """The entries of a validation report that describe the file at `path`: by resolved path,
+    else by file name (a report written where the files were, read after they moved)."""
+    path = Path(path)
+    entries = report.get("files", [])
+    same = [f for f in entries if Path(f["path"]).resolve() == path.resolve()]
+    return same or [f for f in entries if Path(f["path"]).name == path.name]
