@@ -8,6 +8,7 @@ from tfprune import zoo
 from tfprune.ondevice import TrainingModule
 from tfprune.ondevice import grads as G
 from tfprune.ondevice import reference as R
+from tfprune.ondevice.forward import LayerGraph
 
 RNG = np.random.default_rng(0)
 
@@ -68,21 +69,49 @@ def test_cross_entropy_ignores_padding_rows():
            logits)
 
 
-@pytest.mark.parametrize("name", sorted(zoo.MODELS))
-def test_zoo_gradients_equal_keras_autodiff(name):
-    """Every trained variable of every zoo model: relative error <= 1e-4 against
-    tf.GradientTape on the Keras model (inference mode: frozen BN, no dropout).
-    Seeded here, not by the suite's order. KNOWN GAP: for some initialisations the two float32
-    computations disagree beyond 1e-4 (seed 0: AlexNet conv1/kernel 7.7e-4, MobileNetV2 a BN
-    gamma 5e-3; the suite's former order: ResNet-56 a BN gamma 1.6e-2); seeds 1-3 give <= 1e-5
-    everywhere. Suspected: ties or ReLU inputs within rounding of zero routed differently.
-    Not yet explained; see the session note on issue 6."""
-    keras.utils.set_random_seed(1)
-    rng = np.random.default_rng(1)
+def _zoo_model_and_batch(name, seed):
+    keras.utils.set_random_seed(seed)
+    rng = np.random.default_rng(seed)
     model = zoo.build(name)
     R.calibrate_batchnorm(model, rng.normal(size=(8, 32, 32, 3)).astype(np.float32))
-    x = rng.normal(size=(2, 32, 32, 3)).astype(np.float32)
-    y = np.array([3, 97], np.int32)
+    return model, rng.normal(size=(2, 32, 32, 3)), np.array([3, 97], np.int32)
+
+
+@pytest.mark.parametrize("impl", ["conv", "matmul"])
+@pytest.mark.parametrize("name", sorted(zoo.MODELS))
+def test_zoo_gradients_equal_keras_autodiff_in_float64(name, impl):
+    """The builtin-gradient graph of every zoo model, with either conv lowering ("auto" mixes
+    the two), equals TF autodiff on the Keras model (inference mode: frozen BN, no dropout)
+    for every trained variable, computed in float64: far below the issue's 1e-4 bar, for any
+    seed. Float32 cannot show this for every seed (see the next test)."""
+    model, x, y = _zoo_model_and_batch(name, seed=0)
+    twin = R.float64_twin(model)
+    paths = [w.path for w in twin.trainable_weights]
+    ref = R.keras_gradients(twin, x, y, paths)
+    graph = LayerGraph.from_model(twin, impl)
+    params = {w.path: tf.constant(w.numpy()) for w in twin.weights}
+    with tf.GradientTape() as tape:
+        tape.watch([params[p] for p in paths])
+        loss, _ = G.softmax_cross_entropy(graph.run(tf.constant(x), params)[0], tf.constant(y))
+    errors = {p: _rel(g, ref[p]) for p, g in zip(paths, tape.gradient(loss, [params[p] for p in paths]))}
+    worst = max(errors, key=errors.get)
+    assert errors[worst] <= 1e-10, (worst, errors[worst])
+    assert not graph.flex_layers
+
+
+@pytest.mark.parametrize("name", sorted(zoo.MODELS))
+def test_zoo_gradients_equal_keras_autodiff(name):
+    """As exported (float32, default lowering): every trained variable within 1e-4 of TF
+    autodiff on a typical batch (seed 1).
+    Why not every seed: max pooling and ReLU have kinks, and two float32 computations of the
+    same conv (our im2col matmul, oneDNN's conv) differ by rounding (~1e-6 relative), which can
+    decide a near-tie differently. Seed 0, AlexNet: one pool2 window holds 0.5708851 and
+    0.5708862 in ours, 0.5708857 and 0.5708855 in Keras; the gradient goes to a different
+    element, and conv2/conv1 gradients differ by 4e-4/8e-4 (MobileNetV2 at seed 0: a kink that
+    the input's float32 rounding alone flips, 3e-3). Both are valid gradients of their own
+    forward pass; in float64 the two agree to 1e-15 (test above)."""
+    model, x, y = _zoo_model_and_batch(name, seed=1)
+    x = x.astype(np.float32)
     module = TrainingModule(model, batch_size=2)
     loss, _, grads = module.loss_and_grads(tf.constant(x), tf.constant(y))
     ref = R.keras_gradients(model, x, y, module.trained_paths)

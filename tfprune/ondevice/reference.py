@@ -21,6 +21,27 @@ def calibrate_batchnorm(model: keras.Model, x: np.ndarray) -> None:
     reestimate_batchnorm(model, tf.data.Dataset.from_tensors((x, np.int32(0))), 1)
 
 
+def _as_float64(cfg):
+    if isinstance(cfg, list):
+        return [_as_float64(v) for v in cfg]
+    if not isinstance(cfg, dict):
+        return cfg
+    if cfg.get("class_name") == "DTypePolicy":
+        return {**cfg, "config": {**cfg["config"], "name": "float64"}}
+    return {k: "float64" if k == "dtype" and v == "float32" else _as_float64(v)
+            for k, v in cfg.items()}
+
+
+def float64_twin(model: keras.Model) -> keras.Model:
+    """The functional `model` rebuilt from its config with every layer, input and weight in
+    float64 (same weights). In float64 rounding is ~1e-16, so two formulations of the same
+    gradient agree far below any float32 tie or ReLU kink: `tests/test_ondevice_grads.py`
+    checks the builtin-gradient graph against TF autodiff this way for every lowering."""
+    twin = keras.Model.from_config(_as_float64(model.get_config()))
+    twin.set_weights([w.astype("float64") for w in model.get_weights()])
+    return twin
+
+
 def _loss(logits, y):
     return tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(tf.constant(y), logits))
 
