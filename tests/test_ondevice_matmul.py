@@ -21,10 +21,14 @@ def _rel(a, b):
 
 @pytest.mark.parametrize("size,k,s,pad", [(8, 3, 1, "same"), (9, 3, 2, "same"), (10, 3, 2, "same"),
                                           (7, 1, 2, "same"), (9, 5, 1, "same"), (8, 2, 1, "valid"),
-                                          (9, 3, 2, "valid"), (11, 3, 3, "same")])
+                                          (9, 3, 2, "valid"), (11, 3, 3, "same"), (8, 1, 1, "same"),
+                                          (10, 7, 1, "same"), (9, 2, 1, "same"), (8, (1, 3), 1, "same"),
+                                          (9, (3, 1), 1, "valid"), (9, (5, 2), 1, "same")])
 def test_matmul_conv_gradients_equal_tf(size, k, s, pad):
+    """Every path: wide-layout stride 1 (kernels 2..5, square or not), strided, 1x1, 7x7."""
+    kh, kw = (k, k) if isinstance(k, int) else k
     x = tf.constant(RNG.normal(size=(2, size, size, 3)).astype(np.float32))
-    w = tf.constant(RNG.normal(size=(k, k, 3, 4)).astype(np.float32))
+    w = tf.constant(RNG.normal(size=(kh, kw, 3, 4)).astype(np.float32))
     with tf.GradientTape(persistent=True) as tape:
         tape.watch([x, w])
         ours, ref = G.conv2d(x, w, (s, s), pad, impl="matmul"), tf.nn.conv2d(x, w, s, pad.upper())

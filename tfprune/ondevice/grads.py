@@ -94,6 +94,14 @@ def _concat(tensors):
     return tensors[0] if len(tensors) == 1 else tf.concat(tensors, axis=-1)
 
 
+def _sum(tensors):
+    """Chained ADDs (XNNPACK runs ADD; ADD_N stays on a builtin kernel)."""
+    total = tensors[0]
+    for t in tensors[1:]:
+        total = total + t
+    return total
+
+
 def _matrix(t):
     """(1, N*H*W, C): rank 3 keeps a matmul on it a BATCH_MATMUL (the converter turns a rank-2
     matmul fed by a reshape into a FULLY_CONNECTED, which XNNPACK refuses with non-constant
@@ -140,9 +148,10 @@ def conv2d(x, w, strides=(1, 1), padding="same", impl: str = "conv"):
 
 
 def matmul_conv2d(x, w, strides=(1, 1), padding="same"):
-    """Conv2D as im2col + matmul, forward and backward: y = P @ W, dW = P^T @ dy (the forward
-    patches P are reused), and for stride 1 dx = im2col(padded dy) @ flipped W^T, a full
-    correlation; strided convs take dx from TRANSPOSE_CONV.
+    """Conv2D as matmuls, forward and backward (for XNNPACK). Stride 1 with kernel widths up to
+    XNNPACK_MAX_CONCAT: `shifted_rows_conv2d`. Otherwise im2col: y = P @ W, dW = P^T @ dy (the
+    forward patches P are reused), and for stride 1 dx = im2col(padded dy) @ flipped W^T, a
+    full correlation; strided convs take dx from TRANSPOSE_CONV.
 
     Why: TFLite's x86 CONV_2D/TRANSPOSE_CONV with a non-constant filter run im2col + an Eigen
     GEMM on one thread whatever num_threads says (the multithreaded conv kernel needs a
@@ -151,6 +160,8 @@ def matmul_conv2d(x, w, strides=(1, 1), padding="same"):
     XNNPACK, the builtin BATCH_MATMUL is a slow reference loop: run it with XNNPACK. XNNPACK's
     32-wide GEMM tiles are half empty for 16-channel layers, hence MATMUL_MIN_CHANNELS."""
     kh, kw, ci, co = w.shape
+    if tuple(strides) == (1, 1) and kh * kw > 1 and kw <= XNNPACK_MAX_CONCAT:
+        return shifted_rows_conv2d(x, w, padding)
 
     @tf.custom_gradient
     def op(x, w):
@@ -173,6 +184,57 @@ def matmul_conv2d(x, w, strides=(1, 1), padding="same"):
             return tf.reshape(dx, x.shape), dw
         return y, grad
     return op(x, w)
+
+
+def shifted_rows_conv2d(x, w, padding="same"):
+    """Stride-1 Conv2D with a fraction of im2col's copying. Each padded image is flattened to
+    (Hp * Wp, C) rows, so a shift by (i, j) pixels is a shift by i * Wp + j rows ("wide" layout:
+    outputs are computed for all Wp columns and the kw - 1 wrapped ones dropped). Only the kw
+    column shifts are concatenated (R: (N, Hp * Wp, kw * C)); one GEMM with all kernel rows at
+    once, Z = R @ W' (W': (kw * C, kh * Co)), and y = sum_i of Z's i-th Co-block shifted up by
+    i * Wp rows. Backward is the same in reverse: dZ stacks dy shifted down, dW' = R^T dZ,
+    dR = dZ W'^T, dx = sum_j of dR's j-th C-block shifted back by j rows. Copies move ~3x the
+    activations where full im2col moves ~9x (twice), and the GEMM is kh times wider."""
+    kh, kw, c, co = w.shape
+    n, h, wd, _ = x.shape
+    (oh, ow), pads = _pads(x.shape, (kh, kw), (1, 1), padding)
+    hp, wp = h + sum(pads[1]), wd + sum(pads[2])
+    extra = 1 if kw > 1 else 0          # a zero row: the last column shift runs kw - 1 past
+    span, out_rows = hp * wp, oh * wp
+    [(pt, _), (pl, _)] = pads[1], pads[2]
+
+    def stack_w(w):                     # (kh, kw, C, Co) -> (1, kw * C, kh * Co)
+        return tf.reshape(tf.transpose(w, [1, 2, 0, 3]), [1, kw * c, kh * co])
+
+    @tf.custom_gradient
+    def op(x, w):
+        flat = tf.reshape(tf.pad(x, [pads[0], [pads[1][0], pads[1][1] + extra], pads[2], [0, 0]]),
+                          [n, (hp + extra) * wp, c])
+        rows = _concat([flat[:, j:j + span] for j in range(kw)])
+        z = tf.matmul(rows, stack_w(w))
+        y = _sum([z[:, i * wp:i * wp + out_rows, i * co:(i + 1) * co] for i in range(kh)])
+        y = tf.reshape(y, [n, oh, wp, co])[:, :, :ow, :]
+
+        def grad(dy):
+            dy = tf.reshape(tf.pad(dy, [[0, 0], [0, 0], [0, wp - ow], [0, 0]]), [n, out_rows, co])
+            dz = _concat([_shift_rows(dy, i * wp, (kh - 1 - i) * wp) for i in range(kh)])
+            dw = tf.reduce_sum(tf.matmul(rows, dz, transpose_a=True), axis=0)
+            dw = tf.transpose(tf.reshape(dw, [kw, c, kh, co]), [2, 0, 1, 3])
+            drows = tf.matmul(dz, stack_w(w), transpose_b=True)
+            dflat = _sum([_shift_rows(drows[:, :, j * c:(j + 1) * c], j, extra * wp - j)
+                          for j in range(kw)])
+            dx = tf.reshape(dflat, [n, hp + extra, wp, c])[:, pt:pt + h, pl:pl + wd, :]
+            return dx, dw
+        return y, grad
+    return op(x, w)
+
+
+def _shift_rows(t, before: int, after: int):
+    """(N, R, C) with `before` zero rows prepended and `after` appended. Padded as (N, R * C):
+    XNNPACK's PAD copies C floats at a time on the 3-d tensor (3-4x slower), and RESHAPE is free."""
+    n, r, c = t.shape
+    flat = tf.pad(tf.reshape(t, [n, r * c]), [[0, 0], [before * c, after * c]])
+    return tf.reshape(flat, [n, r + before + after, c])
 
 
 def _upsample_zeros(dy, strides):
