@@ -34,7 +34,7 @@ flags.DEFINE_integer("batch_size", 32, "Training batch size.")
 flags.DEFINE_integer("steps", 6, "Timed steps per mode per round.")
 flags.DEFINE_integer("rounds", 5, "Interleaved rounds.")
 flags.DEFINE_integer("num_threads", 2, "LiteRT threads.")
-flags.DEFINE_enum("conv_impl", "auto", ["auto", "matmul", "conv"], "Conv2D lowering of litert_train.")
+flags.DEFINE_enum("conv_impl", "matmul", ["matmul", "conv"], "Conv2D lowering of litert_train.")
 flags.DEFINE_string("flex_python", "", "Python of a venv with tensorflow==2.19.0 (Flex runs in its "
                     "interpreter); empty: no Flex modes, the ratio uses the recorded 111 img/s.")
 flags.DEFINE_float("learning_rate", 0.001, "SGD learning rate of both sides (momentum 0.9, wd 5e-4).")
@@ -259,12 +259,15 @@ non-constant filter (every conv of a training graph: forward, the dilated-conv f
 runs im2col + `cpu_backend_gemm`, whose float path is Eigen's single-threaded GEMM (no ruy on
 x86; the multithreaded Eigen conv kernel requires a constant filter), and TRANSPOSE_CONV the
 same; the builtin BATCH_MATMUL is a reference loop. XNNPACK refuses variable conv filters but
-runs BATCH_MATMUL with two dynamic operands, so `conv_impl=auto` (the default) lowers convs
-with >= 32 channels to im2col + BATCH_MATMUL, which XNNPACK runs on all threads, and keeps the
-16-channel layers on CONV_2D (XNNPACK's 7x32 AVX-512 GEMM tile is half empty there).
-`conv_impl=matmul` lowers every conv: slower on one thread, faster on two. On a loaded machine XNNPACK's spinning worker threads make 2
-threads slower than 1 (the Flex path's default XNNPACK even more so); its TF kernels
-(Conv2DBackpropFilter) use TF's own thread pool whatever num_threads says."""
+runs BATCH_MATMUL with two dynamic operands, so `conv_impl=matmul` (the default) lowers every
+conv, forward and both gradients, to BATCH_MATMULs (grads.matmul_conv2d): a stride-1 conv is
+one GEMM per image over the flattened image with only its kw column shifts concatenated, all
+kernel rows in one wider GEMM whose outputs are summed shifted (XNNPACK's CONCATENATION
+interleaves C floats at a time, so full im2col's 9x concatenation cost more than the GEMMs);
+a strided conv is a stride-1 conv over SPACE_TO_DEPTH blocks. On a loaded machine XNNPACK's
+spinning worker threads make 2 threads slower than 1 (the Flex path's default XNNPACK even
+more so); its TF kernels (Conv2DBackpropFilter) use TF's own thread pool whatever num_threads
+says."""
 
 
 def _zoo_ops():

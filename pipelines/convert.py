@@ -39,11 +39,10 @@ flags.DEFINE_enum("optimizer", "sgd", ["sgd", "adam"], "Trainable mode: optimise
 flags.DEFINE_float("learning_rate", 0.01, "Trainable mode: learning rate.")
 flags.DEFINE_float("momentum", 0.9, "Trainable mode: SGD momentum.")
 flags.DEFINE_float("weight_decay", 5e-4, "Trainable mode: weight decay.")
-flags.DEFINE_enum("conv_impl", "auto", ["auto", "matmul", "conv"],
-                  "Trainable mode: Conv2D lowering (auto: patches + BATCH_MATMUL, which the "
-                  "XNNPACK delegate runs multithreaded, for layers with >= 32 channels in and "
-                  "out; matmul: for every layer, fastest with 2+ threads; conv: builtin "
-                  "CONV_2D/TRANSPOSE_CONV).")
+flags.DEFINE_enum("conv_impl", "matmul", ["matmul", "conv"],
+                  "Trainable mode: Conv2D lowering (matmul: BATCH_MATMULs forward and back, "
+                  "which the XNNPACK delegate runs multithreaded; conv: builtin "
+                  "CONV_2D/TRANSPOSE_CONV, single-threaded for a trained filter on x86).")
 flags.mark_flags_as_required(["model", "output"])
 FLAGS = flags.FLAGS
 

@@ -50,6 +50,13 @@ def sgd_dir(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
+def conv_lowering_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("conv")
+    export_trainable(tiny_model(), out, batch_size=B, learning_rate=0.05, conv_impl="conv")
+    return out
+
+
+@pytest.fixture(scope="module")
 def adam_head_dir(tmp_path_factory):
     out = tmp_path_factory.mktemp("adam")
     export_trainable(tiny_model(), out, batch_size=B, optimizer="adam", learning_rate=0.01,
@@ -73,9 +80,9 @@ def _rel(a, b):
 def test_manifest_lists_builtin_ops_and_signatures(sgd_dir):
     manifest = json.loads((sgd_dir / "trainable.json").read_text())
     assert manifest["flex_ops"] == {} and not manifest["flex_required"]
-    # the default lowering (auto): this model's narrow convs stay CONV_2D / TRANSPOSE_CONV
-    assert manifest["conv_impl"] == "auto"
-    assert manifest["ops"]["TRANSPOSE_CONV"] >= 1 and manifest["ops"]["CONV_2D"] >= 1
+    # the default lowering: every conv and its gradients are BATCH_MATMULs (XNNPACK runs them)
+    assert manifest["conv_impl"] == "matmul" and manifest["ops"]["BATCH_MATMUL"] >= 3
+    assert "CONV_2D" not in manifest["ops"] and "TRANSPOSE_CONV" not in manifest["ops"]
     assert not any(op.startswith("Flex") for op in manifest["ops"])
     sigs = manifest["signatures"]
     assert set(sigs) == {"train", "infer", "filter_stats", "save", "restore", "set_learning_rate"}
@@ -85,9 +92,14 @@ def test_manifest_lists_builtin_ops_and_signatures(sgd_dir):
     assert (sgd_dir / "trainable.tflite").stat().st_size == manifest["size_bytes"]
 
 
-def test_litert_gradients_equal_keras_autodiff(sgd_dir):
-    """lr = 1000 makes w1 = w0 - lr*wd*w0 - lr*g, so g comes back out of one step."""
-    rt, model = TrainableRuntime(sgd_dir / "trainable.tflite"), tiny_model()
+@pytest.mark.parametrize("lowering", ["matmul", "conv"])
+def test_litert_gradients_equal_keras_autodiff(lowering, sgd_dir, conv_lowering_dir):
+    """lr = 1000 makes w1 = w0 - lr*wd*w0 - lr*g, so g comes back out of one step.
+    Both conv lowerings: the default (matmul) and conv (CONV_2D / TRANSPOSE_CONV)."""
+    out = sgd_dir if lowering == "matmul" else conv_lowering_dir
+    rt, model = TrainableRuntime(out / "trainable.tflite"), tiny_model()
+    if lowering == "conv":
+        assert rt.manifest["ops"]["TRANSPOSE_CONV"] >= 1 and rt.manifest["ops"]["CONV_2D"] >= 1
     lr, wd = 1000.0, rt.manifest["optimizer"]["weight_decay"]
     rt.set_learning_rate(lr)
     w0 = rt.variables()

@@ -1,4 +1,4 @@
-"""The "matmul" Conv2D lowering (im2col + BATCH_MATMUL, for XNNPACK): gradients equal TF
+"""The "matmul" Conv2D lowering (BATCH_MATMULs, for XNNPACK): gradients equal TF
 autodiff, and an exported model trains in LiteRT with XNNPACK like Keras."""
 import numpy as np
 import pytest
@@ -23,9 +23,11 @@ def _rel(a, b):
                                           (7, 1, 2, "same"), (9, 5, 1, "same"), (8, 2, 1, "valid"),
                                           (9, 3, 2, "valid"), (11, 3, 3, "same"), (8, 1, 1, "same"),
                                           (10, 7, 1, "same"), (9, 2, 1, "same"), (8, (1, 3), 1, "same"),
-                                          (9, (3, 1), 1, "valid"), (9, (5, 2), 1, "same")])
+                                          (9, (3, 1), 1, "valid"), (9, (5, 2), 1, "same"),
+                                          (12, 2, 2, "valid"), (13, 5, 2, "same"), (9, 1, 3, "valid")])
 def test_matmul_conv_gradients_equal_tf(size, k, s, pad):
-    """Every path: wide-layout stride 1 (kernels 2..5, square or not), strided, 1x1, 7x7."""
+    """Every path: shifted rows (stride 1; square or not, 7 wide: stepped concatenation),
+    strided through SPACE_TO_DEPTH (k < s, k = s, k > s, k not a multiple of s), 1x1."""
     kh, kw = (k, k) if isinstance(k, int) else k
     x = tf.constant(RNG.normal(size=(2, size, size, 3)).astype(np.float32))
     w = tf.constant(RNG.normal(size=(kh, kw, 3, 4)).astype(np.float32))
@@ -39,11 +41,10 @@ def test_matmul_conv_gradients_equal_tf(size, k, s, pad):
         assert _rel(a, b) <= 1e-5
 
 
-def test_conv_impl_auto_picks_matmul_for_wide_layers():
-    assert not G.conv_uses_matmul("auto", 16, 32) and G.conv_uses_matmul("auto", 32, 64)
-    assert G.conv_uses_matmul("matmul", 3, 8) and not G.conv_uses_matmul("conv", 64, 64)
+def test_conv_impl_names_are_checked():
+    assert G.check_conv_impl("matmul") == G.DEFAULT_CONV_IMPL
     with pytest.raises(ValueError, match="conv_impl 'gemm'"):
-        G.conv_uses_matmul("gemm", 32, 32)
+        G.conv2d(tf.zeros([1, 4, 4, 2]), tf.zeros([3, 3, 2, 2]), impl="gemm")
 
 
 def test_matmul_export_trains_like_keras_in_litert_with_xnnpack(tmp_path):
@@ -60,10 +61,10 @@ def test_matmul_export_trains_like_keras_in_litert_with_xnnpack(tmp_path):
     manifest = export_trainable(model, tmp_path, batch_size=4, conv_impl="matmul")
     assert manifest["conv_impl"] == "matmul" and manifest["flex_ops"] == {}
     assert manifest["ops"]["BATCH_MATMUL"] >= 3 and "CONV_2D" not in manifest["ops"]
-    # XNNPACK's CONCATENATION takes at most 5 inputs: im2col (4-D) concatenates in steps
-    im2col = [len(op.inputs) for op in litert.inspect(tmp_path / "trainable.tflite").ops
-              if op.name == "CONCATENATION" and len(op.outputs[0].shape) == 4]
-    assert im2col and max(im2col) <= G.XNNPACK_MAX_CONCAT
+    # XNNPACK's CONCATENATION takes at most 5 inputs (wider kernels concatenate in steps)
+    concat = [len(op.inputs) for op in litert.inspect(tmp_path / "trainable.tflite").ops
+              if op.name == "CONCATENATION" and len(op.outputs[0].shape) == 3]
+    assert concat and max(concat) <= G.XNNPACK_MAX_CONCAT
     rt = TrainableRuntime(tmp_path / "trainable.tflite", xnnpack=True)
     lr, wd = 1000.0, manifest["optimizer"]["weight_decay"]
     rt.set_learning_rate(lr)

@@ -27,14 +27,12 @@ Design choices (see each module for details):
 - Speed: TFLite's x86 CONV_2D / TRANSPOSE_CONV with a variable (non-constant) filter run
   im2col + an Eigen GEMM on ONE thread whatever num_threads says (the multithreaded conv
   kernel needs a constant filter; float GEMM goes to Eigen, not ruy, on x86), and XNNPACK
-  refuses variable conv filters. So Conv2D layers with >= 32 input and output channels lower
-  to im2col + BATCH_MATMUL (`conv_impl="auto"`, the default; grads.matmul_conv2d), which the
-  default XNNPACK delegate runs with its own GEMM kernels and threads; narrower layers keep
-  CONV_2D/TRANSPOSE_CONV. `conv_impl="matmul"` lowers every layer: faster with 2 threads,
-  slower on one (grads.DEFAULT_CONV_IMPL).
+  refuses variable conv filters. So every Conv2D lowers to BATCH_MATMULs forward and back
+  (`conv_impl="matmul"`, the default; grads.matmul_conv2d: shifted rows of the flattened
+  image, strides through SPACE_TO_DEPTH), which the default XNNPACK delegate runs with its
+  own GEMM kernels and threads; `conv_impl="conv"` keeps CONV_2D/TRANSPOSE_CONV.
   `TrainableRuntime` uses XNNPACK by default (the builtin BATCH_MATMUL is a slow reference
-  kernel). Numbers and a per-op breakdown: benchmarks/results/ondevice_train.md (auto) and
-  ondevice_train_matmul.md.
+  kernel). Numbers and a per-op breakdown: benchmarks/results/ondevice_train.md.
 """
 from tfprune.ondevice.runtime import MANIFEST_NAME, TFLITE_NAME
 

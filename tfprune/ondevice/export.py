@@ -222,7 +222,7 @@ def export_trainable(model, output_dir, batch_size: int = 32, trainable="all",
                      conv_impl: str = G.DEFAULT_CONV_IMPL, **adam) -> dict:
     """Write `output_dir/trainable.tflite` and `trainable.json` (the manifest); return the
     manifest. `model` is a Keras model or a model spec (`.keras` path, pretrained:, zoo name).
-    `conv_impl`: Conv2D lowering (grads.CONV_IMPLS); `auto` suits the XNNPACK delegate."""
+    `conv_impl`: Conv2D lowering (grads.CONV_IMPLS); `matmul` suits the XNNPACK delegate."""
     from tfprune import litert
     from tfprune.fileio import atomic_write_text
 

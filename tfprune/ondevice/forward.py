@@ -157,8 +157,8 @@ class LayerGraph:
 
     @classmethod
     def from_model(cls, model: keras.Model, conv_impl: str = "conv") -> "LayerGraph":
-        """`conv_impl`: how Conv2D layers lower (grads.CONV_IMPLS: conv, matmul, auto)."""
-        G.conv_uses_matmul(conv_impl, 1, 1)  # validates the name
+        """`conv_impl`: how Conv2D layers lower (grads.CONV_IMPLS: matmul, conv)."""
+        G.check_conv_impl(conv_impl)
         cfg = model.get_config()
         if "layers" not in cfg or "output_layers" not in cfg:
             raise UnsupportedModelError(f"model {model.name!r} is not a functional Keras model")

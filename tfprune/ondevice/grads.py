@@ -5,11 +5,13 @@ BiasAddGrad, SparseSoftmaxCrossEntropyWithLogits..., which exist in TFLite only 
 Each op here is a `tf.custom_gradient` whose gradient is written with ops that have builtin
 TFLite kernels:
 
-- conv2d, "conv" lowering: input gradient = conv2d_transpose (TRANSPOSE_CONV); filter gradient
+- conv2d, "matmul" lowering (the default, for the XNNPACK delegate; `matmul_conv2d`):
+  BATCH_MATMULs forward and back over shifted rows of the flattened image (stride 1) or of its
+  SPACE_TO_DEPTH blocks (stride s).
+  "conv" lowering: input gradient = conv2d_transpose (TRANSPOSE_CONV); filter gradient
   = ONE CONV_2D: dW[kh,kw,ci,co] = sum_{n,h,w} xpad[n, h*s+kh, w*s+kw, ci] * dy[n,h,w,co] is a VALID
   convolution of xpad transposed to (ci, H, W, N) with dy transposed to (Ho, Wo, N, co) as the
   filter, dilation = stride, cropped to (kh, kw). 1x1 kernels use one matmul instead.
-  "matmul" lowering (`matmul_conv2d`, for XNNPACK): im2col + BATCH_MATMUL forward and back.
 - depthwise_conv2d: input gradient = depthwise conv of the zero-upsampled dy with the flipped
   kernel; filter gradient = kh*kw strided slices, MUL and SUM.
 - relu / relu6: SELECT_V2 on the saved output; max_pool (window == stride): the gradient goes
@@ -56,41 +58,14 @@ def conv2d_filter_grad(x, dy, kernel, strides, padding):
     return tf.transpose(out[:, :kh, :kw, :], [1, 2, 0, 3])
 
 
-def im2col(xp, kernel, strides, out_hw):
-    """Patches of the (already padded) xp: (N, Ho, Wo, kh*kw*C), (kh, kw, C) row-major like a
-    conv kernel's first three axes. Only ops XNNPACK takes: unit-stride slices (a stride s in
-    both axes goes through SPACE_TO_DEPTH first: XNNPACK refuses strided STRIDED_SLICE) and
-    CONCATENATIONs of at most XNNPACK_MAX_CONCAT inputs (stride 1: the kw shifted copies of
-    whole rows, then kh row windows of those; otherwise groups, then the groups). The values
-    are one im2col matrix, so the forward matmul equals TF's conv bit for bit."""
-    (kh, kw), (sh, sw), (oh, ow) = kernel, strides, out_hw
-    if kh * kw == 1:
-        return xp[:, :(oh - 1) * sh + 1:sh, :(ow - 1) * sw + 1:sw, :] if sh * sw > 1 else xp
-    if sh == sw == 1 and max(kh, kw) <= XNNPACK_MAX_CONCAT:
-        rows = _concat([xp[:, :, j:j + ow, :] for j in range(kw)])
-        return _concat([rows[:, i:i + oh] for i in range(kh)])
-    if sh == sw > 1:
-        s, c = sh, xp.shape[-1]
-        extra = [(-d) % s for d in xp.shape[1:3]]
-        if any(extra):
-            xp = tf.pad(xp, [[0, 0], [0, extra[0]], [0, extra[1]], [0, 0]])
-        blocks = tf.nn.space_to_depth(xp, s)   # channel ((i % s) * s + j % s) * C + c
-        cols = [blocks[:, i // s:i // s + oh, j // s:j // s + ow,
-                       ((i % s) * s + j % s) * c:((i % s) * s + j % s + 1) * c]
-                for i in range(kh) for j in range(kw)]
-    else:
-        cols = [xp[:, i:i + (oh - 1) * sh + 1:sh, j:j + (ow - 1) * sw + 1:sw, :]
-                for i in range(kh) for j in range(kw)]
-    while len(cols) > XNNPACK_MAX_CONCAT:
-        step = XNNPACK_MAX_CONCAT
-        cols = [_concat(cols[i:i + step]) for i in range(0, len(cols), step)]
-    return _concat(cols)
-
-
 XNNPACK_MAX_CONCAT = 5  # XNNPACK's CONCATENATION takes 2..5 inputs; more run on a builtin kernel
 
 
 def _concat(tensors):
+    """Concatenate on the last axis in steps of at most XNNPACK_MAX_CONCAT inputs."""
+    while len(tensors) > XNNPACK_MAX_CONCAT:
+        step = XNNPACK_MAX_CONCAT
+        tensors = [_concat(tensors[i:i + step]) for i in range(0, len(tensors), step)]
     return tensors[0] if len(tensors) == 1 else tf.concat(tensors, axis=-1)
 
 
@@ -102,38 +77,25 @@ def _sum(tensors):
     return total
 
 
-def _matrix(t):
-    """(1, N*H*W, C): rank 3 keeps a matmul on it a BATCH_MATMUL (the converter turns a rank-2
-    matmul fed by a reshape into a FULLY_CONNECTED, which XNNPACK refuses with non-constant
-    weights, and whose builtin kernel is single-threaded)."""
-    return tf.reshape(t, [1, -1, t.shape[-1]])
+# Conv2D lowering: "matmul" (BATCH_MATMULs forward and back, for the XNNPACK delegate:
+# `matmul_conv2d`) or "conv" (CONV_2D forward, TRANSPOSE_CONV input gradient, one dilated
+# CONV_2D filter gradient). Quiet 2-core machine, ResNet-20 batch 32 train step:
+# benchmarks/results/ondevice_train.md.
+CONV_IMPLS = ("matmul", "conv")
+DEFAULT_CONV_IMPL = "matmul"
 
 
-# Conv2D lowering: "conv" (CONV_2D forward, TRANSPOSE_CONV input gradient, one dilated CONV_2D
-# filter gradient) or "matmul" (im2col + BATCH_MATMUL for all three; TRANSPOSE_CONV for the
-# input gradient of strided convs). "auto" picks matmul when both channel counts are at least
-# MATMUL_MIN_CHANNELS: see matmul_conv's docstring for why.
-CONV_IMPLS = ("auto", "conv", "matmul")
-MATMUL_MIN_CHANNELS = 32
-# The export default. "matmul" is faster with 2+ threads (quiet 2-core machine: ResNet-20 154
-# img/s vs 123 for "auto", benchmarks/results/ondevice_train_matmul.md) and meets the same
-# gradient checks; "auto" is faster on 1 thread and is the CI-tested default. (A 1.6e-2
-# gradient gap first blamed on "matmul" came from the initialisation, with either lowering:
-# see tests/test_ondevice_grads.py.)
-DEFAULT_CONV_IMPL = "auto"
-
-
-def conv_uses_matmul(impl: str, in_channels: int, out_channels: int) -> bool:
+def check_conv_impl(impl: str) -> str:
     if impl not in CONV_IMPLS:
         raise ValueError(f"conv_impl {impl!r} is not one of {', '.join(CONV_IMPLS)}")
-    return impl == "matmul" or (impl == "auto" and min(in_channels, out_channels) >= MATMUL_MIN_CHANNELS)
+    return impl
 
 
 def conv2d(x, w, strides=(1, 1), padding="same", impl: str = "conv"):
     """Conv2D (no bias) with a builtin-only backward pass."""
     strides, kernel = tuple(strides), tuple(w.shape[:2])
-    if conv_uses_matmul(impl, w.shape[2], w.shape[3]):
-        return matmul_conv2d(x, w, strides, padding)
+    if check_conv_impl(impl) == "matmul" and strides[0] == strides[1]:
+        return matmul_conv2d(x, w, strides[0], padding)
 
     @tf.custom_gradient
     def op(x, w):
@@ -147,54 +109,66 @@ def conv2d(x, w, strides=(1, 1), padding="same", impl: str = "conv"):
     return op(x, w)
 
 
-def matmul_conv2d(x, w, strides=(1, 1), padding="same"):
-    """Conv2D as matmuls, forward and backward (for XNNPACK). Stride 1 with kernel widths up to
-    XNNPACK_MAX_CONCAT: `shifted_rows_conv2d`. Otherwise im2col: y = P @ W, dW = P^T @ dy (the
-    forward patches P are reused), and for stride 1 dx = im2col(padded dy) @ flipped W^T, a
-    full correlation; strided convs take dx from TRANSPOSE_CONV.
+def matmul_conv2d(x, w, stride: int = 1, padding="same"):
+    """Conv2D as BATCH_MATMULs, forward and backward: 1x1 convs are one matmul
+    (`pointwise_conv2d`), other stride-1 convs `shifted_rows_conv2d`, and a stride-s conv is a
+    stride-1 conv over SPACE_TO_DEPTH(x, s) with a kernel of ceil(k / s) taps (the kernel's
+    taps regrouped by their offset within an s x s block; a 1x1 conv reads block offset
+    (0, 0)). Around the custom-gradient cores only PAD, SLICE, SPACE_TO_DEPTH, RESHAPE and
+    TRANSPOSE, whose TF gradients are builtin too (SLICE, PAD, DEPTH_TO_SPACE, ...).
 
     Why: TFLite's x86 CONV_2D/TRANSPOSE_CONV with a non-constant filter run im2col + an Eigen
     GEMM on one thread whatever num_threads says (the multithreaded conv kernel needs a
-    constant filter; float GEMM goes to Eigen, not ruy, on x86). BATCH_MATMUL with two dynamic
-    operands is taken by the XNNPACK delegate (multithreaded, AVX-512 GEMM kernels). Without
-    XNNPACK, the builtin BATCH_MATMUL is a slow reference loop: run it with XNNPACK. XNNPACK's
-    32-wide GEMM tiles are half empty for 16-channel layers, hence MATMUL_MIN_CHANNELS."""
-    kh, kw, ci, co = w.shape
-    if tuple(strides) == (1, 1) and kh * kw > 1 and kw <= XNNPACK_MAX_CONCAT:
-        return shifted_rows_conv2d(x, w, padding)
+    constant filter; float GEMM goes to Eigen, not ruy, on x86), and the XNNPACK delegate
+    refuses non-constant conv filters. It takes BATCH_MATMUL with two dynamic operands
+    (multithreaded, AVX-512 GEMM kernels). Without XNNPACK, the builtin BATCH_MATMUL is a slow
+    reference loop: run it with XNNPACK."""
+    kh, kw, c, co = w.shape
+    if stride == 1:
+        return pointwise_conv2d(x, w) if kh * kw == 1 else shifted_rows_conv2d(x, w, padding)
+    n, h, wd, _ = x.shape
+    (oh, ow), pads = _pads(x.shape, (kh, kw), (stride, stride), padding)
+    kah, kaw = -(-kh // stride), -(-kw // stride)          # taps per block axis
+    rows, cols = stride * (oh + kah - 1), stride * (ow + kaw - 1)   # the pixels the conv reads
+    (pt, _), (pl, _) = pads[1], pads[2]
+    xp = tf.pad(x, [[0, 0], [pt, max(rows - h - pt, 0)], [pl, max(cols - wd - pl, 0)], [0, 0]])
+    blocks = tf.nn.space_to_depth(tf.slice(xp, [0, 0, 0, 0], [n, rows, cols, c]), stride)
+    if kh * kw == 1:
+        return pointwise_conv2d(tf.slice(blocks, [0, 0, 0, 0], [n, oh, ow, c]), w)
+    wb = tf.pad(w, [[0, kah * stride - kh], [0, kaw * stride - kw], [0, 0], [0, 0]])
+    wb = tf.transpose(tf.reshape(wb, [kah, stride, kaw, stride, c, co]), [0, 2, 1, 3, 4, 5])
+    wb = tf.reshape(wb, [kah, kaw, stride * stride * c, co])
+    return matmul_conv2d(blocks, wb, 1, "valid")
+
+
+def pointwise_conv2d(x, w):
+    """1x1 stride-1 conv: y = x @ W per image, dW = sum_n x_n^T dy_n, dx = dy @ W^T."""
+    n, h, wd, c = x.shape
+    co = w.shape[-1]
 
     @tf.custom_gradient
     def op(x, w):
-        (oh, ow), pads = _pads(x.shape, (kh, kw), strides, padding)
-        xp = tf.pad(x, pads) if any(p for pair in pads for p in pair) else x
-        patches = _matrix(im2col(xp, (kh, kw), strides, (oh, ow)))
-        y = tf.reshape(tf.matmul(patches, tf.reshape(w, [1, kh * kw * ci, co])),
-                       [x.shape[0], oh, ow, co])
+        x3, w3 = tf.reshape(x, [n, h * wd, c]), tf.reshape(w, [1, c, co])
 
         def grad(dy):
-            dw = tf.reshape(tf.matmul(patches, _matrix(dy), transpose_a=True), w.shape)
-            if strides != (1, 1):
-                return tf.nn.conv2d_transpose(dy, w, tf.shape(x), strides=list(strides),
-                                              padding=_tf_padding(padding)), dw
-            (pt, pb), (pl, pr) = pads[1], pads[2]
-            dyp = tf.pad(dy, [[0, 0], [kh - 1 - pt, kh - 1 - pb], [kw - 1 - pl, kw - 1 - pr], [0, 0]])
-            flipped = tf.transpose(tf.reverse(w, [0, 1]), [0, 1, 3, 2])
-            cols = _matrix(im2col(dyp, (kh, kw), (1, 1), x.shape[1:3]))
-            dx = tf.matmul(cols, tf.reshape(flipped, [1, kh * kw * co, ci]))
-            return tf.reshape(dx, x.shape), dw
-        return y, grad
+            dy3 = tf.reshape(dy, [n, h * wd, co])
+            dw = tf.reduce_sum(tf.matmul(x3, dy3, transpose_a=True), axis=0)
+            return (tf.reshape(tf.matmul(dy3, w3, transpose_b=True), x.shape),
+                    tf.reshape(dw, w.shape))
+        return tf.reshape(tf.matmul(x3, w3), [n, h, wd, co]), grad
     return op(x, w)
 
 
 def shifted_rows_conv2d(x, w, padding="same"):
-    """Stride-1 Conv2D with a fraction of im2col's copying. Each padded image is flattened to
-    (Hp * Wp, C) rows, so a shift by (i, j) pixels is a shift by i * Wp + j rows ("wide" layout:
-    outputs are computed for all Wp columns and the kw - 1 wrapped ones dropped). Only the kw
-    column shifts are concatenated (R: (N, Hp * Wp, kw * C)); one GEMM with all kernel rows at
-    once, Z = R @ W' (W': (kw * C, kh * Co)), and y = sum_i of Z's i-th Co-block shifted up by
-    i * Wp rows. Backward is the same in reverse: dZ stacks dy shifted down, dW' = R^T dZ,
-    dR = dZ W'^T, dx = sum_j of dR's j-th C-block shifted back by j rows. Copies move ~3x the
-    activations where full im2col moves ~9x (twice), and the GEMM is kh times wider."""
+    """Stride-1 Conv2D as one GEMM per image with little copying. Each padded image is
+    flattened to (Hp * Wp, C) rows, so a shift by (i, j) pixels is a shift by i * Wp + j rows
+    (outputs are computed for all Wp columns and the kw - 1 wrapped ones dropped). Only the kw
+    column shifts are concatenated (R: (N, Hp * Wp, kw * C)); one GEMM takes all kernel rows
+    at once, Z = R @ W' (W': (kw * C, kh * Co)), and y = sum_i of Z's i-th Co-block shifted up
+    by i * Wp rows. Backward is the same in reverse: dZ stacks dy shifted down, dW' = R^T dZ,
+    dR = dZ W'^T, dx = sum_j of dR's j-th C-block shifted back by j rows. Full im2col would
+    copy 9x the activations twice (a 3x3 kernel) where this copies ~3x, and the GEMM is kh
+    times wider (XNNPACK's 32-wide tiles are half empty for a 16-channel layer)."""
     kh, kw, c, co = w.shape
     n, h, wd, _ = x.shape
     (oh, ow), pads = _pads(x.shape, (kh, kw), (1, 1), padding)

@@ -3,8 +3,8 @@
 Opens the model in `ai_edge_litert` with its default XNNPACK delegate (`xnnpack=False`: builtin
 kernels only). XNNPACK cannot take a CONV_2D with a variable filter, but it runs the
 BATCH_MATMULs of the "matmul" conv lowering (grads.matmul_conv2d), multithreaded; the
-builtin BATCH_MATMUL is a slow reference loop, so a model exported with conv_impl matmul/auto
-wants XNNPACK (conv_impl conv runs well on builtin kernels alone). It checks inputs before they
+builtin BATCH_MATMUL is a slow reference loop, so a model exported with conv_impl matmul
+(the default) wants XNNPACK (conv_impl conv runs well on builtin kernels alone). It checks inputs before they
 reach the interpreter (batch shape, dtype, label range), pads a final partial batch (label -1
 / valid 0 on the padding rows), and keeps checkpoints as `.npz` files: the flat `state` tensor
 of the `save` signature plus the manifest's fingerprint and layout, written to a temp file and
