@@ -247,3 +247,36 @@ def test_depthwise_multiplier_falls_back_to_flex_naming_the_layer(tmp_path):
         manifest = export_trainable(model, tmp_path, batch_size=2)
     assert manifest["flex_required"] and manifest["flex_layers"] == [
         "dw2: DepthwiseConv2D with depth_multiplier 2 uses TF autodiff"]
+
+
+def test_sequential_model_exports_and_trains_like_keras(tmp_path):
+    keras.utils.set_random_seed(4)
+    model = keras.Sequential([keras.Input(SHAPE), layers.Conv2D(4, 3, strides=2, name="c"),
+                              layers.BatchNormalization(name="bn"), layers.ReLU(name="r"),
+                              layers.Flatten(name="f"), layers.Dense(CLASSES, name="logits")],
+                             name="seq")
+    R.calibrate_batchnorm(model, X)
+    manifest = export_trainable(model, tmp_path, batch_size=B, learning_rate=1000.0,
+                                momentum=0.0, weight_decay=0.0)
+    assert manifest["trainable_variables"][0] == "seq/c/kernel" and manifest["flex_ops"] == {}
+    rt = TrainableRuntime(tmp_path / "trainable.tflite")
+    w0 = rt.variables()
+    rt.train_batch(X[:B], Y[:B])
+    w1 = rt.variables()
+    ref = R.keras_gradients(model, X[:B], Y[:B], manifest["trainable_variables"])
+    assert len(ref) == len(model.trainable_weights) == 6
+    for path, g in ref.items():
+        assert _rel((w0[path] - w1[path]) / 1000.0, g) <= 1e-4, path
+
+
+def test_unsupported_models_are_refused_naming_the_layer(tmp_path):
+    inp = keras.Input((8, 8, 3))
+    shared = layers.Conv2D(3, 3, padding="same", name="shared")
+    twice = keras.Model(inp, layers.Flatten()(shared(shared(inp))))
+    inner = keras.Sequential([keras.Input((8, 8, 3)), layers.Conv2D(3, 3)], name="inner")
+    nested = keras.Model(inp, layers.Flatten()(inner(inp)))
+    op = keras.Model(inp, layers.Flatten()(layers.Conv2D(3, 3, name="c")(inp) + 3.0))
+    for model, message in ((twice, "'shared' is called 2 times"), (nested, "'inner' is a nested"),
+                           (op, r"is a Keras op \(keras.src.ops.*Add\) called on a tensor")):
+        with pytest.raises(UnsupportedModelError, match=message):
+            export_trainable(model, tmp_path, batch_size=2)

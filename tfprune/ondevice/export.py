@@ -77,8 +77,9 @@ class TrainingModule(tf.Module):
         train_layers = set(trainable_layers(self.graph, trainable))
         self.trainable_spec = str(trainable)
         self.paths, self.variables_, trained = [], [], []
+        owner = {path: node.name for node in self.graph.nodes for path in node.weights.values()}
         for w in model.weights:
-            layer = w.path.rsplit("/", 1)[0]
+            layer = owner.get(w.path)
             v = tf.Variable(keras.ops.convert_to_numpy(w), name=w.path.replace("/", "__"),
                             trainable=bool(w.trainable and layer in train_layers))
             self.paths.append(w.path)

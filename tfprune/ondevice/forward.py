@@ -1,11 +1,12 @@
-"""A Keras functional model's forward pass rebuilt from its config over plain tensors.
+"""A Keras model's forward pass rebuilt from its config over plain tensors.
 
-`LayerGraph.from_model` reads the model through its public contract (`get_config()`'s layer
-list with inbound nodes, and each layer's weights by `.path`), and `LayerGraph.run` evaluates
-it with the builtin-gradient ops of `grads`, one rule per layer type (`RULES`). BatchNorm
-runs in inference mode (a per-channel affine from its moving statistics) and Dropout is the
-identity: on-device training keeps the graph deterministic and small batches would make
-batch statistics unreliable. A layer configuration without a builtin rule falls back to the
+`LayerGraph.from_model` reads a functional or Sequential Keras 3 model through its public
+contract (`modelspec.read_model`: `get_config()`'s layers in call order with their inputs,
+and each layer's weight paths), and `LayerGraph.run` evaluates it with the builtin-gradient
+ops of `grads`, one rule per layer type (`RULES`). BatchNorm runs in inference mode (a
+per-channel affine from its moving statistics) and Dropout is the identity: on-device
+training keeps the graph deterministic and small batches would make batch statistics
+unreliable. A layer configuration without a builtin rule falls back to the
 plain TF op (whose gradient needs the Flex runtime); the graph records it in `flex_layers`.
 """
 from __future__ import annotations
@@ -16,6 +17,7 @@ import warnings
 import keras
 import tensorflow as tf
 
+from tfprune import modelspec
 from tfprune.ondevice import grads as G
 
 
@@ -31,17 +33,6 @@ class Node:
     inputs: list[str]
     weights: dict[str, str]          # role (kernel, bias, gamma, ...) -> variable path
     conv_impl: str = "conv"          # Conv2D lowering (grads.CONV_IMPLS)
-
-
-def _history(args) -> list[str]:
-    """Layer names of the keras tensors in an inbound node's (nested) args."""
-    if isinstance(args, dict):
-        if args.get("class_name") == "__keras_tensor__":
-            return [args["config"]["keras_history"][0]]
-        return [n for v in args.values() for n in _history(v)]
-    if isinstance(args, (list, tuple)):
-        return [n for a in args for n in _history(a)]
-    return []
 
 
 def _activation(node: Node, x, flex: list):
@@ -157,34 +148,36 @@ class LayerGraph:
 
     @classmethod
     def from_model(cls, model: keras.Model, conv_impl: str = "conv") -> "LayerGraph":
-        """`conv_impl`: how Conv2D layers lower (grads.CONV_IMPLS: matmul, conv)."""
+        """Read a functional or Sequential Keras 3 model (`modelspec.read_model`: configs,
+        call graph, weight paths). `conv_impl`: how Conv2D layers lower (grads.CONV_IMPLS)."""
         G.check_conv_impl(conv_impl)
-        cfg = model.get_config()
-        if "layers" not in cfg or "output_layers" not in cfg:
-            raise UnsupportedModelError(f"model {model.name!r} is not a functional Keras model")
-        nodes, inputs = [], []
-        for layer_cfg in cfg["layers"]:
-            kind, name = layer_cfg["class_name"], layer_cfg["name"]
-            inbound = layer_cfg.get("inbound_nodes", [])
-            if kind == "InputLayer":
-                inputs.append((name, tuple(layer_cfg["config"]["batch_shape"][1:])))
+        try:
+            spec = modelspec.read_model(model)
+        except modelspec.ModelReadError as e:
+            raise UnsupportedModelError(str(e)) from e
+        if spec.flavor != "keras":
+            raise UnsupportedModelError(f"model {spec.name!r} is a tf_keras (Keras 2) model; the "
+                                        "on-device exporter reads Keras 3 models")
+        if len(spec.inputs) != 1 or len(spec.outputs) != 1:
+            raise UnsupportedModelError(f"model {spec.name!r} must have one input and one output")
+        nodes = []
+        for name, layer in spec.layers.items():
+            if layer.class_name == "InputLayer":
                 continue
-            if kind not in RULES:
+            if layer.is_op:
                 raise UnsupportedModelError(
-                    f"layer {name!r} of type {kind} has no on-device rule; supported: "
-                    f"{', '.join(sorted(RULES))}")
-            if len(inbound) != 1:
-                raise UnsupportedModelError(f"layer {name!r} is called {len(inbound)} times; "
-                                            "shared layers are not supported")
-            weights = {w.path.rsplit("/", 1)[-1]: w.path for w in model.get_layer(name).weights}
-            nodes.append(Node(name, kind, layer_cfg["config"], _history(inbound[0]["args"]), weights,
-                              conv_impl))
-        outs = cfg["output_layers"]
-        outs = [outs] if outs and isinstance(outs[0], str) else outs
-        if len(inputs) != 1 or len(outs) != 1:
-            raise UnsupportedModelError(f"model {model.name!r} must have one input and one output")
-        return cls(model.name, _topological(nodes, inputs[0][0]), inputs[0][0], inputs[0][1],
-                   outs[0][0])
+                    f"layer {name!r} is a Keras op ({layer.module}.{layer.class_name}) called on a "
+                    "tensor, not a layer; write it as a layer (e.g. keras.layers.Add, Rescaling)")
+            if layer.class_name not in RULES:
+                raise UnsupportedModelError(
+                    f"layer {name!r} of type {layer.class_name} has no on-device rule; "
+                    f"supported: {', '.join(sorted(RULES))}")
+            weights = {path.rsplit("/", 1)[-1]: path for path in layer.weight_paths}
+            nodes.append(Node(name, layer.class_name, layer.config,
+                              [ref[0] for ref in layer.inputs], weights, conv_impl))
+        input_name = spec.inputs[0][0]
+        return cls(spec.name, nodes, input_name, tuple(spec.layers[input_name].output_shape[1:]),
+                   spec.outputs[0][0])
 
     def run(self, x, params: dict, taps: tuple[str, ...] = ()):
         """Evaluate on `x` with `params` {variable path: tensor or variable}; returns
@@ -211,17 +204,3 @@ class LayerGraph:
                                               and act in ("relu", "relu6")):
                 out.append(n.name)
         return out
-
-
-def _topological(nodes: list[Node], input_name: str) -> list[Node]:
-    done, order, pending = {input_name}, [], list(nodes)
-    while pending:
-        ready = [n for n in pending if all(i in done for i in n.inputs)]
-        if not ready:
-            raise UnsupportedModelError(f"layers {[n.name for n in pending]} have inputs that "
-                                        "are not produced by the model")
-        for n in ready:
-            order.append(n)
-            done.add(n.name)
-        pending = [n for n in pending if n.name not in done]
-    return order
