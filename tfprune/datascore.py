@@ -103,7 +103,8 @@ def finetune_l1(model, graph, ctx):
         from tfprune import data
         ds = data.as_dataset(splits.train, ctx.options.get("batch_size", 64), training=True,
                              seed=ctx.seed)
-    history = tuned.fit(ds, epochs=epochs, verbose=2 if ctx.options.get("progress", True) else 0)
+    history = tuned.fit(ds, epochs=epochs, verbose=2 if ctx.options.get("progress", True) else 0,
+                        shuffle=False)  # the dataset shuffles itself
     ctx.options["finetuned_model"] = tuned
     ctx.options["finetune_history"] = {k: [float(v) for v in vals]
                                        for k, vals in history.history.items()}

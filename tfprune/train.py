@@ -58,7 +58,8 @@ def finetune(model: keras.Model, train_images, epochs: int, peak_lr: float,
     compile_sgd(model, cosine_schedule(peak_lr, epochs, steps), weight_decay)
     val = data.as_dataset(val_images, 256) if val_images is not None else None
     return model.fit(data.as_dataset(train_images, batch_size, training=True, seed=seed),
-                     validation_data=val, epochs=epochs, verbose=verbose).history
+                     validation_data=val, epochs=epochs, verbose=verbose,
+                     shuffle=False).history  # the dataset shuffles itself
 
 
 class _EvaluateEach(keras.callbacks.Callback):
@@ -138,6 +139,7 @@ def fit_resumable(build_compiled, train_ds, epochs: int, workdir, val_ds=None,
                      keras.callbacks.CSVLogger(str(workdir / LOG), append=True),
                      _Checkpoint(workdir, time.time(), state["wall_seconds"])]
         model.fit(train_ds, validation_data=val_ds, epochs=epochs,
-                  initial_epoch=state["epochs_done"], callbacks=callbacks, verbose=verbose)
+                  initial_epoch=state["epochs_done"], callbacks=callbacks, verbose=verbose,
+                  shuffle=False)  # the dataset shuffles itself
         state = json.loads((workdir / STATE).read_text())
     return model, state
