@@ -143,7 +143,7 @@ def test_scores_equal_numpy_and_gradient_tape_references(fixture_images):
     x, y = data.normalize_np(images.x), images.y
     points = stats.measure_points(model, graph)
     names = sorted({p[0] for p in points.values()})
-    probe = keras.Model(model.inputs, [model.get_layer(n).output for n in names] + model.outputs)
+    probe = keras.Model(model.inputs[0], [model.get_layer(n).output for n in names] + model.outputs)
     acts = {n: np.asarray(a, np.float64) for n, a in zip(names, probe(x, training=False))}
     taylor = {n: 0.0 for n in names}
     for i in range(len(x)):

@@ -43,7 +43,7 @@ def tiny_model(seed=0):
 
 
 def layer_outputs(model, names, x):
-    probe = keras.Model(model.inputs, [model.get_layer(n).output for n in names])
+    probe = keras.Model(model.inputs[0], [model.get_layer(n).output for n in names])
     return [np.asarray(a, np.float64) for a in probe(x, training=False)]
 
 
@@ -79,7 +79,7 @@ def test_taylor_sums_equal_gradient_tape_reference(images):
     model = tiny_model(1)
     names = ["c1_relu", "c2", "out"]
     got = stats.collect(model, data.as_dataset(images, 16), names, taylor=True, progress=False)
-    probe = keras.Model(model.inputs, [model.get_layer(n).output for n in names] + model.outputs)
+    probe = keras.Model(model.inputs[0], [model.get_layer(n).output for n in names] + model.outputs)
     x, expected = data.normalize_np(images.x), [0.0] * len(names)
     for i in range(len(images)):  # one image at a time, eager
         with tf.GradientTape() as tape:

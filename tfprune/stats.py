@@ -226,7 +226,8 @@ def probe_model(model, layers: list[str]):
     missing = [n for n in layers if n not in {layer.name for layer in model.layers}]
     if missing:
         raise StatsError(f"model {model.name!r} has no layer(s) {missing}")
-    return keras.Model(model.inputs, [model.get_layer(n).output for n in layers]
+    return keras.Model(model.inputs[0] if len(model.inputs) == 1 else model.inputs,
+                       [model.get_layer(n).output for n in layers]
                        + [model.outputs[0]])
 
 

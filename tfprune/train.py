@@ -103,9 +103,12 @@ def accuracy(model: keras.Model, images, batch_size: int = 256) -> float:
 
 def atomic_save(model: keras.Model, path: Path, optimizer: bool = True) -> None:
     """`model.save` to a temp file beside `path`, then rename over it. `optimizer=False` ships
-    weights without optimizer slots (and detaches the optimizer from `model`)."""
+    an uncompiled copy: the weights, no optimizer slots and no compile config (loading one
+    compiled would rebuild an optimizer and warn that the file has none of its variables)."""
     if not optimizer:
-        model.optimizer = None
+        shipped = keras.models.clone_model(model)
+        shipped.set_weights(model.get_weights())
+        model = shipped
     path = Path(path)
     tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
     model.save(tmp)
