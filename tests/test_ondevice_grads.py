@@ -55,8 +55,15 @@ def test_max_pool_gradient_goes_to_first_max_like_tf(size, pad):
 
 def test_activation_pool_dense_gradients():
     x = RNG.normal(size=(2, 5, 5, 3)).astype(np.float32) * 4
+    x[0, 0, 0] = [0.0, 6.0, -0.0]                       # the kinks: no gradient, as TF
     _check(G.relu, tf.nn.relu, x)
     _check(lambda x: G.relu(x, 6.0), tf.nn.relu6, x)
+    for ours, ref in ((G.relu, tf.nn.relu), (lambda t: G.relu(t, 6.0), tf.nn.relu6)):
+        xs = tf.constant(x)
+        with tf.GradientTape(persistent=True) as tape:
+            tape.watch(xs)
+            yo, yr = ours(xs), ref(xs)
+        np.testing.assert_array_equal(tape.gradient(yo, xs), tape.gradient(yr, xs))
     _check(G.global_avg_pool, lambda x: tf.reduce_mean(x, [1, 2]), x)
     _check(G.dense, tf.matmul, RNG.normal(size=(3, 7)).astype(np.float32),
            RNG.normal(size=(7, 5)).astype(np.float32))
