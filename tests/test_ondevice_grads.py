@@ -32,7 +32,8 @@ def _check(custom, ref, *arrays):
 
 
 CONV_CASES = [(8, 3, 1, "same"), (8, 3, 2, "same"), (9, 3, 2, "same"), (8, 1, 2, "same"),
-              (8, 1, 1, "same"), (9, 5, 1, "same"), (8, 3, 1, "valid"), (9, 3, 2, "valid")]
+              (8, 1, 1, "same"), (9, 5, 1, "same"), (8, 3, 1, "valid"), (9, 3, 2, "valid"),
+              (11, 3, 3, "same"), (12, 5, 2, "same"), (10, 2, 2, "valid")]
 
 
 @pytest.mark.parametrize("size,k,s,pad", CONV_CASES)
@@ -46,11 +47,14 @@ def test_conv_and_depthwise_gradients(size, k, s, pad):
            x, RNG.normal(size=(k, k, 4, 1)).astype(np.float32))
 
 
-@pytest.mark.parametrize("size,pad", [(8, "valid"), (9, "valid"), (9, "same")])
-def test_max_pool_gradient_goes_to_first_max_like_tf(size, pad):
+@pytest.mark.parametrize("size,pad,pool", [(8, "valid", (2, 2)), (9, "valid", (2, 2)),
+                                           (9, "same", (2, 2)), (10, "same", (3, 3)),
+                                           (9, "valid", (2, 3))])
+def test_max_pool_gradient_goes_to_first_max_like_tf(size, pad, pool):
     x = np.maximum(RNG.normal(size=(2, size, size, 3)).astype(np.float32), 0)  # many ties at 0
     x[0, :2, :2, 0] = 1.0                                                   # a tie at a max
-    _check(lambda x: G.max_pool(x, (2, 2), pad), lambda x: tf.nn.max_pool2d(x, 2, 2, pad.upper()), x)
+    _check(lambda x: G.max_pool(x, pool, pad),
+           lambda x: tf.nn.max_pool2d(x, pool, pool, pad.upper()), x)
 
 
 def test_activation_pool_dense_gradients():
