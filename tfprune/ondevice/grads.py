@@ -294,7 +294,8 @@ def dense(x, w):
 def relu(x, max_value: float | None = None):
     """ReLU / ReLU6: gradient passes where 0 < x (< max_value), as TF's ReluGrad/Relu6Grad.
     The mask is SIGN of the output (times SIGN(max_value - y)), exactly 0 or 1, multiplied
-    in: SIGN and MUL run in XNNPACK, twice as fast as the builtin GREATER/LOGICAL_AND/SELECT."""
+    in: a builtin SIGN loop and an XNNPACK MUL, twice as fast as the builtin GREATER /
+    LOGICAL_AND / SELECT_V2 kernels (measured on a 32x32x32x16 tensor)."""
     @tf.custom_gradient
     def op(x):
         y = tf.nn.relu(x) if max_value is None else tf.minimum(tf.nn.relu(x), max_value)
