@@ -126,13 +126,11 @@ def matmul_conv2d(x, w, stride: int = 1, padding="same"):
     kh, kw, c, co = w.shape
     if stride == 1:
         return pointwise_conv2d(x, w) if kh * kw == 1 else shifted_rows_conv2d(x, w, padding)
-    n, h, wd, _ = x.shape
+    n = x.shape[0]
     (oh, ow), pads = _pads(x.shape, (kh, kw), (stride, stride), padding)
     kah, kaw = -(-kh // stride), -(-kw // stride)          # taps per block axis
     rows, cols = stride * (oh + kah - 1), stride * (ow + kaw - 1)   # the pixels the conv reads
-    (pt, _), (pl, _) = pads[1], pads[2]
-    xp = tf.pad(x, [[0, 0], [pt, max(rows - h - pt, 0)], [pl, max(cols - wd - pl, 0)], [0, 0]])
-    blocks = tf.nn.space_to_depth(tf.slice(xp, [0, 0, 0, 0], [n, rows, cols, c]), stride)
+    blocks = _blocks(x, stride, rows, cols, pads[1][0], pads[2][0])
     if kh * kw == 1:
         return pointwise_conv2d(tf.slice(blocks, [0, 0, 0, 0], [n, oh, ow, c]), w)
     wb = tf.pad(w, [[0, kah * stride - kh], [0, kaw * stride - kw], [0, 0], [0, 0]])
@@ -211,6 +209,15 @@ def _shift_rows(t, before: int, after: int):
     return tf.reshape(flat, [n, r + before + after, c])
 
 
+def _blocks(x, s: int, rows: int, cols: int, top: int = 0, left: int = 0):
+    """SPACE_TO_DEPTH(s) of the rows x cols window of x padded by `top`/`left` zeros (and by
+    zeros after, as far as the window needs): pixel (s*a + i, s*b + j) of the window becomes
+    channel (i * s + j) * C + c of block (a, b). Pad and SLICE: builtin TF gradients."""
+    n, h, w, c = x.shape
+    xp = tf.pad(x, [[0, 0], [top, max(rows - h - top, 0)], [left, max(cols - w - left, 0)], [0, 0]])
+    return tf.nn.space_to_depth(tf.slice(xp, [0, 0, 0, 0], [n, rows, cols, c]), s)
+
+
 def strided_taps(xp, kernel, strides, out_hw):
     """[xp[:, i : i + s*(oh-1) + 1 : s, j : ..., :] for each kernel tap (i, j)], row-major.
     A stride > 1 reads the taps as unit-stride slices of SPACE_TO_DEPTH(xp, s) (a strided
@@ -220,10 +227,7 @@ def strided_taps(xp, kernel, strides, out_hw):
         return [xp[:, i:i + (oh - 1) * sh + 1:sh, j:j + (ow - 1) * sw + 1:sw, :]
                 for i in range(kh) for j in range(kw)]
     s, c = sh, xp.shape[-1]
-    rows, cols = s * (oh + (kh - 1) // s), s * (ow + (kw - 1) // s)
-    xp = tf.pad(xp, [[0, 0], [0, max(rows - xp.shape[1], 0)], [0, max(cols - xp.shape[2], 0)],
-                     [0, 0]])[:, :rows, :cols, :]
-    blocks = tf.nn.space_to_depth(xp, s)           # channel ((i % s) * s + j % s) * C + c
+    blocks = _blocks(xp, s, s * (oh + (kh - 1) // s), s * (ow + (kw - 1) // s))
     return [blocks[:, i // s:i // s + oh, j // s:j // s + ow,
                    ((i % s) * s + j % s) * c:((i % s) * s + j % s + 1) * c]
             for i in range(kh) for j in range(kw)]
