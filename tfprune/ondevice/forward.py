@@ -63,7 +63,7 @@ def _conv(node, xs, p, flex):
 
 def _depthwise(node, xs, p, flex):
     c = node.config
-    kernel = p["kernel"] if "kernel" in p else p["depthwise_kernel"]  # Keras 3 / tf_keras
+    kernel = p["kernel"]
     if c.get("depth_multiplier", 1) != 1:
         flex.append(f"{node.name}: DepthwiseConv2D with depth_multiplier "
                     f"{c['depth_multiplier']} uses TF autodiff")
