@@ -77,6 +77,17 @@ def _rel(a, b):
     return float(np.linalg.norm(a - b) / max(np.linalg.norm(b), 1e-30))
 
 
+def _step_gradients(rt, x, y) -> dict:
+    """One LiteRT `train` step at lr = 1000: w1 = w0 - lr*wd*w0 - lr*g (SGD's first step, any
+    momentum), so each trained variable's gradient g comes back out."""
+    lr, wd = 1000.0, rt.manifest["optimizer"]["weight_decay"]
+    rt.set_learning_rate(lr)
+    w0 = rt.variables()
+    rt.train_batch(x, y)
+    w1 = rt.variables()
+    return {p: ((1 - lr * wd) * w0[p] - w1[p]) / lr for p in rt.manifest["trainable_variables"]}
+
+
 def test_manifest_lists_builtin_ops_and_signatures(sgd_dir):
     manifest = json.loads((sgd_dir / "trainable.json").read_text())
     assert manifest["flex_ops"] == {} and not manifest["flex_required"]
@@ -94,21 +105,16 @@ def test_manifest_lists_builtin_ops_and_signatures(sgd_dir):
 
 @pytest.mark.parametrize("lowering", ["matmul", "conv"])
 def test_litert_gradients_equal_keras_autodiff(lowering, sgd_dir, conv_lowering_dir):
-    """lr = 1000 makes w1 = w0 - lr*wd*w0 - lr*g, so g comes back out of one step.
-    Both conv lowerings: the default (matmul) and conv (CONV_2D / TRANSPOSE_CONV)."""
+    """Both conv lowerings: the default (matmul) and conv (CONV_2D / TRANSPOSE_CONV)."""
     out = sgd_dir if lowering == "matmul" else conv_lowering_dir
     rt, model = TrainableRuntime(out / "trainable.tflite"), tiny_model()
     if lowering == "conv":
         assert rt.manifest["ops"]["TRANSPOSE_CONV"] >= 1 and rt.manifest["ops"]["CONV_2D"] >= 1
-    lr, wd = 1000.0, rt.manifest["optimizer"]["weight_decay"]
-    rt.set_learning_rate(lr)
-    w0 = rt.variables()
-    rt.train_batch(X[:B], Y[:B])
-    w1 = rt.variables()
+    ours = _step_gradients(rt, X[:B], Y[:B])
     ref = R.keras_gradients(model, X[:B], Y[:B], rt.manifest["trainable_variables"])
     assert len(ref) == len(model.trainable_weights)
     for path, g in ref.items():
-        assert _rel(((1 - lr * wd) * w0[path] - w1[path]) / lr, g) <= 1e-4, path
+        assert _rel(ours[path], g) <= 1e-4, path
 
 
 def _keras_run(dir_, kind, lr, steps, head=False):
@@ -220,12 +226,10 @@ def test_resnet20_builtin_only_and_gradients_equal_autodiff(resnet_dir):
     assert rt.manifest["flex_ops"] == {}
     x = RNG.normal(size=(2, 32, 32, 3)).astype(np.float32)
     y = np.array([5, 77], np.int32)
-    w0 = rt.variables()
-    rt.train_batch(x, y)
-    w1 = rt.variables()
+    ours = _step_gradients(rt, x, y)
     ref = R.keras_gradients(model, x, y, rt.manifest["trainable_variables"])
     assert len(ref) == len(model.trainable_weights) == 65
-    errors = {p: _rel((w0[p] - w1[p]) / 1000.0, g) for p, g in ref.items()}
+    errors = {p: _rel(ours[p], g) for p, g in ref.items()}
     assert max(errors.values()) <= 1e-4, max(errors, key=errors.get)
 
 
@@ -259,14 +263,11 @@ def test_sequential_model_exports_and_trains_like_keras(tmp_path):
     manifest = export_trainable(model, tmp_path, batch_size=B, learning_rate=1000.0,
                                 momentum=0.0, weight_decay=0.0)
     assert manifest["trainable_variables"][0] == "seq/c/kernel" and manifest["flex_ops"] == {}
-    rt = TrainableRuntime(tmp_path / "trainable.tflite")
-    w0 = rt.variables()
-    rt.train_batch(X[:B], Y[:B])
-    w1 = rt.variables()
+    ours = _step_gradients(TrainableRuntime(tmp_path / "trainable.tflite"), X[:B], Y[:B])
     ref = R.keras_gradients(model, X[:B], Y[:B], manifest["trainable_variables"])
     assert len(ref) == len(model.trainable_weights) == 6
     for path, g in ref.items():
-        assert _rel((w0[path] - w1[path]) / 1000.0, g) <= 1e-4, path
+        assert _rel(ours[path], g) <= 1e-4, path
 
 
 def test_unsupported_models_are_refused_naming_the_layer(tmp_path):
