@@ -15,6 +15,11 @@ from tfprune.zoo import MODELS
 flags.DEFINE_enum("model", "resnet20", sorted(MODELS), "Zoo model name.")
 flags.DEFINE_string("data", "tfds:cifar100", "Data source: npz:PATH, tfds:NAME or folder:PATH.")
 flags.DEFINE_string("data_dir", None, "TFDS data dir (default $TFDS_DATA_DIR).")
+flags.DEFINE_enum("train_images", "train", ["train", "all"],
+                  "train: the seeded 80% train split of every class (the experiments' val "
+                  "split is never seen, val accuracy is logged); all: every training image.")
+flags.DEFINE_integer("split_seed", 0, "Seed of the train/val split (the experiments use 0).",
+                     lower_bound=0)
 flags.DEFINE_integer("epochs", 30, "Training epochs.")
 flags.DEFINE_integer("batch_size", 128, "Batch size.")
 flags.DEFINE_float("lr", 0.1, "Peak learning rate (cosine decay after warm-up).")
@@ -39,9 +44,15 @@ def main(argv):
         source = data.load_source(FLAGS.data, FLAGS.data_dir)
     except data.DataError as err:
         sys.exit(f"pretrain: {err}")
-    train_ds = data.as_dataset(source.train, FLAGS.batch_size, training=True, seed=FLAGS.seed)
+    if FLAGS.train_images == "train":
+        splits = data.split(source, "all", FLAGS.split_seed)
+        train_images, monitor = splits.train, splits.val
+    else:
+        train_images, monitor = source.train, source.test
+    train_ds = data.as_dataset(train_images, FLAGS.batch_size, training=True, seed=FLAGS.seed)
+    monitor_ds = data.as_dataset(monitor, 500)
     test_ds = data.as_dataset(source.test, 500)
-    steps = -(-len(source.train) // FLAGS.batch_size)
+    steps = -(-len(train_images) // FLAGS.batch_size)
 
     schedule = train.cosine_schedule(FLAGS.lr, FLAGS.epochs, steps, FLAGS.warmup_epochs)
 
@@ -50,12 +61,15 @@ def main(argv):
         return train.compile_sgd(model, schedule, FLAGS.weight_decay, nesterov=True)
 
     model, state = train.fit_resumable(build, train_ds, FLAGS.epochs, FLAGS.workdir,
-                                       val_ds=test_ds, schedule=schedule)
+                                       val_ds=monitor_ds, schedule=schedule)
     loss, accuracy = model.evaluate(test_ds, verbose=0)[:2]
     train.atomic_save(model, FLAGS.output, optimizer=False)  # ship weights, not optimizer slots
     model_card = {
         "model": FLAGS.model, "data": FLAGS.data, "test_accuracy": round(float(accuracy), 4),
         "test_loss": round(float(loss), 4), "test_images": len(source.test),
+        "train_images": len(train_images), "train_split": FLAGS.train_images,
+        "split_seed": FLAGS.split_seed,
+        "monitored_on": "val split" if FLAGS.train_images == "train" else "test set",
         "epochs": FLAGS.epochs, "batch_size": FLAGS.batch_size, "peak_lr": FLAGS.lr,
         "warmup_epochs": FLAGS.warmup_epochs, "weight_decay": FLAGS.weight_decay,
         "schedule": "linear warm-up then cosine decay, SGD nesterov momentum 0.9",
