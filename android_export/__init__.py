@@ -4,8 +4,8 @@
         [--data=sample --subset=aquatic --seed=0] [--batch_size=32 --trainable=all]
         [--calibration_samples=400] [--allow_failed_validation]
 
-converts the model (`tfprune.exports.export_inference`), exports its on-device training model
-(`tfprune.ondevice.export_trainable`), validates both (`tfprune.exports.validate_exports`:
+converts the model (`tfprune.litert.targets.export_inference`), exports its on-device training model
+(`tfprune.ondevice.export_trainable`), validates both (`tfprune.litert.targets.validate_exports`:
 float32 for the Android CPU + GPU delegate, int8 for the Android CPU + Edge TPU, the trainable
 model for the Android CPU; parity against the Keras model on the subset's test images), and
 writes the bundle:

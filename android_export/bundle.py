@@ -18,8 +18,9 @@ import secrets
 import shutil
 from pathlib import Path
 
-from tfprune import exports, litert
-from tfprune.validate.parity import model_kind
+from tfprune import litert
+from tfprune.litert import targets as exports
+from tfprune.litert.validate.parity import model_kind
 
 FORMAT = "tfprune.android_bundle/1"
 MANIFEST, MODEL, TRAINABLE, TRAINING, LABELS = (

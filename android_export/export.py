@@ -17,7 +17,8 @@ def export_bundle(model: str, output_dir, *, kind: str = "float32", data: str = 
     `batch_size`, `trainable` layers) into a temp dir, validate them, and write the bundle.
     Returns the manifest."""
     from tfprune import data as data_mod
-    from tfprune import exports, modelio
+    from tfprune.litert import targets as exports
+    from tfprune.models import loader as modelio
     from tfprune.ondevice import export_trainable
 
     check_target(output_dir)

@@ -46,7 +46,10 @@ def _variants(name, levels, round_tos):
     """[(label, level, round_to, keras model, MACs)] with the unpruned model first."""
     import keras
 
-    from tfprune import graph, plan, scoring, zoo
+    from tfprune import scoring
+    from tfprune.core import graph
+    from tfprune.core import plan
+    from tfprune.models import zoo
 
     keras.utils.set_random_seed(0)
     base = zoo.build(name)
@@ -61,7 +64,7 @@ def _variants(name, levels, round_tos):
 
 
 def _apply(model, p, g):
-    from tfprune import surgery
+    from tfprune.core import surgery
 
     return surgery.apply_plan(model, p, graph=g)
 
@@ -71,7 +74,7 @@ def _measure(blobs, threads, rounds, invokes):
     import numpy as np
 
     from tfprune import litert
-    from tfprune.validate.latency import invoke_times_ms
+    from tfprune.litert.validate.latency import invoke_times_ms
 
     interps = {}
     for label, blob in blobs.items():
@@ -91,7 +94,9 @@ def main(argv):
     logging.set_verbosity(logging.WARNING)
     if FLAGS.channel_sweep:
         return _channel_sweep()
-    from tfprune import card, convert, data, litert
+    from tfprune import data, litert
+    from tfprune.models import cards as card
+    from tfprune.litert import convert
 
     levels = [float(v) for v in FLAGS.levels]
     round_tos = [int(v) for v in FLAGS.round_to]
@@ -140,7 +145,7 @@ def _channel_sweep():
     import keras
     import numpy as np
 
-    from tfprune import convert
+    from tfprune.litert import convert
 
     rows = []
     for precision in FLAGS.precisions:

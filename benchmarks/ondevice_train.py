@@ -49,7 +49,10 @@ PROBE = Path(__file__).with_name("train_probe.py")
 
 
 def _pruned(model):
-    from tfprune import graph, plan, scoring, surgery
+    from tfprune import scoring
+    from tfprune.core import graph
+    from tfprune.core import plan
+    from tfprune.core import surgery
     g = graph.build_graph(model)
     scores = scoring.compute_scores("l1", model, g)
     return surgery.apply_plan(model, plan.make_plan(g, scores, 0.5, "params", criterion="l1"), graph=g)
@@ -91,7 +94,7 @@ class _FlexWorker:
 
 
 def _variant(name, model, workdir, data):
-    from tfprune import train
+    from tfprune.training import fit as train
     from tfprune.ondevice import export_trainable
     from tfprune.ondevice.runtime import TrainableRuntime
 
@@ -271,7 +274,7 @@ says."""
 
 
 def _zoo_ops():
-    from tfprune import zoo
+    from tfprune.models import zoo
     from tfprune.ondevice import export_trainable
 
     res = {}
@@ -296,7 +299,9 @@ def main(argv):
 
     import numpy as np
 
-    from tfprune import data, modelio, zoo
+    from tfprune import data
+    from tfprune.models import loader as modelio
+    from tfprune.models import zoo
     from tfprune.ondevice.reference import calibrate_batchnorm
 
     model, model_name = modelio.load_model(FLAGS.model), FLAGS.model

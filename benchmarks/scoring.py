@@ -29,7 +29,12 @@ def main(argv):
     import numpy as np
     import tensorflow as tf
 
-    from tfprune import card, data, datascore, modelio, stats, train
+    from tfprune import data
+    from tfprune.models import cards as card
+    from tfprune.scoring import data_criteria as datascore
+    from tfprune.models import loader as modelio
+    from tfprune.scoring import stats
+    from tfprune.training import fit as train
 
     try:
         model, model_name = modelio.load_model(FLAGS.model), FLAGS.model

@@ -27,7 +27,10 @@ GOAL_SECONDS = {"resnet56": 1.0}
 
 
 def time_once(model, level):
-    from tfprune import graph, plan, scoring, surgery
+    from tfprune import scoring
+    from tfprune.core import graph
+    from tfprune.core import plan
+    from tfprune.core import surgery
     t0 = time.perf_counter()
     g = graph.build_graph(model)
     t1 = time.perf_counter()
@@ -45,7 +48,9 @@ def main(argv):
     del argv
     import tensorflow as tf  # noqa: F401  (imported before timing)
 
-    from tfprune import card, fileio, zoo
+    from tfprune import fileio
+    from tfprune.models import cards as card
+    from tfprune.models import zoo
 
     results = {}
     for name in FLAGS.models:

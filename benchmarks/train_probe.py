@@ -33,7 +33,7 @@ def peak(mode: str, path: str, steps: int, batch: int = 0) -> None:
         batch, train_step = rt.batch_size, rt.train_batch
     else:
         import keras
-        from tfprune import train
+        from tfprune.training import fit as train
         model = train.compile_sgd(keras.models.load_model(path, compile=False), 1e-3, 5e-4)
         train_step = model.train_on_batch
     x, y = _batch(batch)

@@ -6,7 +6,7 @@ writes DIR/model.tflite (static batch 1, the Edge TPU's shape) and DIR/conversio
 sizes, ops, calibration, the input normalisation). `--mode=int8` calibrates full-integer
 quantisation on images drawn from the training split of your own --data/--subset.
 `--qat_epochs=N` (int8 only) first fine-tunes with quantisation-aware training (tfmot, in a
-child process: tfprune.qat) on the same split, then converts the QAT model.
+child process: tfprune.litert.qat) on the same split, then converts the QAT model.
 `--mode=trainable` writes DIR/trainable.tflite and its manifest through
 `tfprune.ondevice.export_trainable` (flags --batch_size, --trainable, --optimizer, ...).
 """
@@ -57,7 +57,8 @@ def _trainable(model) -> dict:
 
 
 def _inference(model) -> dict:
-    from tfprune import convert, data, litert
+    from tfprune import data, litert
+    from tfprune.litert import convert
 
     record = {"model": FLAGS.model, "mode": FLAGS.mode, "batch_size": 1,
               "normalisation": convert.input_normalisation()}
@@ -70,7 +71,7 @@ def _inference(model) -> dict:
             "data": FLAGS.data, "subset": FLAGS.subset, "split": "train", "seed": FLAGS.seed,
             "images": int(len(calibration))})
     if FLAGS.qat_epochs > 0:
-        from tfprune import qat
+        from tfprune.litert import qat
 
         record.pop("calibration")  # QAT ranges come from training, not calibration
         blob, record["qat"] = qat.convert_with_qat(
@@ -96,8 +97,8 @@ def main(argv):
         sys.exit(f"convert: {os.path.join(FLAGS.output, target)} exists; pass --overwrite")
     if FLAGS.qat_epochs and FLAGS.mode != "int8":
         sys.exit("convert: --qat_epochs needs --mode=int8")
-    from tfprune.modelio import load_model
-    from tfprune.train import atomic_write_text
+    from tfprune.models.loader import load_model
+    from tfprune.training.fit import atomic_write_text
     try:
         model = load_model(FLAGS.model)
         os.makedirs(FLAGS.output, exist_ok=True)

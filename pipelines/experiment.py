@@ -1,7 +1,7 @@
 """Data-aware vs data-agnostic pruning over CIFAR-100 subsets: a resumable sweep and its report.
 
 python -m pipelines.experiment --flagfile=experiments/quick.flags --sweep_dir=runs/quick
-Runs subsets x networks x levels x seeds x methods (tfprune.sweep; order: per level, the
+Runs subsets x networks x levels x seeds x methods (tfprune.experiments.sweep; order: per level, the
 agnostic run, then every subset's methods), skipping runs whose result.json exists, so the
 same command resumes a stopped sweep. Then writes SWEEP/report/: results.csv, summary.md
 (tables per subset and network, the paper's mean and max delta, controls side by side),
@@ -13,12 +13,12 @@ import sys
 
 from absl import app, flags
 
-flags.DEFINE_enum("protocol", "quick", ["paper", "quick"], "Recipe family (tfprune.recipes).")
+flags.DEFINE_enum("protocol", "quick", ["paper", "quick"], "Recipe family (tfprune.experiments.recipes).")
 flags.DEFINE_string("data", "tfds:cifar100", "Data source spec (the full dataset: the "
                     "agnostic baseline trains on all of it): tfds:NAME, npz:PATH, folder:PATH.")
 flags.DEFINE_string("data_dir", None, "TFDS data dir.")
 flags.DEFINE_list("subsets", ["aquatic", "indoor", "outdoor", "natural", "random"], "Subsets.")
-flags.DEFINE_list("networks", ["resnet20"], "Networks (recipes in tfprune.recipes).")
+flags.DEFINE_list("networks", ["resnet20"], "Networks (recipes in tfprune.experiments.recipes).")
 flags.DEFINE_list("levels", ["0.5", "0.9", "0.7", "0.3"], "Pruning levels, run in this order.")
 flags.DEFINE_list("seeds", ["0"], "Seeds.")
 flags.DEFINE_list("methods", ["aware:finetune_l1", "control2", "aware:act_l2", "control3",
@@ -44,7 +44,7 @@ FLAGS = flags.FLAGS
 
 
 def setups() -> dict:
-    from tfprune import protocol
+    from tfprune.experiments import protocol
     models = {}
     for item in FLAGS.models:
         net, sep, spec = item.partition("=")
@@ -62,7 +62,10 @@ def main(argv):
     del argv
     import tensorflow as tf
 
-    from tfprune import data, modelio, sweep, sweep_report
+    from tfprune import data
+    from tfprune.models import loader as modelio
+    from tfprune.experiments import sweep
+    from tfprune.experiments import sweep_report
     tf.get_logger().setLevel("ERROR")  # retracing notes from per-run predict functions
     try:
         if not FLAGS.report_only:

@@ -1,4 +1,4 @@
-"""One run of the paper's protocol or a control (tfprune.protocol), with its schedule flags.
+"""One run of the paper's protocol or a control (tfprune.experiments.protocol), with its schedule flags.
 
 python -m pipelines.finetune --method=aware --criterion=finetune_l1 --subset=aquatic \
     --network=resnet20 --level=0.5 --protocol=paper --workdir=runs/one/aware_aquatic_50
@@ -46,7 +46,7 @@ FLAGS = flags.FLAGS
 
 
 def overrides() -> list:
-    """The schedule flags as tfprune.recipes.override edits (unset flags: the recipe's)."""
+    """The schedule flags as tfprune.experiments.recipes.override edits (unset flags: the recipe's)."""
     phase = {"aware": "retrain", "agnostic": "agnostic", "unpruned": "retrain"}.get(
         FLAGS.method, "control")
     edits = {"finetune.lr": FLAGS.finetune_lr, "finetune.epochs": FLAGS.finetune_epochs,
@@ -63,7 +63,7 @@ def main(argv):
     del argv
     import tensorflow as tf
 
-    from tfprune import protocol
+    from tfprune.experiments import protocol
     tf.get_logger().setLevel("ERROR")
     try:
         setup = protocol.make_setup(

@@ -7,7 +7,7 @@ Export the model first with `python -m pipelines.convert --mode=trainable`. The 
 runs the `train` signature only (NumPy batches, LiteRT interpreter): per-epoch progress and
 checkpoints in OUT/checkpoints (a rerun resumes), a simulated app restart (new interpreter +
 `restore`, checked bit-identical), test accuracy with `infer`, and with --stats the
-`filter_stats` sums over the local training images (OUT/stats.json, tfprune.stats format) and
+`filter_stats` sums over the local training images (OUT/stats.json, tfprune.scoring.stats format) and
 their per-channel scores (OUT/device_scores.json). --compare_keras=MODEL runs the same
 schedule on the same batches with Keras (the exported model's source) for comparison.
 Writes OUT/report.json and OUT/report.md.
@@ -71,10 +71,10 @@ def _markdown(report: dict) -> str:
 def run() -> dict:
     """Fine-tune, measure and write OUT's files; returns the report."""
     from tfprune import data
-    from tfprune.modelio import load_model
+    from tfprune.models.loader import load_model
     from tfprune.ondevice import finetune
     from tfprune.ondevice.runtime import TrainableRuntime
-    from tfprune.train import atomic_write_text
+    from tfprune.training.fit import atomic_write_text
 
     splits = data.load_subset(FLAGS.data, FLAGS.subset, FLAGS.seed, FLAGS.data_dir)
     open_rt = lambda: TrainableRuntime(FLAGS.trainable, num_threads=FLAGS.num_threads)

@@ -1,7 +1,7 @@
 """Pretrain a zoo model on a full dataset (CIFAR-100 by default), resumably.
 
 python -m pipelines.pretrain --model=resnet20 --data=npz:PATH --epochs=30 \
-    --workdir=runs/pretrain_resnet20 --output=tfprune/pretrained/resnet20.keras
+    --workdir=runs/pretrain_resnet20 --output=tfprune/models/pretrained/resnet20.keras
 Writes the `.keras` model and a JSON card beside it (test accuracy, epochs, seed, versions,
 wall time); `--workdir` holds per-epoch checkpoints and `log.csv`, and a re-run resumes there.
 """
@@ -10,7 +10,7 @@ import sys
 
 from absl import app, flags
 
-from tfprune.zoo import MODELS
+from tfprune.models.zoo import MODELS
 
 flags.DEFINE_enum("model", "resnet20", sorted(MODELS), "Zoo model name.")
 flags.DEFINE_string("data", "tfds:cifar100", "Data source: npz:PATH, tfds:NAME or folder:PATH.")
@@ -37,7 +37,10 @@ def main(argv):
     del argv
     import keras
 
-    from tfprune import card, data, train, zoo
+    from tfprune import data
+    from tfprune.models import cards as card
+    from tfprune.training import fit as train
+    from tfprune.models import zoo
 
     keras.utils.set_random_seed(FLAGS.seed)
     try:

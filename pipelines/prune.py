@@ -16,7 +16,7 @@ import sys
 from absl import app, flags
 
 flags.DEFINE_string("model", None, "A .keras file, pretrained:NAME or a zoo name.")
-flags.DEFINE_string("criterion", "l1", "Filter importance criterion (tfprune.scoring).")
+flags.DEFINE_string("criterion", "l1", "Filter importance criterion (tfprune.scoring.registry).")
 flags.DEFINE_float("level", 0.5, "Fraction in [0, 1) of the target measure to remove.")
 flags.DEFINE_enum("target", "params", ["params", "flops", "filters"], "What the level counts.")
 flags.DEFINE_enum("allocation", "global", ["global", "uniform"], "One global ranking, or the "
@@ -68,7 +68,7 @@ def load_splits():
 
 
 def report(plan: dict, comparison: dict, extra: dict) -> str:
-    from tfprune import metrics
+    from tfprune.core import counts as metrics
     achieved = plan["achieved"]
     lines = [f"# Pruning report: {plan['model']['name']}", "",
              f"- criterion: `{plan['criterion']}`, target `{plan['target']}`, allocation "
@@ -89,8 +89,15 @@ def report(plan: dict, comparison: dict, extra: dict) -> str:
 
 
 def run() -> dict:
-    from tfprune import datascore, graph, metrics, modelio, pruning, scoring, surgery, train
-    from tfprune import plan as plan_mod
+    from tfprune import scoring
+    from tfprune.scoring import data_criteria as datascore
+    from tfprune.core import graph
+    from tfprune.core import counts as metrics
+    from tfprune.models import loader as modelio
+    from tfprune import pruner as pruning
+    from tfprune.core import surgery
+    from tfprune.training import fit as train
+    from tfprune.core import plan as plan_mod
 
     check_output(FLAGS.output, FLAGS.model, FLAGS.overwrite)
     plan_mod.check_level(FLAGS.level)
@@ -128,7 +135,7 @@ def run() -> dict:
     train.atomic_save(pruned, os.path.join(FLAGS.output, "pruned.keras"), optimizer=False)
     plan_mod.save_plan(plan, os.path.join(FLAGS.output, "plan.json"))
     write = lambda name, text: train.atomic_write_text(os.path.join(FLAGS.output, name), text)
-    if scores:  # with the sums behind data-aware scores (tfprune.datascore.load_scores reads it)
+    if scores:  # with the sums behind data-aware scores (tfprune.scoring.data_criteria.load_scores reads it)
         channel_stats = ctx.options.get("channel_stats") if ctx is not None else None
         datascore.save_scores(os.path.join(FLAGS.output, "scores.json"), FLAGS.criterion, scores,
                               channel_stats, g)
@@ -143,7 +150,11 @@ def run() -> dict:
 
 def main(argv):
     del argv
-    from tfprune import data, graph, modelio, modelspec, plan, scoring
+    from tfprune import data, scoring
+    from tfprune.core import graph
+    from tfprune.models import loader as modelio
+    from tfprune.core import modelspec
+    from tfprune.core import plan
     known = (PruneError, plan.PlanError, scoring.ScoringError, modelio.ModelSpecError,
              modelspec.ModelReadError, graph.GraphError, data.DataError)
     try:

@@ -11,7 +11,7 @@ import sys
 
 from absl import app, flags
 
-from tfprune.chain import ChainConfig
+from tfprune.jobs.main_job import ChainConfig
 
 _D = ChainConfig()
 flags.DEFINE_string("model", _D.model, "A .keras file, pretrained:NAME or a zoo name.")
@@ -48,7 +48,13 @@ def main(argv):
     import dataclasses
 
     import android_export
-    from tfprune import chain, convert, data, graph, litert, modelio, modelspec, plan, scoring
+    from tfprune import data, litert, scoring
+    from tfprune.jobs import main_job as chain
+    from tfprune.litert import convert
+    from tfprune.core import graph
+    from tfprune.models import loader as modelio
+    from tfprune.core import modelspec
+    from tfprune.core import plan
     from tfprune.ondevice import forward, runtime
 
     cfg = ChainConfig(**{f.name: getattr(FLAGS, f.name) for f in dataclasses.fields(ChainConfig)})

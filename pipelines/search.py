@@ -3,8 +3,8 @@ matches the unpruned model's accuracy on a subset, chosen on the VALIDATION spli
 
 python -m pipelines.search --subset=aquatic --network=resnet20 --criterion=finetune_l1 \
     --protocol=quick --workdir=runs/search
-Binary search over 5%..95% in 5% steps from 50% (tfprune.search); every probed level is one
-aware run (tfprune.protocol) kept in WORKDIR/runs/ under the sweep's run ids, so a stopped
+Binary search over 5%..95% in 5% steps from 50% (tfprune.experiments.level_search); every probed level is one
+aware run (tfprune.experiments.protocol) kept in WORKDIR/runs/ under the sweep's run ids, so a stopped
 search resumes and a sweep directory can be reused. Writes WORKDIR/search_SUBSET_NETWORK.json
 and .md: the probes, the chosen level, and its test accuracy (reported, never used to choose).
 """
@@ -39,7 +39,9 @@ def main(argv):
     del argv
     import tensorflow as tf
 
-    from tfprune import fileio, protocol, search
+    from tfprune import fileio
+    from tfprune.experiments import protocol
+    from tfprune.experiments import level_search as search
     tf.get_logger().setLevel("ERROR")
     try:
         setup = protocol.make_setup(FLAGS.protocol, FLAGS.network, FLAGS.data, FLAGS.model,

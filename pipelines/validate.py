@@ -35,9 +35,10 @@ FLAGS = flags.FLAGS
 def main(argv):
     del argv
     logging.set_verbosity(logging.WARNING)  # keep SavedModel/converter chatter out
-    from tfprune import data, validate
-    from tfprune.modelio import ModelSpecError, load_model
-    from tfprune.validate import report
+    from tfprune import data
+    from tfprune.litert import validate
+    from tfprune.models.loader import ModelSpecError, load_model
+    from tfprune.litert.validate import report
 
     try:
         targets = validate.parse_targets(FLAGS.targets)

@@ -1,9 +1,10 @@
 """Helpers of the pruning tests: randomised weights, the equivalence check, a layer zoo."""
 import numpy as np
 
-from tfprune import graph as graph_mod
-from tfprune import plan as plan_mod
-from tfprune import scoring, surgery
+from tfprune.core import graph as graph_mod
+from tfprune.core import plan as plan_mod
+from tfprune import scoring
+from tfprune.core import surgery
 
 
 def randomize(model, seed=0):

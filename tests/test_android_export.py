@@ -51,7 +51,7 @@ def splits():
 
 @pytest.fixture(scope="module")
 def keras_model():
-    from tfprune import modelio
+    from tfprune.models import loader as modelio
     return modelio.load_model("pretrained:resnet20")
 
 
@@ -150,14 +150,15 @@ def test_cli_bad_flag_model_or_output_exits_non_zero(tmp_path):
 # ------------------------------------------------------------------ refusal, overwrite, tamper
 @pytest.fixture(scope="module")
 def float_model(tmp_path_factory, keras_model):
-    from tfprune import exports
+    from tfprune.litert import targets as exports
     return exports.export_inference(keras_model, "float32",
                                     tmp_path_factory.mktemp("float") / "model_float32.tflite")
 
 
 def test_failed_validation_is_refused_unless_allowed(bundle, float_model, splits, keras_model,
                                                      tmp_path):
-    from tfprune import data, validate
+    from tfprune import data
+    from tfprune.litert import validate
 
     # A float model on the Edge TPU gate fails for real (float ops do not map).
     report = validate.validate([float_model, bundle / "trainable.tflite"],
@@ -191,7 +192,8 @@ def test_failed_validation_is_refused_unless_allowed(bundle, float_model, splits
 
 
 def test_overwrite_rules_and_tampered_bundle(bundle, manifest, splits, keras_model, tmp_path):
-    from tfprune import data, exports
+    from tfprune import data
+    from tfprune.litert import targets as exports
 
     report = exports.validate_exports(
         [(bundle / "model.tflite", "int8"), (bundle / "trainable.tflite", "trainable")],

@@ -4,7 +4,7 @@ import shutil
 
 import keras
 
-from tfprune import chain
+from tfprune.jobs import main_job as chain
 
 
 def _small_cnn(path):

@@ -1,7 +1,7 @@
 """Conversion, and the CI gate: ResNet-20 (as shipped, and 50%-FLOPs pruned) converted to
 float32 and full int8 and validated against the package's held-out aquatic sample images.
 
-The source model is `pretrained:resnet20` once tfprune/pretrained/resnet20.keras exists, else
+The source model is `pretrained:resnet20` once tfprune/models/pretrained/resnet20.keras exists, else
 a seeded random-weight zoo ResNet-20 (parity is then still exact-vs-converted, but accuracy
 numbers are at chance).
 """
@@ -13,7 +13,11 @@ import sys
 import numpy as np
 import pytest
 
-from tfprune import convert, data, litert, modelio, validate, zoo
+from tfprune import data, litert
+from tfprune.litert import convert
+from tfprune.models import loader as modelio
+from tfprune.litert import validate
+from tfprune.models import zoo
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DATA = ["--data=sample", "--subset=aquatic"]
@@ -48,7 +52,10 @@ def resnet20_path(resnet20, tmp_path_factory):
 
 
 def _prune(model, level=0.5):
-    from tfprune import graph, plan, scoring, surgery
+    from tfprune import scoring
+    from tfprune.core import graph
+    from tfprune.core import plan
+    from tfprune.core import surgery
 
     g = graph.build_graph(model)
     p = plan.make_plan(g, scoring.compute_scores("l1", model, g), level, target="flops",
@@ -177,8 +184,8 @@ def test_convert_app_errors(tmp_path):
 def test_qat_rebuilds_as_tf_keras_trains_and_converts_in_a_child_process():
     import keras
 
-    from tfprune import qat
-    from tfprune.validate import edgetpu
+    from tfprune.litert import qat
+    from tfprune.litert.validate import edgetpu
 
     keras.utils.set_random_seed(2)
     x = inp = keras.Input((32, 32, 3))

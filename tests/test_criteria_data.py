@@ -6,8 +6,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tfprune import data, datascore, scoring, stats, zoo
-from tfprune.graph import build_graph
+from tfprune import data, scoring
+from tfprune.scoring import data_criteria as datascore
+from tfprune.scoring import stats
+from tfprune.models import zoo
+from tfprune.core.graph import build_graph
 
 DATA_AWARE = ("act_l1", "act_l2", "apoz", "taylor")
 DOLPHIN, BEAVER = 30, 4      # CIFAR-100 classes in the bundled aquatic sample: sea-blue / brown

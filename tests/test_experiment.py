@@ -11,7 +11,13 @@ import keras
 import numpy as np
 import pytest
 
-from tfprune import data, protocol, pruning, recipes, search, sweep, sweep_report
+from tfprune import data
+from tfprune.experiments import protocol
+from tfprune import pruner as pruning
+from tfprune.experiments import recipes
+from tfprune.experiments import level_search as search
+from tfprune.experiments import sweep
+from tfprune.experiments import sweep_report
 from tests.conftest import MINI_NPZ
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -5,7 +5,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pytest  # noqa: E402
 
-from tfprune import fileio  # noqa: E402
+from tfprune import fileio# noqa: E402
 
 
 def test_text_and_bytes_replace_the_target_and_leave_no_temp(tmp_path):

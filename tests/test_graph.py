@@ -5,8 +5,9 @@ import pytest
 import keras
 
 from pruning_utils import layer_zoo_model
-from tfprune import graph as graph_mod
-from tfprune import modelspec, zoo
+from tfprune.core import graph as graph_mod
+from tfprune.core import modelspec
+from tfprune.models import zoo
 
 L = keras.layers
 

@@ -8,7 +8,8 @@ import pytest
 import tensorflow as tf
 from keras import layers
 
-from tfprune import stats, zoo
+from tfprune.scoring import stats
+from tfprune.models import zoo
 from tfprune.ondevice import UnsupportedModelError, export_trainable
 from tfprune.ondevice import reference as R
 from tfprune.ondevice.runtime import RuntimeInputError, TrainableRuntime

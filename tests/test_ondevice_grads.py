@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tfprune import zoo
+from tfprune.models import zoo
 from tfprune.ondevice import TrainingModule
 from tfprune.ondevice import grads as G
 from tfprune.ondevice import reference as R

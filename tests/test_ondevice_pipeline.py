@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 from keras import layers
 
-from tfprune import data, stats
+from tfprune import data
+from tfprune.scoring import stats
 from tfprune.ondevice import export_trainable, finetune
 from tfprune.ondevice import reference as R
 

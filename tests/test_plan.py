@@ -7,9 +7,11 @@ import pytest
 import keras
 
 from pruning_utils import randomize
-from tfprune import graph as graph_mod
-from tfprune import plan as plan_mod
-from tfprune import scoring, surgery, zoo
+from tfprune.core import graph as graph_mod
+from tfprune.core import plan as plan_mod
+from tfprune import scoring
+from tfprune.core import surgery
+from tfprune.models import zoo
 
 
 @pytest.fixture(scope="module")

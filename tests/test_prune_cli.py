@@ -11,7 +11,7 @@ import pytest
 import keras
 
 from pipelines import prune
-from tfprune import zoo
+from tfprune.models import zoo
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -68,7 +68,8 @@ def test_apply_saved_plan_and_finetune(tmp_path, model_file):
     assert [w.shape for w in a.weights] == [w.shape for w in b.weights]
     changed = [not np.array_equal(wa, wb) for wa, wb in zip(a.get_weights(), b.get_weights())]
     assert all(changed[:3]) and sum(changed) > len(changed) // 2  # fine-tuning trained them
-    from tfprune import data, train
+    from tfprune import data
+    from tfprune.training import fit as train
     test = data.load_subset("sample", "aquatic").test
     assert metrics["accuracy_finetuned"] == round(train.accuracy(b, test), 4)
 
@@ -125,7 +126,8 @@ def test_data_aware_criterion_without_data_refused(tmp_path, model_file):
 
 
 def test_plan_of_another_model_and_finetune_without_data_refused(tmp_path, model_file):
-    from tfprune import graph, plan
+    from tfprune.core import graph
+    from tfprune.core import plan
     g = graph.build_graph(zoo.build("alexnet"))
     plan.save_plan(plan.make_plan(g, {}, 0.3), tmp_path / "alexnet_plan.json")
     exit_ = run_main(f"--model={model_file}", f"--plan={tmp_path / 'alexnet_plan.json'}",

@@ -1,4 +1,4 @@
-"""tfprune.stats: measure points, streamed per-channel sums against numpy and GradientTape
+"""tfprune.scoring.stats: measure points, streamed per-channel sums against numpy and GradientTape
 references, batching invariance, JSON/merge/filter_stats round trips, and bad input."""
 import json
 import warnings
@@ -8,7 +8,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tfprune import data, stats, zoo
+from tfprune import data
+from tfprune.scoring import stats
+from tfprune.models import zoo
 
 FIXTURE = "npz:tests/fixtures/cifar100_mini.npz"
 

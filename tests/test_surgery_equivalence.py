@@ -10,9 +10,11 @@ import pytest
 import keras
 
 from pruning_utils import check_equivalent, layer_zoo_model, randomize
-from tfprune import graph as graph_mod
-from tfprune import plan as plan_mod
-from tfprune import scoring, surgery, zoo
+from tfprune.core import graph as graph_mod
+from tfprune.core import plan as plan_mod
+from tfprune import scoring
+from tfprune.core import surgery
+from tfprune.models import zoo
 
 SETTINGS = [  # level, target, allocation, round_to, criterion
     (0.5, "params", "global", 1, "l1"),
@@ -111,7 +113,8 @@ def test_untouched_layers_bit_identical_and_names_kept():
 
 
 def test_pruned_model_compiles_trains_saves_and_loads(tmp_path, mini_source):
-    from tfprune import data, train
+    from tfprune import data
+    from tfprune.training import fit as train
     model = zoo.build("resnet20")
     g = graph_mod.build_graph(model)
     plan = plan_mod.make_plan(g, scoring.compute_scores("l1", model, g), 0.5)
@@ -150,7 +153,7 @@ def test_sequential_model_pruned_as_sequential():
 
 
 def test_nested_model_refused():
-    from tfprune.modelspec import ModelReadError
+    from tfprune.core.modelspec import ModelReadError
     inner = keras.Sequential([keras.Input((8, 8, 3)), keras.layers.Conv2D(4, 3)], name="inner")
     inp = keras.Input((8, 8, 3))
     outer = keras.Model(inp, keras.layers.Dense(2)(keras.layers.Flatten()(inner(inp))))

@@ -1,4 +1,4 @@
-"""tfprune.train: schedules, resumable runs, atomic writes; the pretrain app end to end."""
+"""tfprune.training.fit: schedules, resumable runs, atomic writes; the pretrain app end to end."""
 import json
 import subprocess
 import sys
@@ -7,7 +7,8 @@ import keras
 import numpy as np
 import pytest
 
-from tfprune import data, train
+from tfprune import data
+from tfprune.training import fit as train
 from tests.conftest import MINI_NPZ
 
 

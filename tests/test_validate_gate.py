@@ -8,9 +8,10 @@ import sys
 import numpy as np
 import pytest
 
-from tfprune import convert, validate
+from tfprune.litert import convert
+from tfprune.litert import validate
 from tfprune.data import Images, normalize_np
-from tfprune.validate import parity, report
+from tfprune.litert.validate import parity, report
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -1,4 +1,4 @@
-"""tfprune.litert: op listing, Flex detection, I/O specs, and clear errors for bad files."""
+"""tfprune.litert.model_file: op listing, Flex detection, I/O specs, and clear errors for bad files."""
 import numpy as np
 import pytest
 import tensorflow as tf

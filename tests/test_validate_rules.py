@@ -7,7 +7,7 @@ import pytest
 import tensorflow as tf
 
 from tfprune import litert
-from tfprune.validate import android, edgetpu
+from tfprune.litert.validate import android, edgetpu
 
 SHAPE = (1, 8, 8, 4)
 KERNEL = tf.constant(np.random.default_rng(1).normal(size=(3, 3, 4, 4)).astype(np.float32))

@@ -2,7 +2,9 @@
 import numpy as np
 import pytest
 
-from tfprune import data, train, zoo
+from tfprune import data
+from tfprune.training import fit as train
+from tfprune.models import zoo
 
 # Total parameters (incl. BatchNorm moving statistics) with a 100-way head.
 PARAMS = {"resnet20": 279_892, "resnet56": 865_876, "mobilenetv2": 2_386_084,
@@ -46,7 +48,8 @@ def test_short_fit_lowers_loss(sample_splits):
 
 
 def test_pretrained_resnet20_beats_chance_by_far(sample_splits):
-    from tfprune import card, modelio
+    from tfprune.models import cards as card
+    from tfprune.models import loader as modelio
 
     model = modelio.load_model("pretrained:resnet20")
     info = card.read_card(modelio.pretrained_path("resnet20"))

@@ -4,7 +4,8 @@ import numpy as np
 import tf_keras
 from pruning_utils import check_equivalent, randomize
 
-from tfprune import modelspec, zoo
+from tfprune.core import modelspec
+from tfprune.models import zoo
 
 model = randomize(zoo.build("resnet20"), seed=2)
 k2 = modelspec.write_model(modelspec.read_model(model), tf_keras)

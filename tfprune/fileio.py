@@ -1,7 +1,7 @@
 """Write the user's files whole or not at all: each writer writes a temp file beside the
 target and renames it over the target, so a crash never leaves a half-written file, a reader
 never sees one, and a failed write leaves the old file as it was. (Keras models:
-`tfprune.train.atomic_save`.)"""
+`tfprune.training.fit.atomic_save`.)"""
 from __future__ import annotations
 
 import os

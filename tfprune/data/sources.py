@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-SAMPLE_PATH = Path(__file__).resolve().parent.parent / "samples" / "cifar100_aquatic_sample.npz"
+SAMPLE_PATH = Path(__file__).resolve().parent / "samples" / "cifar100_aquatic_sample.npz"
 NPZ_KEYS = ("x_train", "y_train_fine", "x_test", "y_test_fine", "fine_label_names")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
 

@@ -56,8 +56,8 @@ def trainable_layers(graph: LayerGraph, trainable) -> list[str]:
 
 
 def default_stats_layers(model, graph: LayerGraph) -> list[str]:
-    """tfprune.stats' measure points (where each filter's channel is consumed)."""
-    from tfprune import stats
+    """tfprune.scoring.stats' measure points (where each filter's channel is consumed)."""
+    from tfprune.scoring import stats
     layers = stats.measured_layers(stats.measure_points(model), model)
     return layers or graph.default_stats_layers()
 
@@ -228,7 +228,7 @@ def export_trainable(model, output_dir, batch_size: int = 32, trainable="all",
     from tfprune.fileio import atomic_write_text
 
     if isinstance(model, (str, os.PathLike)):
-        from tfprune.modelio import load_model
+        from tfprune.models.loader import load_model
         model = load_model(os.fspath(model))
     module = TrainingModule(model, batch_size, trainable, optimizer, learning_rate, momentum,
                             weight_decay, stats_layers, conv_impl, **adam)
@@ -253,7 +253,7 @@ def export_trainable(model, output_dir, batch_size: int = 32, trainable="all",
         "ops": info.op_counts(), "flex_ops": flex, "flex_required": bool(flex),
         "flex_layers": list(module.graph.flex_layers), "size_bytes": len(tflite),
     }
-    from tfprune.convert import write_tflite
+    from tfprune.litert.convert import write_tflite
 
     out = Path(output_dir)
     write_tflite(tflite, out / TFLITE_NAME)

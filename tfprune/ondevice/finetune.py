@@ -20,8 +20,8 @@ LATEST, PROGRESS = "latest.npz", "progress.json"
 
 
 def parse_schedule(spec: str) -> Callable[[int], float]:
-    """`EPOCH:LR,...` (LR -1 = the previous LR x 0.1, as tfprune.train) -> LR of an epoch."""
-    from tfprune.schedules import lr_at_epoch, schedule_points
+    """`EPOCH:LR,...` (LR -1 = the previous LR x 0.1, as tfprune.training.fit) -> LR of an epoch."""
+    from tfprune.training.schedules import lr_at_epoch, schedule_points
 
     points = schedule_points(spec)
     return lambda epoch: lr_at_epoch(points, epoch)

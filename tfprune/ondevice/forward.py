@@ -17,7 +17,7 @@ import warnings
 import keras
 import tensorflow as tf
 
-from tfprune import modelspec
+from tfprune.core import modelspec
 from tfprune.ondevice import grads as G
 
 

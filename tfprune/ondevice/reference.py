@@ -15,8 +15,8 @@ import tensorflow as tf
 def calibrate_batchnorm(model: keras.Model, x: np.ndarray) -> None:
     """Set every BatchNorm's moving statistics to the batch statistics of `x` (in one
     training-mode call), so a randomly initialised model has sane inference-mode activations:
-    `tfprune.pruning.reestimate_batchnorm` over the one batch `x`."""
-    from tfprune.pruning import reestimate_batchnorm
+    `tfprune.pruner.reestimate_batchnorm` over the one batch `x`."""
+    from tfprune.pruner import reestimate_batchnorm
 
     reestimate_batchnorm(model, tf.data.Dataset.from_tensors((x, np.int32(0))), 1)
 

@@ -127,8 +127,8 @@ class TrainableRuntime:
         return total
 
     def channel_stats(self, x, meta: dict | None = None):
-        """`filter_stats` as tfprune.stats.ChannelStats (the host's structure and scores)."""
-        from tfprune.stats import ChannelStats
+        """`filter_stats` as tfprune.scoring.stats.ChannelStats (the host's structure and scores)."""
+        from tfprune.scoring.stats import ChannelStats
         return ChannelStats.from_filter_stats(self.filter_stats(x), samples=len(x), meta=meta)
 
     def set_learning_rate(self, learning_rate: float) -> None:

@@ -3,7 +3,7 @@
     result = prune_model(model, "act_l2", 0.5, splits=splits)   # data-aware: needs splits
     result.pruned, result.plan, result.scores, result.graph
 
-Composed from `tfprune.graph`, `tfprune.scoring`, `tfprune.plan` and `tfprune.surgery`; the
+Composed from `tfprune.core.graph`, `tfprune.scoring.registry`, `tfprune.core.plan` and `tfprune.core.surgery`; the
 prune app, the paper's protocol and the main job's chain all prune through it. For `finetune_l1` the criterion fine-tunes a copy of the
 model (`ctx.options["finetuned_model"]`) and ranks its filters; as in the paper, that tuned
 model is what gets pruned (`result.source` says which model the plan was applied to).
@@ -23,7 +23,7 @@ from typing import Any
 @dataclasses.dataclass
 class PruneResult:
     pruned: Any            # the smaller keras.Model
-    plan: dict             # tfprune.plan dict (JSON-serialisable)
+    plan: dict             # tfprune.core.plan dict (JSON-serialisable)
     scores: dict           # {producer: per-filter scores}
     graph: Any             # channel graph of `source`
     source: Any            # the model the plan was applied to (fine-tuned for finetune_l1)
@@ -50,9 +50,10 @@ def prune_model(model, criterion: str, level: float, target: str = "params",
     """Score `model`'s filters with `criterion`, plan `level` of `target` away, cut them out,
     and (with `bn_batches` > 0 and `splits`) re-estimate BatchNorm statistics on that many
     augmented training batches. `options` go to the criterion (e.g. finetune_l1_epochs)."""
-    from tfprune import graph as graph_mod
-    from tfprune import plan as plan_mod
-    from tfprune import scoring, surgery
+    from tfprune.core import graph as graph_mod
+    from tfprune.core import plan as plan_mod
+    from tfprune import scoring
+    from tfprune.core import surgery
 
     plan_mod.check_level(level)
     crit = scoring.get(criterion)

@@ -1,7 +1,7 @@
 """Channel dependency graph: which filters must be removed together, and which never.
 
-`build_graph(model_or_spec, ignore=())` reads the model (see `tfprune.modelspec`) and walks its
-layers in topological order, letting each layer's rule (`tfprune.rules`) map input channel
+`build_graph(model_or_spec, ignore=())` reads the model (see `tfprune.core.modelspec`) and walks its
+layers in topological order, letting each layer's rule (`tfprune.core.rules`) map input channel
 provenances to output ones. Every filter of a producer (Conv*, Dense, SeparableConv2D, ...)
 is an *atom*; merges tie atoms together (union-find). The result:
 
@@ -26,7 +26,8 @@ import json
 
 import numpy as np
 
-from tfprune import modelspec, rules
+from tfprune.core import modelspec
+from tfprune.core import rules
 
 
 @dataclasses.dataclass

@@ -1,4 +1,4 @@
-"""report.md and report.png of a main-job run (see tfprune.chain): the unpruned model against
+"""report.md and report.png of a main-job run (see tfprune.jobs.main_job): the unpruned model against
 the pruned, fine-tuned one, and their converted forms with validation verdicts."""
 from __future__ import annotations
 

@@ -20,7 +20,7 @@ def load_model(spec: str, compile: bool = False):
     weights; `resnet20` (any zoo name) -> a freshly initialised zoo model."""
     import keras
 
-    from tfprune import zoo
+    from tfprune.models import zoo
 
     if spec.startswith("pretrained:"):
         name = spec.partition(":")[2]

@@ -21,7 +21,7 @@ import tempfile
 import numpy as np
 from ai_edge_litert import schema_py_generated as schema
 
-from tfprune.litert import ModelInfo, OpInfo, TensorInfo
+from tfprune.litert.model_file import ModelInfo, OpInfo, TensorInfo
 
 NO_ACTIVATION = schema.ActivationFunctionType.NONE
 EIGHT_BIT = ("int8", "uint8")

@@ -9,7 +9,7 @@ positions x kernel elements. Bias adds, BatchNorm, activations and pooling are n
 from __future__ import annotations
 
 from tfprune import fileio
-from tfprune import graph as graph_mod
+from tfprune.core import graph as graph_mod
 
 KEYS = ("params", "macs", "bytes")
 

@@ -1,7 +1,7 @@
-"""Data-aware filter criteria, registered in `tfprune.scoring` (which imports this module):
+"""Data-aware filter criteria, registered in `tfprune.scoring.registry` (which imports this module):
 
 - `act_l1` / `act_l2`: mean |a| / root-mean-square of a filter's activation map over the
-  calibration data, where the channel is consumed (`tfprune.stats.measure_points`: after its
+  calibration data, where the channel is consumed (`tfprune.scoring.stats.measure_points`: after its
   BatchNorm and activation; for a residual group, the post-add activations);
 - `apoz`: 1 - the average percentage of zeros there (Hu et al. 2016): more zeros, less useful;
 - `taylor`: |sum over positions of a * dL/da| per image, averaged over images (Molchanov et
@@ -10,10 +10,10 @@
   `ctx.options["finetune_l1_epochs"]` (default 2) epochs on the subset's training split
   (`ctx.options["splits"].train`, augmented, when given; else `ctx.data`), then rank by `l1`
   of the fine-tuned weights. The fine-tuned model is left in `ctx.options["finetuned_model"]`:
-  the paper prunes it, not the input (`tfprune.pruning.prune_model` does).
+  the paper prunes it, not the input (`tfprune.pruner.prune_model` does).
 
 Each producer is scored at its own measure point; members of a coupled group are combined by
-the core's one rule (`tfprune.scoring.group_scores`: each member normalised by its mean score,
+the core's one rule (`tfprune.scoring.registry.group_scores`: each member normalised by its mean score,
 then the members' scores averaged per group channel), so a group ranks on the same footing
 as a single layer in `global` allocation. The statistics behind a run are left in
 `ctx.options["channel_stats"]`; `save_scores` writes them with the scores as JSON (beside
@@ -27,7 +27,8 @@ from pathlib import Path
 
 import numpy as np
 
-from tfprune import scoring, stats
+from tfprune import scoring
+from tfprune.scoring import stats
 
 FORMAT = "tfprune.scores/1"
 FINETUNE_EPOCHS, FINETUNE_LR, FINETUNE_WEIGHT_DECAY = 2, 0.01, 5e-4
@@ -82,8 +83,8 @@ scoring.register("taylor", needs_data=True, needs_labels=True)(_statistic("taylo
 def finetune_l1(model, graph, ctx):
     import keras
 
-    from tfprune import train
-    from tfprune.graph import build_graph
+    from tfprune.training import fit as train
+    from tfprune.core.graph import build_graph
     if ctx.data is None:
         raise scoring.ScoringError("criterion 'finetune_l1' needs data: pass --data (and --subset)")
     epochs = int(ctx.options.get("finetune_l1_epochs", FINETUNE_EPOCHS))

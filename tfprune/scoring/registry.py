@@ -40,7 +40,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from tfprune import rules
+from tfprune.core import rules
 
 
 class ScoringError(ValueError):
@@ -84,7 +84,7 @@ def get(name: str) -> Criterion:
 def _load_plugins():
     """Import optional modules that register more criteria (e.g. the data-aware ones)."""
     import importlib
-    for module in ("tfprune.datascore",):
+    for module in ("tfprune.scoring.data_criteria",):
         try:
             importlib.import_module(module)
         except ModuleNotFoundError as err:

@@ -10,7 +10,7 @@ from pathlib import Path
 import keras
 
 from tfprune.fileio import atomic_write_text  # also imported from here by older callers
-from tfprune.schedules import schedule_points
+from tfprune.training.schedules import schedule_points
 
 CHECKPOINT = "checkpoint.keras"
 STATE = "state.json"

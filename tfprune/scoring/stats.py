@@ -44,7 +44,7 @@ def _consumed_at(graph, producer: str) -> str:
     producer's output followed through BatchNorm and activation layers, and through merges
     that tie channels (Add, Multiply, ...; not Concatenate) to the activation after them,
     stopping where the tensor fans out, at a Keras backend op, or at anything else."""
-    from tfprune import rules
+    from tfprune.core import rules
     name = producer
     while True:
         nxt = graph.consumers_of(name)
@@ -59,10 +59,10 @@ def _consumed_at(graph, producer: str) -> str:
 
 def measure_points(model, graph=None) -> dict[str, list[str]]:
     """{producer: [measured layer]} for every member of every prunable group of the core's
-    channel graph (`tfprune.graph.build_graph(model)` unless `graph` is given). Each producer
+    channel graph (`tfprune.core.graph.build_graph(model)` unless `graph` is given). Each producer
     has one point (`_consumed_at`); for a residual group these are the post-add activations."""
     if graph is None:
-        from tfprune.graph import build_graph
+        from tfprune.core.graph import build_graph
         graph = build_graph(model)
     return {m: [_consumed_at(graph, m)] for g in graph.prunable_groups() for m in g.members}
 

@@ -1,8 +1,8 @@
 """A resumable grid of protocol runs (subsets x networks x levels x seeds x methods); its
 aggregation (CSV, Markdown tables, the paper-style mean/max deltas, plots) is
-tfprune.sweep_report.
+tfprune.experiments.sweep_report.
 
-Runs live in `SWEEP/runs/<run id>/` (`tfprune.protocol.run`); a run whose `result.json`
+Runs live in `SWEEP/runs/<run id>/` (`tfprune.experiments.protocol.run`); a run whose `result.json`
 exists is skipped, so a killed sweep started again resumes (an interrupted run from its last
 checkpointed epoch). The aware fine-tune phase is cached in `SWEEP/finetune/`. Order: for
 each seed and network, `unpruned`, then level by level in the order given (put the most
@@ -22,7 +22,9 @@ from pathlib import Path
 
 import numpy as np
 
-from tfprune import protocol, recipes, train
+from tfprune.experiments import protocol
+from tfprune.experiments import recipes
+from tfprune.training import fit as train
 
 
 @dataclasses.dataclass(frozen=True)

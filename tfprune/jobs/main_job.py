@@ -15,7 +15,9 @@ import json
 import time
 from pathlib import Path
 
-from tfprune import data, exports, train
+from tfprune import data
+from tfprune.litert import targets as exports
+from tfprune.training import fit as train
 
 
 @dataclasses.dataclass
@@ -43,7 +45,7 @@ class ChainConfig:
     seed: int = 0
 
 
-# The files of a run (targets per kind: tfprune.exports); the unpruned model's go to original/.
+# The files of a run (targets per kind: tfprune.litert.targets); the unpruned model's go to original/.
 INFERENCE_FILES = (("model_float32.tflite", "float32"), ("model_int8.tflite", "int8"))
 SHIPPED_FILES = INFERENCE_FILES + (("trainable/trainable.tflite", "trainable"),)
 BUNDLE_MODELS = exports.INFERENCE_KINDS
@@ -69,9 +71,11 @@ def run_chain(cfg: ChainConfig, run_dir, log=print, bundler=None) -> dict:
     without one the bundle stage is left out and the device stage runs trainable/."""
     import keras
 
-    from tfprune import metrics, modelio, pruning
+    from tfprune.core import counts as metrics
+    from tfprune.models import loader as modelio
+    from tfprune import pruner as pruning
     from tfprune.ondevice import export_trainable
-    from tfprune.validate import report as validation_report
+    from tfprune.litert.validate import report as validation_report
 
     if cfg.bundle_model not in BUNDLE_MODELS:
         raise ValueError(f"bundle_model must be one of {BUNDLE_MODELS}, got {cfg.bundle_model!r}")
@@ -92,7 +96,7 @@ def run_chain(cfg: ChainConfig, run_dir, log=print, bundler=None) -> dict:
             load("original.keras"), cfg.criterion, cfg.level, cfg.target, round_to=cfg.round_to,
             seed=cfg.seed, splits=splits, calibration_batches=cfg.calibration_batches,
             batch_size=cfg.batch_size, bn_batches=cfg.bn_batches)
-        from tfprune import plan as plan_mod
+        from tfprune.core import plan as plan_mod
         plan_mod.save_plan(result.plan, run_dir / "plan.json")
         train.atomic_save(result.pruned, run_dir / "pruned.keras")
         _write_json(run_dir / "pruned.json", {
@@ -176,7 +180,7 @@ def run_chain(cfg: ChainConfig, run_dir, log=print, bundler=None) -> dict:
         _stage(run_dir, "device", ("device.json",), device, log)
     summary = _summary(cfg, run_dir, splits)
     _write_json(run_dir / "summary.json", summary)
-    from tfprune.chain_report import write_report
+    from tfprune.jobs.main_report import write_report
     write_report(summary, run_dir)
     return summary
 

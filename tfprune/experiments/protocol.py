@@ -20,7 +20,7 @@ subsets' splits come from `tfprune.data.split` with a fixed split seed: train/va
 class, so a subset's val images are exactly the full split's val images of its classes and
 never in any train split. Schedules are the paper's `epoch:lr` strings (`train.step_schedule`);
 a phase with `steps_per_epoch` set trains a fixed number of steps per epoch whatever the
-subset's size (the quick protocol's step budget; recipes: `tfprune.recipes`). Training goes
+subset's size (the quick protocol's step budget; recipes: `tfprune.experiments.recipes`). Training goes
 through a tf.distribute strategy (`make_strategy`: default, mirrored, multi_worker).
 
 A run directory holds `train/` (fit_resumable checkpoints and log.csv), `pruned.keras`,
@@ -38,8 +38,8 @@ from pathlib import Path
 
 import numpy as np
 
-from tfprune import train
-from tfprune.recipes import PROTOCOLS, Phase, Recipe, override, phase_of
+from tfprune.training import fit as train
+from tfprune.experiments.recipes import PROTOCOLS, Phase, Recipe, override, phase_of
 
 METHODS = ("aware", "agnostic", "control2", "control3", "unpruned")
 AGNOSTIC_CRITERION, CONTROL2_CRITERION, CONTROL3_CRITERION = "l1", "l1", "random"
@@ -243,7 +243,7 @@ def finetuned(setup: Setup, root: Path, subset: str) -> Path:
     """The aware fine-tune phase for (network, subset, seed), run once and cached."""
     import keras
 
-    from tfprune import modelio
+    from tfprune.models import loader as modelio
     wd = Path(root) / "finetune" / f"{setup.network}_{safe_name(subset)}_s{setup.seed}"
     out = wd / "finetuned.keras"
     if not out.exists():
@@ -271,8 +271,9 @@ def run(setup: Setup, workdir, method: str, subsets, level: float = 0.0,
     unpruned)."""
     import keras
 
-    from tfprune import modelio, pruning
-    from tfprune import plan as plan_mod
+    from tfprune.models import loader as modelio
+    from tfprune import pruner as pruning
+    from tfprune.core import plan as plan_mod
     workdir = Path(workdir)
     if method == "aware" and not criterion:
         raise ValueError("method 'aware' needs a criterion (e.g. finetune_l1, act_l2)")

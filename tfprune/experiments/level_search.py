@@ -3,7 +3,7 @@ model on the subset, by binary search over 5%..95% in 5% steps, starting at 50%.
 
 `binary_search(accuracy, reference)` takes the accuracy as a function of the level, so the
 decisions are testable with a scripted function. `search_subset` passes a function that runs
-the data-aware protocol at that level (one sweep run, tfprune.sweep, so probes resume and
+the data-aware protocol at that level (one sweep run, tfprune.experiments.sweep, so probes resume and
 are shared with sweeps in the same directory) and returns its VALIDATION accuracy (the
 original compared test accuracy, which leaks the test set into the choice). A level
 "matches" when its accuracy is at least `reference - tolerance`. Each probed level is
@@ -63,9 +63,9 @@ def binary_search(accuracy: Callable[[float], float], reference: float,
 def search_subset(setup, network: str, subset: str, criterion: str, seed: int, workdir,
                   start: float = 0.5, tolerance: float = 0.0) -> dict:
     """The DaPR search for one (network, subset) under a protocol `setup`
-    (tfprune.protocol.make_setup); returns the JSON-ready result with the chosen level's test
+    (tfprune.experiments.protocol.make_setup); returns the JSON-ready result with the chosen level's test
     accuracy reported beside (never used to choose)."""
-    from tfprune import sweep
+    from tfprune.experiments import sweep
 
     runs = {}
 

@@ -1,7 +1,7 @@
 """Parity of a converted model with its Keras source on real held-out images.
 
 Both models see the same normalised float images; a quantised model's int8/uint8 input and
-output are (de)quantised with their own parameters (`tfprune.litert.run`). Reported: top-1
+output are (de)quantised with their own parameters (`tfprune.litert.model_file.run`). Reported: top-1
 agreement, max |logit difference|, and each model's accuracy. The gate depends on the kind of
 model: `float` (float32/float16 weights) must agree on >= `min_agreement` of the images;
 `dynamic` and `int8` (quantised weights or activations) may lose at most

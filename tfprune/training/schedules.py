@@ -1,5 +1,5 @@
 """The paper's learning-rate schedule strings, `EPOCH:LR,...` (LR -1 = the previous LR times
-`gamma`), parsed without TensorFlow: `tfprune.train` turns them into Keras schedules, the
+`gamma`), parsed without TensorFlow: `tfprune.training.fit` turns them into Keras schedules, the
 simulated device (tfprune.ondevice.finetune) reads the rate of an epoch."""
 from __future__ import annotations
 

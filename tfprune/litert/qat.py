@@ -2,8 +2,8 @@
 
 tensorflow-model-optimization accepts only tf_keras (Keras 2) models, and importing it turns
 the whole process over to tf_keras. So `convert_with_qat` saves the Keras 3 model and runs
-`python -m tfprune.qat` in a child process, which
-  1. reads the Keras 3 model with the core's reader (`tfprune.modelspec.read_model`) and
+`python -m tfprune.litert.qat` in a child process, which
+  1. reads the Keras 3 model with the core's reader (`tfprune.core.modelspec.read_model`) and
      rebuilds it as a tf_keras model with the core's writer (`write_model(..., tf_keras)`),
      checking the rebuilt model's outputs against the original on real images;
   2. wraps it with `tfmot.quantization.keras.quantize_model`, sets every activation
@@ -42,7 +42,7 @@ def convert_with_qat(model, data: str, subset: str, seed: int = 0, epochs: int =
         src = os.path.join(tmp, "source.keras")
         model.save(src)
         out, rec = os.path.join(tmp, "qat.tflite"), os.path.join(tmp, "qat.json")
-        cmd = [sys.executable, "-m", "tfprune.qat", f"--model={src}", f"--data={data}",
+        cmd = [sys.executable, "-m", "tfprune.litert.qat", f"--model={src}", f"--data={data}",
                f"--subset={subset}", f"--seed={seed}", f"--epochs={epochs}",
                f"--learning_rate={learning_rate}", f"--batch_size={batch_size}",
                f"--io_type={io_type}", f"--calibration_samples={calibration_samples}",
@@ -83,7 +83,9 @@ def _child(args) -> None:
     import keras
     import numpy as np
 
-    from tfprune import convert, data, modelspec
+    from tfprune import data
+    from tfprune.litert import convert
+    from tfprune.core import modelspec
 
     source = keras.models.load_model(args.model)
     spec = modelspec.read_model(source)
@@ -130,7 +132,7 @@ def _child(args) -> None:
         "epochs": args.epochs, "learning_rate": args.learning_rate,
         "batch_size": args.batch_size, "optimizer": "SGD momentum 0.9",
         "train_images": len(splits.train), "val_images": len(splits.val),
-        "rebuild": "tfprune.modelspec read_model -> write_model(tf_keras)",
+        "rebuild": "tfprune.core.modelspec read_model -> write_model(tf_keras)",
         "rebuild_max_abs_diff": rebuild_diff, "val_accuracy_float_source": before,
         "val_accuracy_fake_quant_start": start, "fake_quant_start_rel_logit_err": start_err,
         "val_accuracy_after": float(history.history["val_accuracy"][-1]),
@@ -138,7 +140,7 @@ def _child(args) -> None:
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description="QAT worker (run by tfprune.qat.convert_with_qat)")
+    parser = argparse.ArgumentParser(description="QAT worker (run by tfprune.litert.qat.convert_with_qat)")
     for name, kind in (("model", str), ("data", str), ("subset", str), ("seed", int),
                        ("epochs", int), ("learning_rate", float), ("batch_size", int),
                        ("io_type", str), ("calibration_samples", int), ("output", str),

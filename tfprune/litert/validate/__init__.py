@@ -11,8 +11,8 @@ from __future__ import annotations
 import os
 
 from tfprune import litert
-from tfprune.validate import android, edgetpu
-from tfprune.validate.parity import MAX_ACCURACY_DROP_PP, MIN_AGREEMENT
+from tfprune.litert.validate import android, edgetpu
+from tfprune.litert.validate.parity import MAX_ACCURACY_DROP_PP, MIN_AGREEMENT
 
 TARGETS = ("android-cpu", "android-gpu", "edgetpu")
 
@@ -35,7 +35,7 @@ def validate_file(path, targets=TARGETS, *, keras_model=None, images=None,
                   latency_runs: int = 50, threads=(1, 2), edgetpu_compiler: str | None = None,
                   allow_flex: bool = False, max_latency_ms: float | None = None) -> dict:
     """One file's section of the report; never raises for a bad model file."""
-    from tfprune.validate import latency, parity
+    from tfprune.litert.validate import latency, parity
 
     section: dict = {"path": os.fspath(path), "gates": []}
     gates = section["gates"]
@@ -91,8 +91,8 @@ def validate(paths, targets=TARGETS, *, keras_source: str | None = None, data: d
              **kwargs) -> dict:
     """The full report over `paths` (see `validate_file` for the keyword arguments).
     `keras_source` and `data` are recorded for the reader (what the parity ran against)."""
-    from tfprune.convert import input_normalisation
-    from tfprune.validate.parity import MAX_ACCURACY_DROP_PP as drop, MIN_AGREEMENT as agree
+    from tfprune.litert.convert import input_normalisation
+    from tfprune.litert.validate.parity import MAX_ACCURACY_DROP_PP as drop, MIN_AGREEMENT as agree
 
     files = [validate_file(p, targets, **kwargs) for p in paths]
     failed = [f"{f['path']}: {g['gate']}: {g['why']}"

@@ -8,7 +8,7 @@ min_channels=2, criterion=None, normalizer="mean", seed=None)` returns a plain d
   `filters` (output channels of producer layers). The level reached is reported in
   `achieved` next to the target (blocked groups, `round_to` and `min_channels` limit it).
 - `global`: one ranking of all channels of all prunable groups by their group scores
-  (`tfprune.scoring.group_scores`, normalised per group); the lowest are removed until the
+  (`tfprune.scoring.registry.group_scores`, normalised per group); the lowest are removed until the
   target is met. `uniform`: the same fraction removed from every group.
 - every group keeps at least `min_channels` channels, and a multiple of `round_to` (or all).
 
@@ -24,7 +24,7 @@ import numpy as np
 
 from tfprune import scoring
 
-FORMAT = "tfprune.plan/1"
+FORMAT = "tfprune.core.plan/1"
 TARGETS = ("params", "flops", "filters")
 ALLOCATIONS = ("global", "uniform")
 _MEASURE = {"params": "params", "flops": "macs", "filters": "filters"}

@@ -1,8 +1,8 @@
 """Surgery: apply a prune plan, building a physically smaller model.
 
 `apply_plan(model, plan, custom_objects=None) -> keras.Model` checks the plan against the
-model (`tfprune.plan.check_plan`: same architecture fingerprint, same groups), reads the model
-(`tfprune.modelspec`), and for every layer whose input or output channels shrink edits its
+model (`tfprune.core.plan.check_plan`: same architecture fingerprint, same groups), reads the model
+(`tfprune.core.modelspec`), and for every layer whose input or output channels shrink edits its
 config through its rule (`filters`, `units`, Reshape targets; `build_config` dropped) and
 keeps the kept slices of every weight (kernels on both channel axes, biases, BatchNorm
 gamma/beta/moving statistics, depthwise and separable kernels, PReLU alpha, Dense rows after
@@ -17,9 +17,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from tfprune import graph as graph_mod
-from tfprune import modelspec
-from tfprune import plan as plan_mod
+from tfprune.core import graph as graph_mod
+from tfprune.core import modelspec
+from tfprune.core import plan as plan_mod
 
 
 def _layer_masks(graph, keep, name):
@@ -68,7 +68,7 @@ def prune(model, graph, kept: dict, custom_objects=None, keras_module=None):
 
 
 def apply_plan(model, plan: dict, custom_objects=None, graph=None):
-    """A new, smaller model: `plan` (a dict from `tfprune.plan.make_plan` or its JSON) applied
+    """A new, smaller model: `plan` (a dict from `tfprune.core.plan.make_plan` or its JSON) applied
     to `model`. Refuses a plan made for another architecture."""
     graph = graph or graph_mod.build_graph(model, ignore=plan.get("ignore", ()))
     kept = plan_mod.check_plan(plan, graph)

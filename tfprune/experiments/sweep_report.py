@@ -1,4 +1,4 @@
-"""A sweep's aggregation (tfprune.sweep runs it): one CSV row per (run, evaluated subset),
+"""A sweep's aggregation (tfprune.experiments.sweep runs it): one CSV row per (run, evaluated subset),
 mean accuracy over seeds per (network, subset, method, level), the paper's headline numbers
 (mean over levels per subset, then over subsets; max anywhere) against every baseline,
 Markdown tables and PNG plots of accuracy against pruning level.
@@ -16,7 +16,9 @@ from pathlib import Path
 
 import numpy as np
 
-from tfprune import fileio, protocol, train
+from tfprune import fileio
+from tfprune.experiments import protocol
+from tfprune.training import fit as train
 
 BASELINES = ("agnostic", "control1", "control2", "control3")
 ORDER = ("unpruned", "agnostic", "control1", "control2", "control3")

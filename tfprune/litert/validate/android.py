@@ -19,7 +19,7 @@ import os
 
 from ai_edge_litert import schema_py_generated as schema
 
-from tfprune.litert import ModelInfo, OpInfo
+from tfprune.litert.model_file import ModelInfo, OpInfo
 
 GPU_DOCUMENTED = frozenset({
     "ADD", "AVERAGE_POOL_2D", "CONCATENATION", "CONV_2D", "DEPTHWISE_CONV_2D", "EXP",

@@ -7,8 +7,8 @@ on the Android CPU and the Edge TPU, the trainable model on the Android CPU runt
 ops). The inference files also pass parity against their Keras source; the trainable model's
 agreement with Keras training is tested in tests/test_ondevice_*.
 
-`validate_exports` runs `tfprune.validate.validate` once per file with that file's targets
-and merges the parts into one report in the `tfprune.validate` format (validation.json).
+`validate_exports` runs `tfprune.litert.validate.validate` once per file with that file's targets
+and merges the parts into one report in the `tfprune.litert.validate` format (validation.json).
 Used by the main job's chain and by `android_export`.
 """
 from __future__ import annotations
@@ -26,7 +26,7 @@ def export_inference(model, kind: str, path, *, train_images=None,
                      calibration_samples: int = 400, seed: int = 0) -> Path:
     """Convert `model` to a batch-1 `kind` .tflite at `path` (written atomically); `int8` is
     calibrated on `calibration_samples` images drawn (seeded) from `train_images`."""
-    from tfprune import convert
+    from tfprune.litert import convert
 
     if kind not in INFERENCE_KINDS:
         raise convert.ConvertError(f"unknown kind {kind!r}; choose one of "
@@ -45,8 +45,8 @@ def validate_exports(files, *, keras_model, images, latency_runs: int = 30,
     """One validation report over `files` ([(path, kind)], kind in TARGETS): each file is
     checked against its kind's targets; inference kinds also get parity against
     `keras_model` on `images` and `latency_runs` timed runs. Extra keyword arguments go to
-    `tfprune.validate.validate` (thresholds, ...)."""
-    from tfprune import validate
+    `tfprune.litert.validate.validate` (thresholds, ...)."""
+    from tfprune.litert import validate
 
     unknown = [kind for _, kind in files if kind not in TARGETS]
     if unknown:
