@@ -112,14 +112,14 @@ def run() -> dict:
         raise PruneError(f"--criterion={FLAGS.criterion} is data-aware: it needs --data "
                          "(e.g. --data=sample --subset=aquatic)")
     splits = load_splits()
-    scores, ctx, original = {}, None, model
+    scores, scored, original = {}, None, model
     if plan is None:
         result = pruning.prune_model(
             model, FLAGS.criterion, FLAGS.level, FLAGS.target, FLAGS.allocation,
             FLAGS.min_channels, FLAGS.round_to, FLAGS.ignore, FLAGS.seed, splits,
             FLAGS.calibration_batches, FLAGS.batch_size, FLAGS.normalizer, FLAGS.bn_batches)
         model, g, plan, pruned = result.source, result.graph, result.plan, result.pruned
-        scores, ctx = result.scores, result.context
+        scores, scored = result.scores, result.scored
     else:
         pruned = surgery.apply_plan(model, plan, graph=g)
     extra = {}
@@ -136,7 +136,7 @@ def run() -> dict:
     plan_mod.save_plan(plan, os.path.join(FLAGS.output, "plan.json"))
     write = lambda name, text: train.atomic_write_text(os.path.join(FLAGS.output, name), text)
     if scores:  # with the sums behind data-aware scores (tfprune.scoring.data_criteria.load_scores reads it)
-        channel_stats = ctx.options.get("channel_stats") if ctx is not None else None
+        channel_stats = scored.channel_stats if scored is not None else None
         datascore.save_scores(os.path.join(FLAGS.output, "scores.json"), FLAGS.criterion, scores,
                               channel_stats, g)
         if channel_stats is not None:

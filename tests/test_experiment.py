@@ -238,7 +238,7 @@ def test_prune_model_finetune_l1_prunes_the_tuned_model(sample_splits):
     model = tiny_model()
     res = pruning.prune_model(model, "finetune_l1", 0.5, splits=sample_splits, batch_size=64,
                               options={"finetune_l1_epochs": 1, "progress": False})
-    assert res.source is not model and res.source is res.context.options["finetuned_model"]
+    assert res.source is not model and res.source is res.scored.tuned_model
     kept = res.plan["layers"]["c1"]["out"]
     pruned_kernel = res.pruned.get_layer("c1").kernel.numpy()
     assert pruned_kernel.shape[-1] == len(kept) < 8

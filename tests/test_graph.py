@@ -36,13 +36,15 @@ def test_resnet_residual_adds_couple_each_stage(resnet20_graph):
     assert g.group_of("logits").blocked_by == (("logits", "model output"),)
 
 
-def test_activation_points(resnet20_graph):
+def test_measure_points(resnet20_graph):
     g = resnet20_graph
-    assert g.activation_point("s1b0_a_conv") == "s1b0_a_relu"
-    assert g.activation_point("s1b0_b_conv") == "s1b0_b_bn"  # stops before the Add
-    assert g.activation_point("stem_conv") == "stem_relu"
+    assert g.channel_path("s1b0_a_conv") == ["s1b0_a_bn", "s1b0_a_relu"]
+    assert g.measure_point("s1b0_a_conv") == "s1b0_a_relu"
+    assert g.channel_path("s1b0_b_conv") == ["s1b0_b_bn", "s1b0_add", "s1b0_out"]  # through the Add
+    assert g.measure_point("s1b0_b_conv") == "s1b0_out"
+    assert g.measure_point("stem_conv") == "stem_relu"
     alex = graph_mod.build_graph(zoo.build("alexnet"))
-    assert alex.activation_point("conv1") == "conv1"  # fused ReLU; MaxPooling is not followed
+    assert alex.measure_point("conv1") == "conv1"  # fused ReLU; MaxPooling is not followed
 
 
 def test_concatenate_maps_channels_to_offsets():

@@ -3,10 +3,11 @@
     result = prune_model(model, "act_l2", 0.5, splits=splits)   # data-aware: needs splits
     result.pruned, result.plan, result.scores, result.graph
 
-Composed from `tfprune.core.graph`, `tfprune.scoring.registry`, `tfprune.core.plan` and `tfprune.core.surgery`; the
-prune app, the paper's protocol and the main job's chain all prune through it. For `finetune_l1` the criterion fine-tunes a copy of the
-model (`ctx.options["finetuned_model"]`) and ranks its filters; as in the paper, that tuned
-model is what gets pruned (`result.source` says which model the plan was applied to).
+Composed from `tfprune.core.graph`, `tfprune.scoring`, `tfprune.core.plan` and
+`tfprune.core.surgery`; the prune app, the paper's protocol and the main job all prune
+through it. For `finetune_l1` the criterion fine-tunes a copy of the model
+(`ScoreResult.tuned_model`) and ranks its filters; as in the paper, that tuned model is what
+gets pruned (`result.source` says which model the plan was applied to).
 
 After surgery the kept filters' BatchNorm statistics no longer match what reaches them
 (inputs lost channels), so `calibration_batches` > 0 re-estimates every BatchNorm's moving
@@ -27,7 +28,7 @@ class PruneResult:
     scores: dict           # {producer: per-filter scores}
     graph: Any             # channel graph of `source`
     source: Any            # the model the plan was applied to (fine-tuned for finetune_l1)
-    context: Any = None    # the ScoringContext (channel_stats, finetune_history, ...)
+    scored: Any = None     # the criterion's ScoreResult (channel_stats, tuned_model, history)
     bn_batches: int = 0    # batches BatchNorm statistics were re-estimated on
 
 
@@ -62,9 +63,10 @@ def prune_model(model, criterion: str, level: float, target: str = "params",
                                    "subset's splits (data and subset)")
     g = graph_mod.build_graph(model, ignore=ignore)
     ctx = scoring_context(splits, calibration_batches, batch_size, seed, options)
-    scores = scoring.compute_scores(criterion, model, g, ctx)
-    if "finetuned_model" in ctx.options:  # finetune_l1: the paper prunes the tuned model
-        model = ctx.options["finetuned_model"]
+    scored = scoring.score(criterion, model, g, ctx)
+    scores = scored.scores
+    if scored.tuned_model is not None:  # finetune_l1: the paper prunes the tuned model
+        model = scored.tuned_model
         g = graph_mod.build_graph(model, ignore=ignore)
     plan = plan_mod.make_plan(g, scores, level, target, allocation, round_to, min_channels,
                               criterion, normalizer, seed)
@@ -74,7 +76,7 @@ def prune_model(model, criterion: str, level: float, target: str = "params",
         from tfprune import data
         done = reestimate_batchnorm(pruned, data.as_dataset(
             splits.train, batch_size, training=True, seed=seed), bn_batches)
-    return PruneResult(pruned, plan, scores, g, model, ctx, done)
+    return PruneResult(pruned, plan, scores, g, model, scored, done)
 
 
 def batchnorm_layers(model) -> list:

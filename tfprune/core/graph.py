@@ -12,9 +12,9 @@ is an *atom*; merges tie atoms together (union-find). The result:
   order, `consumers` the layers whose input channels get sliced. `blocked_by` lists
   (layer, reason) pairs that make the whole group unprunable (model outputs, `ignore`,
   Lambda/custom/LayerNormalization/channel-moving Reshape, ...).
-- `ChannelGraph.activation_point(producer)`: where a data-aware criterion should measure a
-  filter's output: after the BatchNorm and activation that consume it, stopping before a merge
-  or a layer with several consumers.
+- `ChannelGraph.channel_path(producer)` / `measure_point(producer)`: the one walk from a
+  filter to where its channel is consumed (through BatchNorm, activations and tying merges);
+  data-aware criteria measure at the measure point, `bn_gamma` reads the first BatchNorm.
 - `ChannelGraph.keep_mask(kept)` / `tensor_mask` / `counts`: turn kept group channels into
   per-tensor masks and parameter / MAC / filter counts, without building a model.
 """
@@ -46,8 +46,7 @@ class Group:
         return not self.blocked_by
 
 
-ACTIVATION_LIKE = {"BatchNormalization", "Activation", "ReLU", "LeakyReLU", "ELU", "PReLU",
-                   "ThresholdedReLU"}
+ACTIVATIONS = ("ReLU", "LeakyReLU", "PReLU", "ELU", "ThresholdedReLU")
 
 
 class GraphError(ValueError):
@@ -202,18 +201,30 @@ class ChannelGraph:
     def consumers_of(self, name: str) -> list:
         return [n for n, l in self.spec.layers.items() if any(r[0] == name for r in l.inputs)]
 
-    def activation_point(self, producer: str) -> str:
-        """The last of the BatchNorm / activation layers right after `producer`: follows
-        single-consumer BatchNormalization, Activation, ReLU-family and PReLU layers, stopping
-        before merges, pooling, dropout and layers with several consumers."""
-        name = producer
+    def channel_path(self, producer: str) -> list[str]:
+        """The layers `producer`'s filters pass through, in order, until their channels are
+        consumed: single-consumer BatchNorm, activation layers and channel-tying merges (Add,
+        Multiply, ...; not Concatenate), stopping where the tensor fans out, at a Keras
+        backend op, or at anything else."""
+        path, name = [], producer
         while True:
             nxt = self.consumers_of(name)
-            if len(nxt) != 1 or self.spec.layers[nxt[0]].class_name not in ACTIVATION_LIKE:
-                return name
-            if self.spec.layers[nxt[0]].config.get("activation") in rules.Activation.CHANNEL_MIXING:
-                return name  # softmax: not channel-wise
+            if len(nxt) != 1 or self.spec.layers[nxt[0]].is_op:
+                return path
+            rule, layer = self.rules[nxt[0]], self.spec.layers[nxt[0]]
+            follows = (isinstance(rule, (rules.BatchNorm, rules.Activation))
+                       or type(rule) is rules.Merge
+                       or (isinstance(rule, rules.PassThrough) and layer.class_name in ACTIVATIONS))
+            if not follows:
+                return path
             name = nxt[0]
+            path.append(name)
+
+    def measure_point(self, producer: str) -> str:
+        """The layer whose output carries `producer`'s filters as the next layer sees them
+        (the end of `channel_path`); for a residual group, the post-add activation."""
+        path = self.channel_path(producer)
+        return path[-1] if path else producer
 
     def _ref_prov(self, ref):
         return self._multi[ref[0]][ref[2]] if ref[0] in self._multi else self.prov[ref[0]]

@@ -8,7 +8,7 @@ min_channels=2, criterion=None, normalizer="mean", seed=None)` returns a plain d
   `filters` (output channels of producer layers). The level reached is reported in
   `achieved` next to the target (blocked groups, `round_to` and `min_channels` limit it).
 - `global`: one ranking of all channels of all prunable groups by their group scores
-  (`tfprune.scoring.registry.group_scores`, normalised per group); the lowest are removed until the
+  (`tfprune.core.group_scores`, normalised per group); the lowest are removed until the
   target is met. `uniform`: the same fraction removed from every group.
 - every group keeps at least `min_channels` channels, and a multiple of `round_to` (or all).
 
@@ -22,7 +22,7 @@ import json
 
 import numpy as np
 
-from tfprune import scoring
+from tfprune.core.group_scores import group_scores
 
 FORMAT = "tfprune.core.plan/1"
 TARGETS = ("params", "flops", "filters")
@@ -78,7 +78,7 @@ def make_plan(graph, scores: dict, level: float, target: str = "params",
             f"{x['layer']} ({x['reason']})" for x in b["blocked_by"][:2])
             for b in graph.describe_blocked()[:5])
         raise PlanError(f"nothing is prunable in model {graph.spec.name!r}: {reasons or 'no filters'}")
-    gscores = scoring.group_scores(graph, scores, normalizer) if scores else {}
+    gscores = group_scores(graph, scores, normalizer) if scores else {}
     sizes = np.array([g.size for g in groups])
     steps = np.array([np.lcm(round_to, g.blocks) for g in groups])
     order = {g.id: np.lexsort((np.arange(g.size), gscores.get(g.id, np.zeros(g.size))))

@@ -55,11 +55,11 @@ def trainable_layers(graph: LayerGraph, trainable) -> list[str]:
     return with_weights[-int(count):]
 
 
-def default_stats_layers(model, graph: LayerGraph) -> list[str]:
-    """tfprune.scoring.stats' measure points (where each filter's channel is consumed)."""
+def default_stats_layers(model) -> list[str]:
+    """tfprune.scoring.stats' measure points (where each filter's channel is consumed); none
+    when the model has no prunable group."""
     from tfprune.scoring import stats
-    layers = stats.measured_layers(stats.measure_points(model), model)
-    return layers or graph.default_stats_layers()
+    return stats.measured_layers(stats.measure_points(model), model)
 
 
 class TrainingModule(tf.Module):
@@ -92,7 +92,7 @@ class TrainingModule(tf.Module):
                                    weight_decay, **adam)
         names = self.graph.layer_names()
         self.stats_layers = list(stats_layers if stats_layers is not None
-                                 else default_stats_layers(model, self.graph))
+                                 else default_stats_layers(model))
         unknown = [s for s in self.stats_layers if s not in names]
         if unknown:
             raise ValueError(f"stats_layers {unknown} are not layers of model {model.name!r}")

@@ -131,8 +131,6 @@ RULES = {
     "Add": lambda n, xs, p, f: tf.add_n(xs) if len(xs) > 2 else xs[0] + xs[1],
     "Concatenate": lambda n, xs, p, f: tf.concat(xs, axis=n.config.get("axis", -1)),
 }
-# Layer outputs whose per-channel statistics are the "activation after BN" of a filter.
-ACTIVATION_KINDS = ("ReLU", "Activation")
 
 
 @dataclasses.dataclass
@@ -194,13 +192,3 @@ class LayerGraph:
 
     def layer_names(self) -> list[str]:
         return [n.name for n in self.nodes]
-
-    def default_stats_layers(self) -> list[str]:
-        """Every ReLU-like output: ReLU/Activation layers, and conv/dense with a fused ReLU."""
-        out = []
-        for n in self.nodes:
-            act = n.config.get("activation", "linear")
-            if n.kind in ACTIVATION_KINDS or (n.kind in ("Conv2D", "Dense", "DepthwiseConv2D")
-                                              and act in ("relu", "relu6")):
-                out.append(n.name)
-        return out

@@ -1,4 +1,4 @@
-"""Data-aware filter criteria, registered in `tfprune.scoring.registry` (which imports this module):
+"""Data-aware filter criteria, registered in `tfprune.scoring.registry` (the package imports both):
 
 - `act_l1` / `act_l2`: mean |a| / root-mean-square of a filter's activation map over the
   calibration data, where the channel is consumed (`tfprune.scoring.stats.measure_points`: after its
@@ -9,14 +9,14 @@
 - `finetune_l1`: the paper's protocol: fine-tune a copy of the model for
   `ctx.options["finetune_l1_epochs"]` (default 2) epochs on the subset's training split
   (`ctx.options["splits"].train`, augmented, when given; else `ctx.data`), then rank by `l1`
-  of the fine-tuned weights. The fine-tuned model is left in `ctx.options["finetuned_model"]`:
+  of the fine-tuned weights. The fine-tuned model comes back as `ScoreResult.tuned_model`:
   the paper prunes it, not the input (`tfprune.pruner.prune_model` does).
 
 Each producer is scored at its own measure point; members of a coupled group are combined by
-the core's one rule (`tfprune.scoring.registry.group_scores`: each member normalised by its mean score,
+the core's one rule (`tfprune.core.group_scores`: each member normalised by its mean score,
 then the members' scores averaged per group channel), so a group ranks on the same footing
-as a single layer in `global` allocation. The statistics behind a run are left in
-`ctx.options["channel_stats"]`; `save_scores` writes them with the scores as JSON (beside
+as a single layer in `global` allocation. The statistics behind a run come back as
+`ScoreResult.channel_stats`; `save_scores` writes them with the scores as JSON (beside
 the plan), and `scores_from_stats` turns statistics computed elsewhere (the phone's
 `filter_stats`) into the same scores.
 """
@@ -27,7 +27,8 @@ from pathlib import Path
 
 import numpy as np
 
-from tfprune import scoring
+from tfprune.core.group_scores import group_scores
+from tfprune.scoring import registry as scoring
 from tfprune.scoring import stats
 
 FORMAT = "tfprune.scores/1"
@@ -62,13 +63,13 @@ def collect_stats(model, graph, ctx, taylor: bool, criterion: str) -> stats.Chan
     except stats.StatsError as err:
         raise scoring.ScoringError(f"criterion {criterion!r}: {err}") from None
     result.meta.update(criterion=criterion, seed=ctx.seed)
-    ctx.options["channel_stats"] = result
     return result
 
 
 def _statistic(name: str, taylor: bool = False):
     def criterion(model, graph, ctx):
-        return scores_from_stats(graph, collect_stats(model, graph, ctx, taylor, name), name)
+        measured = collect_stats(model, graph, ctx, taylor, name)
+        return scoring.ScoreResult(scores_from_stats(graph, measured, name), channel_stats=measured)
     criterion.__name__ = name
     criterion.__doc__ = f"`{name}` from streamed channel statistics (see the module doc)."
     return criterion
@@ -106,10 +107,9 @@ def finetune_l1(model, graph, ctx):
                              seed=ctx.seed)
     history = tuned.fit(ds, epochs=epochs, verbose=2 if ctx.options.get("progress", True) else 0,
                         shuffle=False)  # the dataset shuffles itself
-    ctx.options["finetuned_model"] = tuned
-    ctx.options["finetune_history"] = {k: [float(v) for v in vals]
-                                       for k, vals in history.history.items()}
-    return scoring.CRITERIA["l1"].fn(tuned, build_graph(tuned, graph.ignore), ctx)
+    scores = scoring.CRITERIA["l1"].fn(tuned, build_graph(tuned, graph.ignore), ctx)
+    return scoring.ScoreResult(scores, tuned_model=tuned, history={
+        k: [float(v) for v in vals] for k, vals in history.history.items()})
 
 
 def scores_to_json(criterion: str, scores: dict, channel_stats=None, graph=None) -> dict:
@@ -118,7 +118,7 @@ def scores_to_json(criterion: str, scores: dict, channel_stats=None, graph=None)
            "scores": {k: np.asarray(v, np.float64).tolist() for k, v in scores.items()}}
     if graph is not None:
         out["group_scores"] = {str(gid): v.tolist()
-                               for gid, v in scoring.group_scores(graph, scores).items()}
+                               for gid, v in group_scores(graph, scores).items()}
     if channel_stats is not None:
         out["stats"] = channel_stats.to_json()
     return out

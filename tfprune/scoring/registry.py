@@ -1,33 +1,33 @@
 """Filter-importance criteria: a registry, the data-agnostic criteria, and group scores.
 
-Registering a criterion (data-aware ones live in their own modules and register the same way)::
+Registering a criterion (data-aware ones live in `data_criteria` and register the same way)::
 
-    from tfprune import scoring
+    from tfprune.scoring import registry
 
-    @scoring.register("act_l1", needs_data=True)
+    @registry.register("act_l1", needs_data=True)
     def act_l1(model, graph, ctx):      # ctx: ScoringContext
         ...
         return {producer_name: np.ndarray(filters,), ...}
 
-Contract of `fn(model, graph, ctx) -> dict`:
+Contract of `fn(model, graph, ctx) -> dict | ScoreResult`:
 - keys are *producer* layer names (members of `graph.prunable_groups()`; see
   `Group.members`), values 1-D float arrays with one score per output filter of that layer,
   higher = more important = keep. A criterion may score only some members of a group (e.g.
   where it measured); every prunable group needs at least one scored member.
-- where to measure: `graph.activation_point(member)` names the layer after a filter's
-  BatchNorm and activation; `Group.flow` lists every layer the group's channels pass through
+- where to measure: `graph.measure_point(member)` names the layer whose output carries a
+  filter's channel as the next layer sees it (`tfprune.scoring.stats.measure_points` lists
+  them for every member; `graph.channel_path(member)` is the whole walk); `Group.flow` lists every layer the group's channels pass through
   (BatchNorm, activations, Add/Multiply merges, concatenations, pooling) and
   `Group.member_channels[member]` maps a member's filter index to the group channel.
 - `ctx.data` is a `tf.data.Dataset` of normalised (x, y) batches or None; `needs_data=True`
-  criteria get a clear `ScoringError` from `compute_scores` when it is None, and
+  criteria get a clear `ScoringError` from `score` when it is None, and
   `needs_labels=True` ones are told the labels are required.
+- what a criterion makes on the way (the channel statistics it measured, a model it
+  fine-tuned, that model's history) comes back in a `ScoreResult`, never through `ctx`.
 
-How member scores become one score per group channel (`group_scores`): each member's scores
-are normalised per member (`normalizer="mean"`: divided by that member's mean score, the
-default; "max": by its max; "none": raw), then the scores of all member filters tied into a
-group channel are averaged. With "mean" every group's channel scores average to 1, so groups
-compare on the same footing in `global` allocation. The paper's `l1` is itself the mean |w|
-of a filter (normalised by fan-in), so `normalizer="none"` ranks raw l1 across layers.
+Member scores become one score per group channel in `tfprune.core.group_scores`. The paper's
+`l1` is itself the mean |w| of a filter (normalised by fan-in), so `normalizer="none"` ranks
+raw l1 across layers.
 
 Data-agnostic criteria here: `l1` (mean |w| of the filter), `l2` (root-mean-square of the
 filter), `bn_gamma` (|gamma| of the BatchNorm that consumes the filter; members with no such
@@ -63,11 +63,22 @@ class ScoringContext:
     options: dict = dataclasses.field(default_factory=dict)
 
 
+@dataclasses.dataclass
+class ScoreResult:
+    """What a criterion produced: its per-filter scores and what it made on the way."""
+
+    scores: dict                   # {producer: per-filter scores}
+    channel_stats: Any = None      # tfprune.scoring.stats.ChannelStats behind the scores
+    tuned_model: Any = None        # a model the criterion fine-tuned; it is what gets pruned
+    history: dict | None = None    # the tuned model's training history
+
+
 CRITERIA: dict[str, Criterion] = {}
 
 
 def register(name: str, needs_data: bool = False, needs_labels: bool = False):
-    """Decorator: make `fn(model, graph, ctx) -> {producer: scores}` criterion `name`."""
+    """Decorator: make `fn(model, graph, ctx) -> {producer: scores} | ScoreResult` criterion
+    `name`."""
     def wrap(fn):
         CRITERIA[name] = Criterion(name, fn, needs_data, needs_labels)
         return fn
@@ -75,32 +86,22 @@ def register(name: str, needs_data: bool = False, needs_labels: bool = False):
 
 
 def get(name: str) -> Criterion:
-    _load_plugins()
     if name not in CRITERIA:
         raise ScoringError(f"unknown criterion {name!r}; known: {', '.join(sorted(CRITERIA))}")
     return CRITERIA[name]
 
 
-def _load_plugins():
-    """Import optional modules that register more criteria (e.g. the data-aware ones)."""
-    import importlib
-    for module in ("tfprune.scoring.data_criteria",):
-        try:
-            importlib.import_module(module)
-        except ModuleNotFoundError as err:
-            if err.name != module:
-                raise
-
-
-def compute_scores(name: str, model, graph, ctx: ScoringContext | None = None) -> dict:
+def score(name: str, model, graph, ctx: ScoringContext | None = None) -> ScoreResult:
     """Run criterion `name`; check the context and the result's shapes."""
     crit = get(name)
     ctx = ctx or ScoringContext()
     if crit.needs_data and ctx.data is None:
         raise ScoringError(f"criterion {name!r} needs data: pass --data (and --subset)")
-    scores = crit.fn(model, graph, ctx)
+    result = crit.fn(model, graph, ctx)
+    if not isinstance(result, ScoreResult):
+        result = ScoreResult(result)
     out = {}
-    for layer, values in scores.items():
+    for layer, values in result.scores.items():
         values = np.asarray(values, dtype=np.float64).reshape(-1)
         if layer not in graph.producers:
             raise ScoringError(f"criterion {name!r} scored {layer!r}, which is not a producer")
@@ -108,26 +109,12 @@ def compute_scores(name: str, model, graph, ctx: ScoringContext | None = None) -
             raise ScoringError(f"criterion {name!r}: {len(values)} scores for {layer!r}, which "
                                f"has {graph.producers[layer][1]} filters")
         out[layer] = values
-    return out
+    return dataclasses.replace(result, scores=out)
 
 
-def group_scores(graph, scores: dict, normalizer: str = "mean") -> dict:
-    """{group id: score per group channel} for every prunable group (see module doc)."""
-    result = {}
-    for g in graph.prunable_groups():
-        total, count = np.zeros(g.size), np.zeros(g.size)
-        for member in g.members:
-            if member not in scores:
-                continue
-            s = np.abs(np.asarray(scores[member], dtype=np.float64))
-            scale = {"mean": s.mean(), "max": s.max(), "none": 1.0}[normalizer] if len(s) else 1
-            s = s / scale if scale > 0 else s
-            total += np.bincount(g.member_channels[member], weights=s, minlength=g.size)
-            count += np.bincount(g.member_channels[member], minlength=g.size)
-        if not count.any():
-            raise ScoringError(f"no scores for group {g.id} (members {', '.join(g.members)})")
-        result[g.id] = total / np.maximum(count, 1)
-    return result
+def compute_scores(name: str, model, graph, ctx: ScoringContext | None = None) -> dict:
+    """`score(...).scores`: the checked per-filter scores of criterion `name`."""
+    return score(name, model, graph, ctx).scores
 
 
 def _filter_weights(graph, name):
@@ -166,15 +153,11 @@ def l2(model, graph, ctx):
 def bn_gamma(model, graph, ctx):
     out = l1(model, graph, ctx)
     for member in out:
-        name = member
-        while True:
-            nxt = graph.consumers_of(name)
-            if len(nxt) != 1 or not isinstance(graph.rules[nxt[0]], rules.PassThrough):
-                break
-            name = nxt[0]
+        for name in graph.channel_path(member):
             layer = graph.spec.layers[name]
-            if layer.class_name == "BatchNormalization" and layer.config.get("scale", True):
-                out[member] = np.abs(layer.weights[0]).astype(np.float64)
+            if layer.class_name == "BatchNormalization":
+                if layer.config.get("scale", True):
+                    out[member] = np.abs(layer.weights[0]).astype(np.float64)
                 break
     return out
 

@@ -28,7 +28,6 @@ from pathlib import Path
 import numpy as np
 
 FORMAT = "tfprune.channel_stats/1"
-ACTIVATIONS = ("ReLU", "LeakyReLU", "PReLU", "ELU", "ThresholdedReLU")
 SUMS = ("sum_abs", "sum_sq", "zeros", "taylor")
 NEEDS = {"act_l1": "sum_abs", "act_l2": "sum_sq", "apoz": "zeros", "taylor": "taylor"}
 CRITERIA = tuple(NEEDS)
@@ -39,32 +38,14 @@ class StatsError(ValueError):
 
 
 # ---------------------------------------------------------------- where to measure
-def _consumed_at(graph, producer: str) -> str:
-    """The layer whose output carries `producer`'s filters as the next layer sees them: the
-    producer's output followed through BatchNorm and activation layers, and through merges
-    that tie channels (Add, Multiply, ...; not Concatenate) to the activation after them,
-    stopping where the tensor fans out, at a Keras backend op, or at anything else."""
-    from tfprune.core import rules
-    name = producer
-    while True:
-        nxt = graph.consumers_of(name)
-        if len(nxt) != 1 or graph.spec.layers[nxt[0]].is_op:
-            return name
-        rule, layer = graph.rules[nxt[0]], graph.spec.layers[nxt[0]]
-        chain = isinstance(rule, (rules.BatchNorm, rules.Activation)) or type(rule) is rules.Merge
-        if not (chain or (isinstance(rule, rules.PassThrough) and layer.class_name in ACTIVATIONS)):
-            return name
-        name = nxt[0]
-
-
 def measure_points(model, graph=None) -> dict[str, list[str]]:
     """{producer: [measured layer]} for every member of every prunable group of the core's
-    channel graph (`tfprune.core.graph.build_graph(model)` unless `graph` is given). Each producer
-    has one point (`_consumed_at`); for a residual group these are the post-add activations."""
+    channel graph (`tfprune.core.graph.build_graph(model)` unless `graph` is given): each
+    producer's `ChannelGraph.measure_point`."""
     if graph is None:
         from tfprune.core.graph import build_graph
         graph = build_graph(model)
-    return {m: [_consumed_at(graph, m)] for g in graph.prunable_groups() for m in g.members}
+    return {m: [graph.measure_point(m)] for g in graph.prunable_groups() for m in g.members}
 
 
 def measured_layers(points: dict[str, list[str]], model=None) -> list[str]:
