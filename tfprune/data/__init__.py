@@ -2,7 +2,7 @@
 
 The tf.data pipeline (`as_dataset`, `augment`, `normalize`) loads TensorFlow on first use;
 sources, subsets and `normalize_np` do not, so the simulated device runs without TF."""
-from tfprune.data.arrays import MEAN, STD, normalize_np
+from tfprune.data.arrays import MEAN, STD, augment_np, normalize_np
 from tfprune.data.sources import SAMPLE_PATH, DataError, Images, Source, load_source
 from tfprune.data.subsets import PRESETS, Splits, resolve_classes, split
 
@@ -23,5 +23,6 @@ def __getattr__(name):
 
 
 __all__ = ["MEAN", "STD", "PRESETS", "SAMPLE_PATH", "DataError", "Images", "Source", "Splits",
+           "augment_np",
            "as_dataset", "augment", "load_source", "load_subset", "normalize", "normalize_np",
            "resolve_classes", "split"]

@@ -1,10 +1,12 @@
 """Training recipes of the experiment protocols, as data: phases with the paper's `epoch:lr`
-schedules, per network (`PAPER`, from the issue and the authors' released code) and the
+schedules, per network (`PAPER`, from the paper and the authors' released code) and the
 quick protocol's fixed step budgets (`QUICK_STEPS`), with `override` edits from flags.
 """
 from __future__ import annotations
 
 import dataclasses
+
+from tfprune.training.schedules import schedule_points
 
 
 @dataclasses.dataclass(frozen=True)
@@ -30,13 +32,8 @@ class Recipe:
 
 
 def resolve(spec: str, gamma: float = 0.1) -> list[tuple[int, float]]:
-    """[(epoch, absolute lr)] of a paper schedule string."""
-    points = []
-    for item in spec.split(","):
-        epoch, _, value = item.partition(":")
-        lr = float(value)
-        points.append((int(epoch), points[-1][1] * gamma if lr == -1 else lr))
-    return points
+    """[(epoch, absolute lr)] of a paper schedule string (`tfprune.training.schedules`)."""
+    return schedule_points(spec, gamma)
 
 
 def window(spec: str, start: int, gamma: float = 0.1) -> str:

@@ -60,6 +60,14 @@ def input_spec(model, batch_size: int = 1):
     return tf.TensorSpec((batch_size, *shape), tf.float32, name="image")
 
 
+def io_dtype(io_type: str):
+    """The tf dtype of a full-integer model's input and output (one of IO_TYPES)."""
+    import tensorflow as tf
+    if io_type not in IO_TYPES:
+        raise ConvertError(f"io_type {io_type!r}: use one of {', '.join(IO_TYPES)}")
+    return {"int8": tf.int8, "uint8": tf.uint8, "float32": tf.float32}[io_type]
+
+
 def converter_options(mode: str, calibration: np.ndarray | None = None, io_type: str = "int8",
                       allow_flex: bool = False) -> dict:
     """The TFLiteConverter attributes for `mode`, as `model.export(format="litert")` takes them."""
@@ -93,7 +101,7 @@ def converter_options(mode: str, calibration: np.ndarray | None = None, io_type:
         int8_ops = {tf.lite.OpsSet.TFLITE_BUILTINS_INT8}
         if allow_flex:
             int8_ops.add(tf.lite.OpsSet.SELECT_TF_OPS)
-        io = {"int8": tf.int8, "uint8": tf.uint8, "float32": tf.float32}[io_type]
+        io = io_dtype(io_type)
         opts.update(optimizations=[tf.lite.Optimize.DEFAULT], representative_dataset=representative,
                     target_spec={"supported_ops": int8_ops},
                     inference_input_type=io, inference_output_type=io)

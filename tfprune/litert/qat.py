@@ -124,8 +124,7 @@ def _child(args) -> None:
         [fn.get_concrete_function(tf.TensorSpec(shape, tf.float32))], model)
     conv.optimizations = [tf.lite.Optimize.DEFAULT]
     conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-    io = {"int8": tf.int8, "uint8": tf.uint8, "float32": tf.float32}[args.io_type]
-    conv.inference_input_type = conv.inference_output_type = io
+    conv.inference_input_type = conv.inference_output_type = convert.io_dtype(args.io_type)
     conv.representative_dataset = lambda: ([calibration[i:i + 1]] for i in range(len(calibration)))
     Path(args.output).write_bytes(conv.convert())
     Path(args.record).write_text(json.dumps({

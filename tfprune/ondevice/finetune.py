@@ -14,7 +14,7 @@ from typing import Callable
 
 import numpy as np
 
-from tfprune.data.arrays import PAD, normalize_np
+from tfprune.data.arrays import augment_np, normalize_np
 
 LATEST, PROGRESS = "latest.npz", "progress.json"
 
@@ -31,16 +31,6 @@ def epoch_batches(n: int, batch_size: int, seed: int, epoch: int):
     """Index arrays of one epoch's batches; the last one may be partial."""
     order = np.random.default_rng([seed, epoch]).permutation(n)
     return [order[i:i + batch_size] for i in range(0, n, batch_size)]
-
-
-def augment_np(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    n, h, w, _ = x.shape
-    padded = np.pad(x, [(0, 0), (PAD, PAD), (PAD, PAD), (0, 0)])
-    dy, dx = rng.integers(0, 2 * PAD + 1, n), rng.integers(0, 2 * PAD + 1, n)
-    flip = rng.random(n) < 0.5
-    out = np.stack([padded[i, dy[i]:dy[i] + h, dx[i]:dx[i] + w] for i in range(n)])
-    out[flip] = out[flip, :, ::-1]
-    return out
 
 
 def training_batches(images, batch_size: int, seed: int, epoch: int, augment: bool):

@@ -203,7 +203,7 @@ def shifted_rows_conv2d(x, w, padding="same"):
 
 def _shift_rows(t, before: int, after: int):
     """(N, R, C) with `before` zero rows prepended and `after` appended. Padded as (N, R * C):
-    XNNPACK's PAD copies C floats at a time on the 3-d tensor (3-4x slower), and RESHAPE is free."""
+    XNNPACK's PAD copies C floats at a time on the 3-d tensor, and RESHAPE is free."""
     n, r, c = t.shape
     flat = tf.pad(tf.reshape(t, [n, r * c]), [[0, 0], [before * c, after * c]])
     return tf.reshape(flat, [n, r + before + after, c])
@@ -221,7 +221,7 @@ def _blocks(x, s: int, rows: int, cols: int, top: int = 0, left: int = 0):
 def strided_taps(xp, kernel, strides, out_hw):
     """[xp[:, i : i + s*(oh-1) + 1 : s, j : ..., :] for each kernel tap (i, j)], row-major.
     A stride > 1 reads the taps as unit-stride slices of SPACE_TO_DEPTH(xp, s) (a strided
-    STRIDED_SLICE runs on a builtin reference kernel, 14x slower than XNNPACK's slice)."""
+    STRIDED_SLICE runs on a builtin reference kernel, not XNNPACK's slice)."""
     (kh, kw), (sh, sw), (oh, ow) = kernel, strides, out_hw
     if sh == sw == 1 or sh != sw:
         return [xp[:, i:i + (oh - 1) * sh + 1:sh, j:j + (ow - 1) * sw + 1:sw, :]

@@ -13,10 +13,11 @@ renamed.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import numpy as np
+
+from tfprune.fileio import atomic_write
 
 TFLITE_NAME, MANIFEST_NAME = "trainable.tflite", "trainable.json"
 
@@ -136,7 +137,8 @@ class TrainableRuntime:
 
     # ------------------------------------------------------------ checkpoints
     def state(self) -> np.ndarray:
-        # `unused` exists for Android's runSignature (no input-less calls); older exports lack it.
+        # `save` takes an ignored `unused` input where the export has it: Android's
+        # runSignature refuses input-less calls.
         unused = {"unused": np.float32(0)} if self.runners["save"].get_input_details() else {}
         return np.array(self.runners["save"](**unused)["state"], copy=True)
 
@@ -147,13 +149,10 @@ class TrainableRuntime:
                 for e in self.manifest["state_layout"]}
 
     def save(self, path) -> Path:
-        path = Path(path)
-        tmp = path.with_name(f".{path.stem}.tmp.npz")
-        np.savez(tmp, state=self.state(), fingerprint=np.str_(self.manifest["fingerprint"]),
-                 model=np.str_(self.manifest["model"]),
-                 names=np.array([e["name"] for e in self.manifest["state_layout"]]))
-        os.replace(tmp, path)
-        return path
+        return atomic_write(path, lambda tmp: np.savez(
+            tmp, state=self.state(), fingerprint=np.str_(self.manifest["fingerprint"]),
+            model=np.str_(self.manifest["model"]),
+            names=np.array([e["name"] for e in self.manifest["state_layout"]])), ".npz")
 
     def restore(self, path) -> int:
         """Load a checkpoint written by `save`; returns the restored step count."""

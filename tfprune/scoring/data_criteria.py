@@ -33,8 +33,6 @@ from tfprune.scoring import stats
 
 FORMAT = "tfprune.scores/1"
 FINETUNE_EPOCHS, FINETUNE_LR, FINETUNE_WEIGHT_DECAY = 2, 0.01, 5e-4
-# The activation sums each criterion collects: only what it needs (each sum is a memory pass).
-FIELDS = {"act_l1": ("sum_abs",), "act_l2": ("sum_sq",), "apoz": ("zeros",), "taylor": ()}
 
 
 def scores_from_stats(graph, channel_stats: stats.ChannelStats, criterion: str) -> dict:
@@ -57,7 +55,10 @@ def collect_stats(model, graph, ctx, taylor: bool, criterion: str) -> stats.Chan
         raise scoring.ScoringError(f"criterion {criterion!r} needs data: pass --data (and --subset)")
     layers = stats.measured_layers(stats.measure_points(model, graph), model)
     try:
-        fields = stats.SUMS[:3] if ctx.options.get("all_sums") else FIELDS[criterion]
+        # only the activation sum the criterion needs: each sum is a memory pass
+        activation_sums = stats.SUMS[:3]
+        fields = activation_sums if ctx.options.get("all_sums") else tuple(
+            f for f in activation_sums if f == stats.NEEDS[criterion])
         result = stats.collect(model, ctx.data, layers, taylor=taylor, batches=ctx.max_batches,
                                progress=ctx.options.get("progress", True), fields=fields)
     except stats.StatsError as err:

@@ -40,7 +40,6 @@ from typing import Any, Callable
 
 import numpy as np
 
-from tfprune.core import rules
 
 
 class ScoringError(ValueError):

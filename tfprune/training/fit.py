@@ -3,13 +3,12 @@ per-epoch atomic checkpoints that a stopped run resumes from, and a CSV log."""
 from __future__ import annotations
 
 import json
-import os
 import time
 from pathlib import Path
 
 import keras
 
-from tfprune.fileio import atomic_write_text  # also imported from here by older callers
+from tfprune.fileio import atomic_write, atomic_write_text
 from tfprune.training.schedules import schedule_points
 
 CHECKPOINT = "checkpoint.keras"
@@ -109,10 +108,7 @@ def atomic_save(model: keras.Model, path: Path, optimizer: bool = True) -> None:
         shipped = keras.models.clone_model(model)
         shipped.set_weights(model.get_weights())
         model = shipped
-    path = Path(path)
-    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
-    model.save(tmp)
-    os.replace(tmp, path)
+    atomic_write(path, model.save, Path(path).suffix)
 
 
 def fit_resumable(build_compiled, train_ds, epochs: int, workdir, val_ds=None,
