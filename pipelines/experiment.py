@@ -32,6 +32,8 @@ flags.DEFINE_list("subsets", ["aquatic", "indoor", "outdoor", "natural", "random
 flags.DEFINE_list("networks", ["resnet20"], "Networks (recipes in tfprune.experiments.recipes).")
 flags.DEFINE_list("levels", ["0.5", "0.9", "0.7", "0.3"], "Pruning levels, run in this order.")
 flags.DEFINE_list("seeds", ["0"], "Seeds.")
+flags.DEFINE_list("subset_seeds", [], "SUBSET:SEED[;SEED...] items: these subsets run only those "
+                  "seeds, after all runs of the other subsets (e.g. outdoor:0,random:0).")
 flags.DEFINE_list("methods", ["aware:finetune_l1", "control2", "aware:act_l2", "control3",
                               "agnostic"], "aware:CRITERION, adapt:CRITERION, agnostic "
                   "(+control 1), control2, control3, control4, each with an optional "
@@ -85,6 +87,19 @@ def setups() -> dict:
         for net in FLAGS.networks}
 
 
+def subset_seeds() -> dict:
+    out = {}
+    for item in FLAGS.subset_seeds:
+        name, sep, seeds = item.partition(":")
+        try:
+            out[name] = [int(x) for x in seeds.split(";")]
+        except ValueError:
+            sep = ""
+        if not sep or not name:
+            raise ValueError(f"--subset_seeds item {item!r} is not SUBSET:SEED[;SEED...]")
+    return out
+
+
 def measured_rates() -> dict | None:
     """{level: (train img/s, inference img/s)} from a benchmarks/experiment_rates.py JSON."""
     if not FLAGS.rates:
@@ -108,7 +123,8 @@ def main(argv):
         if not FLAGS.report_only:
             levels = [float(x) for x in FLAGS.levels]
             seeds = [int(x) for x in FLAGS.seeds]
-            specs = sweep.grid(FLAGS.subsets, FLAGS.networks, levels, seeds, FLAGS.methods)
+            specs = sweep.grid(FLAGS.subsets, FLAGS.networks, levels, seeds, FLAGS.methods,
+                               subset_seeds())
             by_net = setups()
             if FLAGS.shard:
                 index, count = sweep.parse_shard(FLAGS.shard)

@@ -199,6 +199,11 @@ def test_shards_cover_the_grid_exactly_once():
         if n <= 3:
             assert max(loads) - min(loads) <= 22  # one unit's cost at most
     assert sweep.parse_shard("2/4") == (2, 4)
+    few = sweep.grid(["aquatic", "outdoor"], ["r"], [0.5], [0, 1], ["aware:act_l2", "agnostic"],
+                     {"outdoor": [0]})
+    assert [s.id for s in few] == [
+        "unpruned_r_s0", "agnostic_r_l50_s0", "aware-act_l2_r_aquatic_l50_s0", "unpruned_r_s1",
+        "agnostic_r_l50_s1", "aware-act_l2_r_aquatic_l50_s1", "aware-act_l2_r_outdoor_l50_s0"]
     for bad in ("4/4", "-1/2", "a/b", "3"):
         with pytest.raises(ValueError, match="i/n"):
             sweep.parse_shard(bad)

@@ -81,8 +81,10 @@ def parse_method(name: str) -> tuple[str, str | None, str | None]:
     return method, criterion or None, normalizer or None
 
 
-def grid(subsets, networks, levels, seeds, methods) -> list[RunSpec]:
-    """The sweep's runs in execution order (see module doc)."""
+def grid(subsets, networks, levels, seeds, methods, subset_seeds=None) -> list[RunSpec]:
+    """The sweep's runs in execution order (see module doc). `subset_seeds` ({subset:
+    [seeds]}) runs those subsets with fewer seeds, after every run of the others (the
+    shared agnostic and unpruned runs still evaluate every subset)."""
     parsed = [parse_method(m) for m in methods]
     if any(m == "control4" for m, _, _ in parsed) and ("agnostic", None, None) not in parsed:
         raise ValueError("control4 fine-tunes the agnostic run's model: add agnostic to the "
@@ -96,7 +98,13 @@ def grid(subsets, networks, levels, seeds, methods) -> list[RunSpec]:
                           for m, c, n in parsed if m == "agnostic"]
                 specs += [RunSpec(m, net, level, seed, subset, c, n)
                           for subset in subsets for m, c, n in parsed if m != "agnostic"]
-    return specs
+    if not subset_seeds:
+        return specs
+    unknown = set(subset_seeds) - set(subsets)
+    if unknown:
+        raise ValueError(f"subset seeds for {', '.join(sorted(unknown))}: not in the subsets")
+    specs = [s for s in specs if s.subset is None or s.seed in subset_seeds.get(s.subset, seeds)]
+    return sorted(specs, key=lambda s: s.subset in subset_seeds)  # stable: grid order kept
 
 
 def agnostic_of(spec: RunSpec) -> RunSpec:
