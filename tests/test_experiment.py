@@ -479,7 +479,7 @@ def test_experiment_app_micro_grid(tmp_path, tiny_file):
     assert (tmp_path / "report" / "plots" / "tiny_aquatic.png").exists()
     bad = subprocess.run(args + ["--methods=aware"], cwd=ROOT, capture_output=True, text=True,
                          timeout=120)
-    assert bad.returncode == 1 and "aware needs a criterion" in bad.stderr
+    assert bad.returncode == 1 and "aware and adapt need a criterion" in bad.stderr
 
 
 def test_search_app_end_to_end_and_resume(tmp_path, tiny_file):
