@@ -24,7 +24,7 @@ flags.DEFINE_integer("seed", 0, "Seed.")
 flags.DEFINE_string("data", "tfds:cifar100", "Data source spec (the full dataset: the "
                     "agnostic baseline trains on all of it): tfds:NAME, npz:PATH, folder:PATH.")
 flags.DEFINE_string("data_dir", None, "TFDS data dir.")
-flags.DEFINE_enum("protocol", "paper", ["paper", "quick"], "Recipe family.")
+flags.DEFINE_enum("protocol", "paper", ["paper", "v2", "quick"], "Recipe family.")
 flags.DEFINE_string("finetune_lr", None, "Fine-tune phase schedule (aware), e.g. 0:0.001.")
 flags.DEFINE_integer("finetune_epochs", None, "Fine-tune phase epochs.")
 flags.DEFINE_string("retrain_lr", None, "Retraining schedule of --method's phase.")

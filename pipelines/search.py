@@ -20,7 +20,7 @@ flags.DEFINE_string("model", None, "Model spec (default pretrained:NETWORK).")
 flags.DEFINE_string("recipe_network", None, "Take the recipe of this network instead.")
 flags.DEFINE_list("recipe", [], "Recipe edits, e.g. retrain.epochs=2.")
 flags.DEFINE_string("criterion", "finetune_l1", "Data-aware criterion of the aware runs.")
-flags.DEFINE_enum("protocol", "quick", ["paper", "quick"], "Recipe family.")
+flags.DEFINE_enum("protocol", "quick", ["paper", "v2", "quick"], "Recipe family.")
 flags.DEFINE_string("data", "tfds:cifar100", "Data source spec (the full dataset: the "
                     "agnostic baseline trains on all of it): tfds:NAME, npz:PATH, folder:PATH.")
 flags.DEFINE_string("data_dir", None, "TFDS data dir.")

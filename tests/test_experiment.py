@@ -1,6 +1,8 @@
-"""Experiment protocol (issue 5): which images each method trains and is evaluated on, Control
-1's restricted logits, recipes, the aggregation arithmetic on a hand-made table, the DaPR
-search's decisions, BatchNorm re-estimation, and a real (tiny) sweep that resumes."""
+"""Experiment protocol (issues 5, 17): which images each method trains and is evaluated on,
+Control 1's restricted logits, recipes and the v2 budget arithmetic, the aggregation
+arithmetic on a hand-made table, the paired bootstrap on known data, convergence flags,
+shards and their merge, the DaPR search's decisions, BatchNorm re-estimation, and a real
+(tiny) sweep with Control 4 that resumes."""
 import dataclasses
 import json
 import subprocess
@@ -17,6 +19,7 @@ from tfprune import pruner as pruning
 from tfprune.experiments import recipes
 from tfprune.experiments import level_search as search
 from tfprune.experiments import sweep
+from tfprune.experiments import stats
 from tfprune.experiments import sweep_report
 from tests.conftest import MINI_NPZ
 
@@ -71,22 +74,139 @@ def test_control1_restricted_logits_on_hand_made_logits():
 def test_paper_recipes_and_quick_budget():
     r20 = recipes.PAPER["resnet20"]
     assert (r20.finetune.lr, r20.finetune.epochs) == ("0:0.001", 5)
-    assert (r20.retrain.lr, r20.retrain.epochs) == ("0:0.01,10:0.001,20:0.0001", 25)
+    np.testing.assert_allclose(recipes.resolve(r20.retrain.lr), [(0, 0.01), (10, 0.001), (20, 1e-4)])
+    assert r20.retrain.epochs == 25 and r20.control == r20.retrain and r20.bn_momentum == 0.9
     assert (r20.agnostic.lr, r20.agnostic.epochs, r20.weight_decay) == ("0:0.01,10:-1,20:-1", 30, 1e-4)
     sq = recipes.PAPER["squeezenet"]
-    assert sq.retrain.lr == "0:0.02,10:0.004,20:0.0008" and sq.weight_decay == 2e-4
+    np.testing.assert_allclose(recipes.resolve(sq.retrain.lr, sq.retrain.gamma),
+                               [(0, 0.02), (10, 0.004), (20, 0.0008)])
+    assert sq.weight_decay == 2e-4
     assert recipes.PAPER["alexnet"].agnostic.lr.startswith("0:0.001,")
     q = recipes.PROTOCOLS["quick"]["resnet20"]
     steps = {k: getattr(q, k).epochs * getattr(q, k).steps_per_epoch
              for k in ("finetune", "retrain", "control", "agnostic")}
     assert steps == {"finetune": 40, "retrain": 160, "control": 200, "agnostic": 1000}
-    assert steps["control"] == steps["finetune"] + steps["retrain"]
+    assert steps["control"] == steps["finetune"] + steps["retrain"] and q.bn_momentum is None
     edited = recipes.override(q, ["retrain.epochs=2", "batch_size=16", "retrain.lr=0:0.1"])
     assert (edited.retrain.epochs, edited.batch_size, edited.retrain.lr) == (2, 16, "0:0.1")
     with pytest.raises(ValueError, match="no field"):
         recipes.override(q, ["retrain.nope=1"])
     with pytest.raises(ValueError, match="'retrain.epochs=two': 'two' is not int"):
         recipes.override(q, ["retrain.epochs=two"])
+
+
+def test_v2_budget_arithmetic_in_epochs():
+    """Aware: E1 + E2 epochs of the subset; agnostic E1+E2 of the full train split; controls
+    2/3/4 E2 (aware's retrain); the agnostic:aware image ratio is the data's (10x aquatic)."""
+    setup = protocol.make_setup("v2", "resnet20", MINI, epochs=(1, 4))
+    r = setup.recipe
+    assert (r.finetune.epochs, r.retrain.epochs, r.agnostic.epochs) == (1, 4, 5)
+    assert r.control == r.retrain and r.bn_momentum == 0.9
+    np.testing.assert_allclose(recipes.resolve(r.retrain.lr), [(0, 0.01), (2, 0.001), (3, 1e-4)])
+    assert r.retrain.eval_from == 2 and r.agnostic.eval_from <= 3  # last two epochs evaluated
+    assert recipes.scaled_drops(25, (10, 20), 25) == [10, 20]
+    assert recipes.scaled_drops(25, (10, 20), 2) == [1]
+    with pytest.raises(ValueError, match="E2 >= 2"):
+        recipes.epoch_recipe(0.001, 0.01, 0.01, 1e-4, finetune_epochs=1, retrain_epochs=1)
+    with pytest.raises(ValueError, match="protocol v2 only"):
+        protocol.make_setup("quick", "resnet20", MINI, epochs=(1, 4))
+    subsets = ["aquatic", "indoor"]
+    specs = sweep.grid(subsets, ["resnet20"], [0.5], [0],
+                       ["aware:finetune_l1", "agnostic", "control2", "control4"])
+    images = {s.label + (s.subset or ""): sweep.run_images(s, setup, subsets)[0] for s in specs}
+    aq, full = len(setup.splits("aquatic").train), len(setup.splits("all").train)
+    assert aq == 40 and full == 400  # mini fixture: 4 train images per class
+    assert images["aware:finetune_l1aquatic"] == 4 * aq  # + the fine-tune, counted once
+    assert images["control2aquatic"] == images["control4aquatic"] == 4 * aq
+    assert images["agnostic"] == 5 * full
+    est = sweep.estimate(specs, {"resnet20": setup}, subsets, 1.0, 10.0, 0.0)
+    finetunes = 1 * (aq + len(setup.splits("indoor").train))
+    assert est["train_images"] == sum(images.values()) + finetunes
+    fast = sweep.estimate(specs, {"resnet20": setup}, subsets, 1.0, 10.0, 0.0,
+                          rates={0.0: (1.0, 10.0), 0.9: (2.0, 20.0)})  # only ratios count
+    assert fast["hours"] < est["hours"]  # pruned at 50%: ~1.5x the unpruned speed
+    assert sweep.speed({0.0: (100.0, 1000.0), 0.9: (200.0, 2000.0)}, 0.45) == pytest.approx((1.5, 1.5))
+
+
+def test_normalizers_per_criterion():
+    setup = protocol.make_setup("v2", "resnet20", MINI)
+    assert setup.normalizer("l1") == "none" and setup.normalizer("finetune_l1") == "none"
+    assert setup.normalizer("act_l2") == "mean" and setup.normalizer("l1", "mean") == "mean"
+    assert sweep.parse_method("aware:finetune_l1@mean") == ("aware", "finetune_l1", "mean")
+    spec = sweep.RunSpec("aware", "r", 0.5, 0, "aquatic", "finetune_l1", "mean")
+    assert spec.label == "aware:finetune_l1@mean"
+    assert spec.id == "aware-finetune_l1-mean_r_aquatic_l50_s0"
+    for bad in ("control3@mean", "aware:l1@median", "control4:l1"):
+        with pytest.raises(ValueError):
+            sweep.parse_method(bad)
+    with pytest.raises(ValueError, match="add agnostic"):
+        sweep.grid(["aquatic"], ["r"], [0.5], [0], ["control4"])
+
+
+def test_convergence_flag():
+    rows = [{"epoch": 0, "a_val_acc": np.nan}, {"epoch": 1, "a_val_acc": 0.50},
+            {"epoch": 2, "a_val_acc": 0.504}]
+    assert protocol.convergence(rows, "a") == {"last_epoch_gain": pytest.approx(0.004),
+                                               "converged": True}
+    rows[2]["a_val_acc"] = 0.51
+    assert protocol.convergence(rows, "a")["converged"] is False
+    rows[2]["a_val_acc"] = 0.40  # a drop counts as converged
+    assert protocol.convergence(rows, "a")["converged"] is True
+    assert protocol.convergence(rows[:2], "a") == {"last_epoch_gain": None, "converged": None}
+
+
+def test_bootstrap_ci_on_known_data():
+    rng = np.random.default_rng(0)
+    n = 4000
+    a, b = rng.random(n) < 0.7, rng.random(n) < 0.5
+    rows = [{"network": "n", "subset": "s", "level": 0.5, "seed": 0, "method": m,
+             "test_accuracy": float(v.mean()), "correct": v} for m, v in (("a", a), ("b", b))]
+    d = stats.Bootstrap(rows, samples=2000).delta(("n", "s"), "a", "b", 0.5)
+    se = np.sqrt(a.mean() * (1 - a.mean()) / n + b.mean() * (1 - b.mean()) / n)
+    assert d["delta"] == pytest.approx(a.mean() - b.mean())
+    assert d["lo"] == pytest.approx(d["delta"] - 1.96 * se, abs=0.15 * 1.96 * se)
+    assert d["hi"] == pytest.approx(d["delta"] + 1.96 * se, abs=0.15 * 1.96 * se)
+    # paired: the same images right for both methods cancel, whatever their number
+    same = [{**r, "method": m, "correct": a, "test_accuracy": float(a.mean())}
+            for r, m in zip(rows, "ab")]
+    d0 = stats.Bootstrap(same).delta(("n", "s"), "a", "b", 0.5)
+    assert (d0["delta"], d0["lo"], d0["hi"]) == (0.0, 0.0, 0.0)
+    # seeds only (no per-image results): three paired deltas 0.1, 0.2, 0.3
+    seeds = [{"network": "n", "subset": "s", "level": 0.9, "seed": s, "method": m,
+              "test_accuracy": acc, "correct": None}
+             for s, delta in enumerate((0.1, 0.2, 0.3)) for m, acc in (("a", 0.5 + delta), ("b", 0.5))]
+    d3 = stats.Bootstrap(seeds).delta(("n", "s"), "a", "b", 0.9)
+    assert d3["delta"] == pytest.approx(0.2) and d3["seeds"] == [0, 1, 2]
+    assert 0.1 - 1e-6 <= d3["lo"] < 0.2 < d3["hi"] <= 0.3 + 1e-6
+    assert stats.ci(np.arange(101)) == pytest.approx((2.5, 97.5))
+
+
+def test_shards_cover_the_grid_exactly_once():
+    specs = sweep.grid(["aquatic", "indoor", "outdoor"], ["r"], [0.5, 0.7, 0.9], [0, 1, 2],
+                       ["aware:finetune_l1", "aware:act_l2", "agnostic", "control2", "control4"])
+    assert len(specs) == 3 * (1 + 3 * (1 + 3 * 4))
+    cost = lambda s: {"agnostic": 10.0}.get(s.method, 1.0)  # noqa: E731
+    for n in (1, 2, 3, 5, 7, 40):
+        parts = [sweep.shard(specs, i, n, cost) for i in range(n)]
+        ids = [s.id for part in parts for s in part]
+        assert sorted(ids) == sorted(s.id for s in specs) and len(set(ids)) == len(ids)
+        for part in parts:  # every control4 is with its agnostic run, after it
+            order = [s.id for s in part]
+            for s in part:
+                if s.method == "control4":
+                    assert order.index(sweep.agnostic_of(s).id) < order.index(s.id)
+        loads = [sum(map(cost, part)) for part in parts]
+        if n <= 3:
+            assert max(loads) - min(loads) <= 22  # one unit's cost at most
+    assert sweep.parse_shard("2/4") == (2, 4)
+    few = sweep.grid(["aquatic", "outdoor"], ["r"], [0.5], [0, 1], ["aware:act_l2", "agnostic"],
+                     {"outdoor": [0]})
+    assert [s.id for s in few] == [
+        "unpruned_r_s0", "agnostic_r_l50_s0", "aware-act_l2_r_aquatic_l50_s0", "unpruned_r_s1",
+        "agnostic_r_l50_s1", "aware-act_l2_r_aquatic_l50_s1", "aware-act_l2_r_outdoor_l50_s0"]
+    for bad in ("4/4", "-1/2", "a/b", "3"):
+        with pytest.raises(ValueError, match="i/n"):
+            sweep.parse_shard(bad)
 
 
 def test_select_takes_test_at_best_validation_epoch():
@@ -175,10 +295,21 @@ def test_aggregation_arithmetic_on_a_hand_made_table(tmp_path):
     c1 = sweep_report.headline(table, "aware:finetune_l1", "control1")  # a: 0, .15; b: -.17, -.10
     assert c1["mean"] == pytest.approx((0.075 - 0.135) / 2) and c1["max"] == pytest.approx(0.15)
     assert sweep_report.headline(table, "aware:finetune_l1", "control3") is None
+    # paired by seed: only seed 0 has both, a: +.22, +.35; b: 0, +.10
+    boot = stats.Bootstrap(sweep_report.collect(tmp_path))
+    p = sweep_report.headline(table, "aware:finetune_l1", "agnostic", boot)
+    assert p["mean"] == pytest.approx((0.285 + 0.05) / 2) and p["max"] == pytest.approx(0.35)
+    assert p["seeds"] == [0] and p["mean_ci"] == pytest.approx((p["mean"], p["mean"]))
     paths = sweep_report.report(tmp_path, tmp_path / "report")
     md = paths["markdown"].read_text()
-    assert "| aware:finetune_l1 | agnostic | +17.0 | +35.0 | a 90% | 4 |" in md
-    assert "| 90 | 10.0 | 30.0 | 35.0 | 45.0 | +35.0 |" in md and "unpruned: 70.0% (logits restricted to the subset: 75.0%)" in md
+    assert "| aware:finetune_l1 | agnostic | +16.8 | [+16.8, +16.8] | +35.0 | [+35.0, +35.0] | a 90% | 4 |" in md
+    assert "| 90 | 10.0 | 30.0 | 35.0 | 45.0 |" in md and "unpruned: 70.0% (logits restricted to the subset: 75.0%)" in md
+    assert "| aware:finetune_l1 | agnostic | +22.0 [+22.0, +22.0] | +35.0 [+35.0, +35.0] |" in md
+    heads = json.loads(paths["headline"].read_text())
+    assert heads["by_level"]["aware:finetune_l1 vs control1"]["0.9"]["subsets"] == 2
+    cells = json.loads(paths["deltas"].read_text())
+    assert len(cells) == 3 * 2 * 2  # (agnostic, control1, control2) x subsets x levels
+
     rows = paths["csv"].read_text().splitlines()
     assert len(rows) == 1 + 2 * 2 * 2 + 2 * 2 + 2 * 2 * 2 + 2 * 2  # ag+c1, c2, aware, unpruned(+r)
     assert [p.name for p in paths["plots"]] == ["n_a.png", "n_b.png"]
@@ -253,11 +384,13 @@ def test_prune_model_finetune_l1_prunes_the_tuned_model(sample_splits):
 
 def test_sweep_runs_resumes_and_reports(tmp_path, tiny_file):
     setup = tiny_setup(tiny_file, bn_batches=1)
+    setup = dataclasses.replace(setup, recipe=recipes.override(setup.recipe, ["bn_momentum=0.9"]))
     specs = sweep.grid(["aquatic"], ["tiny"], [0.5], [0], ["aware:finetune_l1", "agnostic",
-                                                           "control3"])
+                                                           "control3", "control4"])
     assert [s.id for s in specs] == ["unpruned_tiny_s0", "agnostic_tiny_l50_s0",
                                      "aware-finetune_l1_tiny_aquatic_l50_s0",
-                                     "control3_tiny_aquatic_l50_s0"]
+                                     "control3_tiny_aquatic_l50_s0",
+                                     "control4_tiny_aquatic_l50_s0"]
     logs = []
     assert sweep.run_sweep(specs, {"tiny": setup}, tmp_path, ["aquatic"], logs.append,
                            max_runs=2) == 2  # "killed" after two runs
@@ -271,8 +404,8 @@ def test_sweep_runs_resumes_and_reports(tmp_path, tiny_file):
     (runs / specs[3].id / "result.json").unlink()
     pruned_stamp = (runs / specs[3].id / "pruned.keras").stat().st_mtime_ns
     logs.clear()
-    assert sweep.run_sweep(specs, {"tiny": setup}, tmp_path, ["aquatic"], logs.append) == 2
-    assert "4 runs, 2 finished, 2 to do" in logs[0]
+    assert sweep.run_sweep(specs, {"tiny": setup}, tmp_path, ["aquatic"], logs.append) == 3
+    assert "5 runs, 2 finished, 3 to do" in logs[0]
     assert {p.parent.name: p.stat().st_mtime_ns for p in runs.glob("*/result.json")
             if p.parent.name in stamps} == stamps  # finished runs were not re-run
     assert (runs / specs[3].id / "pruned.keras").stat().st_mtime_ns == pruned_stamp
@@ -281,22 +414,55 @@ def test_sweep_runs_resumes_and_reports(tmp_path, tiny_file):
     # bookkeeping recorded in the results
     aware = json.loads((runs / specs[2].id / "result.json").read_text())
     agnostic = json.loads((runs / specs[1].id / "result.json").read_text())
+    c4 = json.loads((runs / specs[4].id / "result.json").read_text())
     s = setup.splits("aquatic")
     assert (aware["train_on"], aware["train_images"]) == ("aquatic", len(s.train))
     assert (agnostic["train_on"], agnostic["train_images"]) == ("all", 400)
-    for res in (aware, agnostic, control):
+    assert (aware["normalizer"], agnostic["normalizer"]) == ("none", "none")
+    for res in (aware, agnostic, control, c4):
         assert res["eval_images"]["aquatic"] == {"val": len(s.val), "test": len(s.test)}
         assert set(res["subsets"]) == {"aquatic"} and 0.45 < res["achieved"]["params_level"] < 0.55
+        sel = res["subsets"]["aquatic"]
+        assert protocol.unpack_bits(sel["test_correct"]).mean() == pytest.approx(sel["test_accuracy"])
     assert len(aware["history"]) == 2 and aware["subsets"]["aquatic"]["epoch"] in (0, 1)
-    assert (tmp_path / "finetune" / "tiny_aquatic_s0" / "finetuned.keras").exists()
+    assert aware["subsets"]["aquatic"]["converged"] in (True, False)  # both epochs evaluated
+    finetuned = tmp_path / "finetune" / "tiny_aquatic_s0" / "finetuned.keras"
+    assert {layer.momentum for layer in keras.models.load_model(finetuned).layers
+            if isinstance(layer, keras.layers.BatchNormalization)} == {0.9}
     assert "restricted" in agnostic["subsets"]["aquatic"]
+    # Control 4: the agnostic run's final model, not pruned again, trained on the subset
+    assert c4["start_from"] == str(runs / specs[1].id)
+    assert (c4["train_on"], c4["train_images"], c4["params_after"]) == (
+        "aquatic", len(s.train), agnostic["params_after"])
+    assert len(c4["history"]) == 2 and c4["subsets"]["aquatic"]["converged"] is None  # eval_from=1
+    final = keras.models.load_model(runs / specs[1].id / "train" / "checkpoint.keras", compile=False)
+    start = keras.models.load_model(runs / specs[4].id / "pruned.keras", compile=False)
+    for a, b in zip(final.get_weights(), start.get_weights()):
+        np.testing.assert_array_equal(a, b)
     assert sweep.run_sweep(specs, {"tiny": setup}, tmp_path, ["aquatic"], logs.append) == 0
     assert sweep.run_sweep(specs[:2], {"tiny": setup}, tmp_path, SUBSETS, logs.append) == 0
     assert "agnostic_tiny_l50_s0 was evaluated without indoor" in logs[-1]
     paths = sweep_report.report(tmp_path)
-    methods = {r.split(",")[4] for r in paths["csv"].read_text().splitlines()[1:]}
+    csv_rows = paths["csv"].read_text().splitlines()
+    methods = {r.split(",")[4] for r in csv_rows[1:]}
     assert methods == {"unpruned", "unpruned_restricted", "agnostic", "control1",
-                       "aware:finetune_l1", "control3"}
+                       "aware:finetune_l1", "control3", "control4"}
+    assert "| aware:finetune_l1 | control4 |" in paths["markdown"].read_text()
+    # the same runs spread over two shard directories (one run in both) merge to the same
+    import shutil
+    merged, other = tmp_path / "m", tmp_path / "other"
+    for i, run in enumerate(sorted(runs.iterdir())):
+        for dest in [merged / "shard_0_of_2", other][i % 2:] if i == 0 else [
+                [merged / "shard_0_of_2", other][i % 2]]:
+            (dest / "runs" / run.name).mkdir(parents=True)
+            shutil.copy(run / "result.json", dest / "runs" / run.name / "result.json")
+    both = sweep_report.report([merged, other], tmp_path / "merged_report")
+    assert sorted(both["csv"].read_text().splitlines()[1:]) != []
+    strip = lambda text: sorted(",".join(r.split(",")[:-1]) for r in text.splitlines()[1:])  # noqa: E731
+    assert strip(both["csv"].read_text()) == strip(paths["csv"].read_text())
+    heads = json.loads(both["headline"].read_text())
+    assert heads["runs"] == 5 and heads["duplicates"] == [sorted(p.name for p in runs.iterdir())[0]]
+    assert json.loads(paths["deltas"].read_text()) == json.loads(both["deltas"].read_text())
 
 
 def test_experiment_app_micro_grid(tmp_path, tiny_file):
@@ -313,7 +479,7 @@ def test_experiment_app_micro_grid(tmp_path, tiny_file):
     assert (tmp_path / "report" / "plots" / "tiny_aquatic.png").exists()
     bad = subprocess.run(args + ["--methods=aware"], cwd=ROOT, capture_output=True, text=True,
                          timeout=120)
-    assert bad.returncode == 1 and "aware needs a criterion" in bad.stderr
+    assert bad.returncode == 1 and "aware and adapt need a criterion" in bad.stderr
 
 
 def test_search_app_end_to_end_and_resume(tmp_path, tiny_file):

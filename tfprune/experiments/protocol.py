@@ -6,26 +6,41 @@ Methods, for a (subset, network, level, seed):
   fine-tuned model with C, prune it, retrain on the subset (`retrain` phase, fresh optimiser).
   `finetune_l1` is the paper's criterion: the fine-tune phase, then `l1`; a data-aware C
   (`act_l2`, `apoz`, `taylor`) scores the fine-tuned model on the subset's train split.
+- `adapt` (criterion C): the subset-head + distillation recipe of issue 14: as `aware` up to
+  the cut, then the classifier is sliced to the subset's classes and retrained with
+  distillation from the original model restricted to the subset (`adapt_hooks` names the two
+  calls it needs from tfprune.training / tfprune.core.surgery).
 - `agnostic`: prune the pretrained model with `l1` at epoch 0, retrain on the FULL train split
   (`agnostic` phase). One run per (network, level, seed), evaluated on every subset; its
   `restricted` numbers (logits restricted to the subset's classes) are Control 1.
 - `control2`: `l1` on the pretrained model, retrain on the subset (`control` phase).
 - `control3`: `random` filters, retrain on the subset (`control` phase).
+- `control4`: the agnostic run's final model (Control 1's, no further pruning) fine-tuned
+  on the subset (`control` phase): "ship a pruned model, then fine-tune on the device".
 - `unpruned`: the pretrained model, evaluated on every subset.
 
-Every trained run evaluates after each epoch on the subsets' val and test splits, with the
-100-way argmax and with logits restricted to the subset's classes (`SubsetEval`); a run's
-accuracy is the test accuracy at the epoch of best validation accuracy (`select`). The
-subsets' splits come from `tfprune.data.split` with a fixed split seed: train/val split per
-class, so a subset's val images are exactly the full split's val images of its classes and
-never in any train split. Schedules are the paper's `epoch:lr` strings (`train.step_schedule`);
-a phase with `steps_per_epoch` set trains a fixed number of steps per epoch whatever the
-subset's size (the quick protocol's step budget; recipes: `tfprune.experiments.recipes`). Training goes
-through a tf.distribute strategy (`make_strategy`: default, mirrored, multi_worker).
+`l1` filters (`finetune_l1`, agnostic, control2) are ranked by raw mean |w| across layers
+as in the paper (`Setup.l1_normalizer="none"`); other criteria divide by each layer's mean
+(`normalizer="mean"`); a run may name its normalizer (the `mean` variant of the paper's L1).
+While training, every BatchNorm layer uses `recipe.bn_momentum` (0.9 in v2 and paper).
 
-A run directory holds `train/` (fit_resumable checkpoints and log.csv), `pruned.keras`,
-`plan.json`, `pruned_eval.json` and finally `result.json` (atomic); a killed run resumes
-from its last finished epoch.
+Every trained run evaluates after each evaluated epoch on the subsets' val and test splits,
+with the 100-way argmax and with logits restricted to the subset's classes (`SubsetEval`,
+which also keeps each test image's correctness per epoch in `correct/`); a run's accuracy is
+the test accuracy at the epoch of best validation accuracy (`select`), and it is
+`converged` when the last epoch gained less than 0.5 pp of validation accuracy over the one
+before (`convergence`). result.json stores the selected epoch's per-image test correctness
+(packed bits) for the paired bootstrap of tfprune.experiments.stats. The subsets' splits come
+from `tfprune.data.split` with a fixed split seed: train/val split per class, so a subset's
+val images are exactly the full split's val images of its classes and never in any train
+split. Schedules are the paper's `epoch:lr` strings (`train.step_schedule`); a phase with
+`steps_per_epoch` set trains a fixed number of steps per epoch whatever the subset's size
+(the v1 quick protocol; recipes: `tfprune.experiments.recipes`). Training goes through a
+tf.distribute strategy (`make_strategy`: default, mirrored, multi_worker).
+
+A run directory holds `train/` (fit_resumable checkpoints and log.csv), `correct/`,
+`pruned.keras`, `plan.json`, `pruned_eval.json` and finally `result.json` (atomic); a killed
+run resumes from its last finished epoch.
 """
 from __future__ import annotations
 
@@ -39,11 +54,18 @@ from pathlib import Path
 import numpy as np
 
 from tfprune.training import fit as train
-from tfprune.experiments.recipes import PROTOCOLS, Phase, Recipe, override, phase_of
+from tfprune.experiments.recipes import (PROTOCOLS, Phase, Recipe, epoch_recipes, override,
+                                         phase_of)
 
-METHODS = ("aware", "agnostic", "control2", "control3", "unpruned")
+METHODS = ("aware", "adapt", "agnostic", "control2", "control3", "control4", "unpruned")
+SUBSET_METHODS = ("aware", "adapt", "control2", "control3", "control4")
+CRITERION_METHODS = ("aware", "adapt")
 AGNOSTIC_CRITERION, CONTROL2_CRITERION, CONTROL3_CRITERION = "l1", "l1", "random"
+L1_CRITERIA = ("l1", "finetune_l1")
+NORMALIZERS = ("none", "mean", "max")
+CONVERGED_GAIN = 0.005  # last-epoch validation gain under 0.5 pp: converged
 RESULT = "result.json"
+CORRECT = "correct"
 
 
 @dataclasses.dataclass
@@ -63,6 +85,9 @@ class Setup:
     calibration_batches: int = 10    # data-aware scoring batches
     bn_batches: int = 0              # BatchNorm re-estimation after pruning (0 = paper)
     eval_batch_size: int = 500
+    l1_normalizer: str = "none"      # how l1 scores compare across layers (paper: raw)
+    distill_alpha: float = 0.9       # adapt: weight of the distillation term
+    distill_temperature: float = 4.0
     verbose: int = 2
 
     @property
@@ -72,14 +97,27 @@ class Setup:
     def splits(self, subset: str):
         return _splits(self.data, self.data_dir, subset, self.split_seed)
 
+    def normalizer(self, criterion: str, explicit: str | None = None) -> str:
+        """The normalizer a run ranks `criterion`'s scores with (see module doc)."""
+        chosen = explicit or (self.l1_normalizer if criterion in L1_CRITERIA else "mean")
+        if chosen not in NORMALIZERS:
+            raise ValueError(f"unknown normalizer {chosen!r}; choose {', '.join(NORMALIZERS)}")
+        return chosen
+
 
 def make_setup(protocol_name: str, network: str, data: str, model: str | None = None,
-               overrides=(), recipe_network: str | None = None, **kwargs) -> Setup:
+               overrides=(), recipe_network: str | None = None,
+               epochs: tuple[int, int] | None = None, **kwargs) -> Setup:
     """A Setup with the `protocol_name` recipe of `network` (or of `recipe_network`, for a
-    network without its own), edited by `overrides` (see `override`)."""
+    network without its own), edited by `overrides` (see `override`). `epochs` = (E1, E2)
+    sets the v2 protocol's epoch budget (default `recipes.V2_EPOCHS`)."""
     if protocol_name not in PROTOCOLS:
         raise ValueError(f"unknown protocol {protocol_name!r}; choose {', '.join(PROTOCOLS)}")
-    recipes, key = PROTOCOLS[protocol_name], recipe_network or network
+    if epochs is not None and protocol_name != "v2":
+        raise ValueError(f"an epoch budget (E1, E2) = {tuple(epochs)} applies to protocol v2 "
+                         f"only, not {protocol_name!r}")
+    recipes = epoch_recipes(*epochs) if epochs is not None else PROTOCOLS[protocol_name]
+    key = recipe_network or network
     if key not in recipes:
         raise ValueError(f"no {protocol_name} recipe for network {key!r} (recipes: "
                          f"{', '.join(recipes)}); name one with --recipe_network")
@@ -123,33 +161,74 @@ def subset_accuracy(logits: np.ndarray, labels: np.ndarray, classes) -> tuple[fl
     return full, restricted
 
 
-def evaluate(model, evalsets: dict, subsets: dict, batch_size: int = 500) -> dict:
+def correctness(logits: np.ndarray, labels: np.ndarray, classes) -> tuple[np.ndarray, np.ndarray]:
+    """Per-image (100-way argmax right, restricted argmax right) over the images whose label
+    is in `classes`, in their order: `subset_accuracy`'s means, image by image."""
+    classes = np.asarray(sorted(classes))
+    mask = np.isin(labels, classes)
+    lg, y = np.asarray(logits)[mask], np.asarray(labels)[mask]
+    return np.argmax(lg, -1) == y, classes[np.argmax(lg[:, classes], -1)] == y
+
+
+def full_logits(logits: np.ndarray, head_classes, width: int) -> np.ndarray:
+    """A k-class head's logits (`head_classes` in its output order) as `width`-class logits,
+    the other classes at -1e9: a subset-head model is evaluated like any other."""
+    out = np.full((len(logits), width), -1e9, dtype=np.float32)
+    out[:, np.asarray(head_classes)] = logits
+    return out
+
+
+def evaluate(model, evalsets: dict, subsets: dict, batch_size: int = 500,
+             head_classes=None, correct: dict | None = None) -> dict:
     """{f"{subset}_{split}_acc": ..., f"{subset}_{split}_acc_r": ...} for splits of
-    `evalsets` ({split: Images}) and subsets ({name: classes}); one forward pass per image."""
+    `evalsets` ({split: Images}) and subsets ({name: classes}); one forward pass per image.
+    `head_classes`: the model outputs logits of these classes only. `correct` (a dict) gets
+    each test image's correctness, `{subset}` and `{subset}_r` (see `correctness`)."""
     from tfprune import data
     out = {}
     for split, images in evalsets.items():
         ds = data.as_dataset(images, batch_size).map(lambda x, y: x)
         logits = model.predict(ds, verbose=0)
+        if head_classes is not None:
+            width = max(int(np.max(images.y)), int(np.max(head_classes))) + 1
+            logits = full_logits(logits, head_classes, width)
         for name, classes in subsets.items():
             out[f"{name}_{split}_acc"], out[f"{name}_{split}_acc_r"] = subset_accuracy(
                 logits, images.y, classes)
+            if correct is not None and split == "test":
+                correct[name], correct[f"{name}_r"] = correctness(logits, images.y, classes)
     return out
+
+
+def pack_bits(flags: np.ndarray) -> dict:
+    return {"n": int(len(flags)), "hex": np.packbits(np.asarray(flags, bool)).tobytes().hex()}
+
+
+def unpack_bits(packed: dict) -> np.ndarray:
+    bits = np.unpackbits(np.frombuffer(bytes.fromhex(packed["hex"]), np.uint8))
+    return bits[:packed["n"]].astype(bool)
 
 
 def _keras_callback():
     import keras
 
     class SubsetEval(keras.callbacks.Callback):
-        """Adds `evaluate`'s accuracies to every epoch's logs (so log.csv has them)."""
+        """Adds `evaluate`'s accuracies to every epoch's logs (so log.csv has them) and keeps
+        the test images' correctness in `correct_dir/e{epoch}.npz`."""
 
-        def __init__(self, evalsets, subsets, batch_size, eval_from=0):
+        def __init__(self, evalsets, subsets, batch_size, eval_from=0, correct_dir=None,
+                     head_classes=None):
             super().__init__()
             self.args, self.eval_from = (evalsets, subsets, batch_size), eval_from
+            self.correct_dir, self.head_classes = correct_dir, head_classes
 
         def on_epoch_end(self, epoch, logs=None):
             if epoch >= self.eval_from:
-                logs.update(evaluate(self.model, *self.args))
+                correct = {}
+                logs.update(evaluate(self.model, *self.args, head_classes=self.head_classes,
+                                     correct=correct))
+                if self.correct_dir is not None:
+                    _save_correct(self.correct_dir, epoch, correct)
             else:  # the CSV log takes its columns from the first epoch: log them as NaN
                 logs.update({f"{n}_{s}_acc{r}": float("nan") for s in self.args[0]
                              for n in self.args[1] for r in ("", "_r")})
@@ -166,6 +245,36 @@ def select(rows: list[dict], subset: str, restricted: bool = False) -> dict:
     best = int(np.nanargmax(val))
     return {"epoch": int(rows[best]["epoch"]), "val_accuracy": float(val[best]),
             "test_accuracy": float(rows[best][f"{subset}_test_acc{suffix}"])}
+
+
+def convergence(rows: list[dict], subset: str, restricted: bool = False) -> dict:
+    """`last_epoch_gain`: validation accuracy of the last epoch minus the one before;
+    `converged`: that gain is under `CONVERGED_GAIN` (None when the last two epochs were not
+    both evaluated)."""
+    key = f"{subset}_val_acc" + ("_r" if restricted else "")
+    val = [float(r.get(key, "nan")) for r in rows[-2:]]
+    if len(val) < 2 or np.isnan(val).any():
+        return {"last_epoch_gain": None, "converged": None}
+    gain = val[1] - val[0]
+    return {"last_epoch_gain": gain, "converged": bool(gain < CONVERGED_GAIN)}
+
+
+def _save_correct(directory: Path, epoch: int, correct: dict) -> None:
+    import io
+    directory.mkdir(parents=True, exist_ok=True)
+    buf = io.BytesIO()
+    np.savez_compressed(buf, **correct)
+    tmp = directory / f".e{epoch:03d}.tmp"
+    tmp.write_bytes(buf.getvalue())
+    tmp.replace(directory / f"e{epoch:03d}.npz")
+
+
+def load_correct(directory: Path, epoch: int) -> dict | None:
+    path = Path(directory) / f"e{epoch:03d}.npz"
+    if not path.exists():
+        return None
+    with np.load(path) as f:
+        return {k: f[k] for k in f.files}
 
 
 def read_log(path) -> list[dict]:
@@ -196,7 +305,7 @@ def run_data(setup: Setup, method: str, subsets) -> RunData:
         raise ValueError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
     subsets = [subsets] if isinstance(subsets, str) else list(subsets)
     per = {name: setup.splits(name) for name in subsets}
-    if method in ("aware", "control2", "control3"):
+    if method in SUBSET_METHODS:
         if len(subsets) != 1:
             raise ValueError(f"method {method!r} runs on one subset, got {subsets}")
         s = per[subsets[0]]
@@ -208,9 +317,23 @@ def run_data(setup: Setup, method: str, subsets) -> RunData:
     return RunData("all", full.train, evalsets, {n: s.classes for n, s in per.items()})
 
 
+def set_bn_momentum(model, momentum: float | None) -> int:
+    """Set every BatchNormalization layer's momentum (None: leave them); returns how many."""
+    import keras
+    if momentum is None:
+        return 0
+    bns = [layer for layer in model._flatten_layers()
+           if isinstance(layer, keras.layers.BatchNormalization)]
+    for bn in bns:
+        bn.momentum = float(momentum)
+    return len(bns)
+
+
 def _train_phase(setup: Setup, phase: Phase, model_path: Path, train_images, workdir: Path,
-                 evalset=None):
-    """Retrain (or fine-tune) the model saved at `model_path` for `phase`, resumably."""
+                 evalset=None, build_model=None, head_classes=None):
+    """Retrain (or fine-tune) the model saved at `model_path` for `phase`, resumably.
+    `build_model(model, schedule)`: compile it another way (default: SGD, cross-entropy);
+    `head_classes`: the model's logits are these classes only (evaluation maps them back)."""
     import keras
 
     from tfprune import data
@@ -223,12 +346,16 @@ def _train_phase(setup: Setup, phase: Phase, model_path: Path, train_images, wor
 
     def build():
         model = keras.models.load_model(model_path, compile=False)
+        set_bn_momentum(model, r.bn_momentum)
+        if build_model is not None:
+            return build_model(model, schedule)
         return train.compile_sgd(model, schedule, r.weight_decay, r.momentum)
 
     if phase.epochs < 1 or phase.eval_from < 0:
         raise ValueError(f"phase {phase}: needs epochs >= 1 and eval_from >= 0")
     eval_from = min(phase.eval_from, phase.epochs - 1)  # the last epoch is always evaluated
-    callbacks = ([_keras_callback()(*evalset, setup.eval_batch_size, eval_from)]
+    callbacks = ([_keras_callback()(*evalset, setup.eval_batch_size, eval_from,
+                                    Path(workdir).parent / CORRECT, head_classes)]
                  if evalset else [])
     with make_strategy(setup.strategy).scope():
         return train.fit_resumable(build, ds, phase.epochs, workdir, schedule=schedule,
@@ -263,73 +390,189 @@ def safe_name(name: str) -> str:
     return "".join(c if c.isalnum() or c in "-_" else "-" for c in name)
 
 
+def adapt_hooks():
+    """The two calls the `adapt` method needs from the subset-head + distillation work of
+    issue 14, as (slice_head, compile_distill):
+
+    - `slice_head(model, classes) -> keras.Model`: the model with its classifier physically
+      cut to `classes` (output unit i = class classes[i]); its logits equal the input
+      model's logits at `classes` before any training.
+    - `compile_distill(student, teacher, learning_rate, weight_decay, momentum, alpha,
+      temperature) -> keras.Model`: `student` compiled for `fit` on (image, label in
+      0..k-1) batches with loss (1-alpha)*CE + alpha*T^2*KL against `teacher`'s k logits on
+      the same augmented batch, SGD as `train.compile_sgd`; saved by `train.atomic_save` and
+      reloaded by `keras.models.load_model` (a killed run resumes from its checkpoint).
+
+    Raises ValueError naming what is missing until both exist."""
+    try:
+        from tfprune.core.surgery import slice_head
+        from tfprune.training.distill import compile_distill
+    except ImportError as err:
+        raise ValueError("method 'adapt' (subset head + distillation, issue 14) needs "
+                         "tfprune.core.surgery.slice_head and tfprune.training.distill."
+                         f"compile_distill, which are not available yet ({err})") from None
+    return slice_head, compile_distill
+
+
+def _prune(setup: Setup, workdir: Path, method: str, rd: RunData, level: float,
+           criterion: str | None, normalizer: str | None, root, start_from):
+    """Write the run's pruned.keras, plan.json and pruned_eval.json (skipped when present)."""
+    import shutil
+
+    import keras
+
+    from tfprune import pruner as pruning
+    from tfprune.core import plan as plan_mod
+    from tfprune.models import loader as modelio
+    pruned_path = workdir / "pruned.keras"
+    if pruned_path.exists():
+        return pruned_path
+    if method == "control4":  # the agnostic run's final model, not pruned again
+        source = Path(start_from or "")
+        if not (source / "train" / train.CHECKPOINT).exists() or not (
+                source / RESULT).exists():
+            raise ValueError(f"control4 starts from the finished agnostic run of the same "
+                             f"network, level and seed, which is missing: {source}")
+        model = keras.models.load_model(source / "train" / train.CHECKPOINT, compile=False)
+        before = json.loads((source / "pruned_eval.json").read_text())
+        if (source / "plan.json").exists():
+            shutil.copyfile(source / "plan.json", workdir / "plan.json")
+        pruned_eval = {k: before[k] for k in ("achieved", "params_before", "params_after")}
+        pruned_eval.update(evaluate(model, rd.evalsets, rd.subsets, setup.eval_batch_size),
+                           start_from=str(source))
+        train.atomic_write_text(workdir / "pruned_eval.json", json.dumps(pruned_eval))
+        _save_model(model, pruned_path)
+        return pruned_path
+    splits = setup.splits(rd.train_on)
+    if method in CRITERION_METHODS:
+        base = keras.models.load_model(finetuned(setup, workdir.parent if root is None
+                                                 else root, rd.train_on), compile=False)
+        crit = "l1" if criterion == "finetune_l1" else criterion
+    else:
+        base = modelio.load_model(setup.model_spec)
+        crit = {"agnostic": AGNOSTIC_CRITERION, "control2": CONTROL2_CRITERION,
+                "control3": CONTROL3_CRITERION}[method]
+    res = pruning.prune_model(
+        base, crit, level, setup.target, setup.allocation, setup.min_channels,
+        seed=setup.seed, splits=splits, calibration_batches=setup.calibration_batches,
+        batch_size=setup.recipe.batch_size, normalizer=setup.normalizer(crit, normalizer),
+        bn_batches=setup.bn_batches, options={"progress": False})
+    res.plan["criterion"] = criterion or crit
+    pruned_eval = {"achieved": res.plan["achieved"], "params_before": int(base.count_params()),
+                   "params_after": int(res.pruned.count_params()),
+                   **evaluate(res.pruned, rd.evalsets, rd.subsets, setup.eval_batch_size)}
+    plan_mod.save_plan(res.plan, workdir / "plan.json")
+    train.atomic_write_text(workdir / "pruned_eval.json", json.dumps(pruned_eval))
+    _save_model(res.pruned, pruned_path)
+    return pruned_path
+
+
+def _adapt_inputs(setup: Setup, workdir: Path, pruned_path: Path, rd: RunData):
+    """The `adapt` method's k-class model file, label-remapped train images and compile
+    function (see `adapt_hooks`)."""
+    import keras
+
+    from tfprune.data.sources import Images
+    from tfprune.models import loader as modelio
+    slice_head, compile_distill = adapt_hooks()
+    classes = list(rd.subsets[rd.train_on])
+    head_path = workdir / "head.keras"
+    if not head_path.exists():
+        pruned = keras.models.load_model(pruned_path, compile=False)
+        _save_model(slice_head(pruned, classes), head_path)
+    teacher = slice_head(modelio.load_model(setup.model_spec), classes)
+    teacher.trainable = False
+    remap = np.full(int(max(np.max(rd.train.y), max(classes))) + 1, -1)
+    remap[classes] = np.arange(len(classes))
+    images = Images(rd.train.x, remap[rd.train.y])
+    r = setup.recipe
+
+    def build(model, schedule):
+        return compile_distill(model, teacher, schedule, r.weight_decay, r.momentum,
+                               setup.distill_alpha, setup.distill_temperature)
+    return head_path, images, build, classes
+
+
 def run(setup: Setup, workdir, method: str, subsets, level: float = 0.0,
-        criterion: str | None = None, root=None) -> dict:
+        criterion: str | None = None, root=None, normalizer: str | None = None,
+        start_from=None) -> dict:
     """One run; writes `workdir/result.json` (atomically) and returns it. A finished run
     returns its stored result; a killed one resumes. `root` holds the shared fine-tune cache
     (default: workdir's parent). `subsets`: one name (subset methods) or several (agnostic,
-    unpruned)."""
+    unpruned). `normalizer`: the run's score normalizer (default `Setup.normalizer`);
+    `start_from`: control4's agnostic run directory."""
     import keras
 
     from tfprune.models import loader as modelio
-    from tfprune import pruner as pruning
-    from tfprune.core import plan as plan_mod
     workdir = Path(workdir)
-    if method == "aware" and not criterion:
-        raise ValueError("method 'aware' needs a criterion (e.g. finetune_l1, act_l2)")
+    if method in CRITERION_METHODS and not criterion:
+        raise ValueError(f"method {method!r} needs a criterion (e.g. finetune_l1, act_l2)")
     if (workdir / RESULT).exists():
         return json.loads((workdir / RESULT).read_text())
     started = time.time()
     workdir.mkdir(parents=True, exist_ok=True)
     rd = run_data(setup, method, subsets)
+    crit = (criterion if method in CRITERION_METHODS else
+            {"agnostic": AGNOSTIC_CRITERION, "control2": CONTROL2_CRITERION,
+             "control3": CONTROL3_CRITERION}.get(method))
     result = {"method": method, "criterion": criterion, "network": setup.network,
               "level": level, "seed": setup.seed, "model": setup.model_spec,
+              "normalizer": setup.normalizer(crit, normalizer) if crit else None,
+              "normalizer_variant": normalizer,
               "train_on": rd.train_on, "train_images": len(rd.train),
               "eval_images": {n: {k: int(np.isin(v.y, c).sum()) for k, v in rd.evalsets.items()}
                               for n, c in rd.subsets.items()},
               "recipe": dataclasses.asdict(setup.recipe), "bn_batches": setup.bn_batches}
     keras.utils.set_random_seed(setup.seed)
     if method == "unpruned":
+        correct = {}
         metrics = evaluate(modelio.load_model(setup.model_spec), rd.evalsets, rd.subsets,
-                           setup.eval_batch_size)
-        result["subsets"] = {n: _point(metrics, n) for n in rd.subsets}
+                           setup.eval_batch_size, correct=correct)
+        result["subsets"] = {n: {**_point(metrics, n), **_packed(correct, n)}
+                             for n in rd.subsets}
         return _finish(workdir, result, started)
 
-    pruned_path = workdir / "pruned.keras"
-    if not pruned_path.exists():
-        splits = setup.splits(rd.train_on)
-        if method == "aware":
-            base = keras.models.load_model(finetuned(setup, workdir.parent if root is None
-                                                     else root, rd.train_on), compile=False)
-            crit = "l1" if criterion == "finetune_l1" else criterion
-        else:
-            base = modelio.load_model(setup.model_spec)
-            crit = {"agnostic": AGNOSTIC_CRITERION, "control2": CONTROL2_CRITERION,
-                    "control3": CONTROL3_CRITERION}[method]
-        res = pruning.prune_model(
-            base, crit, level, setup.target, setup.allocation, setup.min_channels,
-            seed=setup.seed, splits=splits, calibration_batches=setup.calibration_batches,
-            batch_size=setup.recipe.batch_size, bn_batches=setup.bn_batches,
-            options={"progress": False})
-        res.plan["criterion"] = criterion or crit
-        pruned_eval = {"achieved": res.plan["achieved"], "params_before": int(base.count_params()),
-                       "params_after": int(res.pruned.count_params()),
-                       **evaluate(res.pruned, rd.evalsets, rd.subsets, setup.eval_batch_size)}
-        plan_mod.save_plan(res.plan, workdir / "plan.json")
-        train.atomic_write_text(workdir / "pruned_eval.json", json.dumps(pruned_eval))
-        _save_model(res.pruned, pruned_path)
+    pruned_path = _prune(setup, workdir, method, rd, level, criterion, normalizer, root,
+                         start_from)
     pruned_eval = json.loads((workdir / "pruned_eval.json").read_text())
     phase = phase_of(setup.recipe, method)
+    train_images, build, head = rd.train, None, None
+    if method == "adapt":
+        pruned_path, train_images, build, head = _adapt_inputs(setup, workdir, pruned_path, rd)
     keras.utils.set_random_seed(setup.seed)
-    _, state = _train_phase(setup, phase, pruned_path, rd.train, workdir / "train",
-                            (rd.evalsets, rd.subsets))
+    _, state = _train_phase(setup, phase, pruned_path, train_images, workdir / "train",
+                            (rd.evalsets, rd.subsets), build, head)
     rows = read_log(workdir / "train" / train.LOG)
     result.update(achieved=pruned_eval["achieved"], params_before=pruned_eval["params_before"],
                   params_after=pruned_eval["params_after"], train_seconds=state["wall_seconds"],
                   history=rows)
-    result["subsets"] = {n: {**select(rows, n), "restricted": select(rows, n, True),
-                             "pruned": _point(pruned_eval, n)} for n in rd.subsets}
+    if "start_from" in pruned_eval:
+        result["start_from"] = pruned_eval["start_from"]
+    result["subsets"] = {n: _selected(workdir, rows, n) | {"pruned": _point(pruned_eval, n)}
+                         for n in rd.subsets}
     return _finish(workdir, result, started)
+
+
+def _selected(workdir: Path, rows: list[dict], subset: str) -> dict:
+    """A subset's selected epochs (argmax and restricted) with convergence and the selected
+    epoch's per-image test correctness."""
+    out = {}
+    for restricted in (False, True):
+        sel = {**select(rows, subset, restricted), **convergence(rows, subset, restricted)}
+        correct = load_correct(workdir / CORRECT, sel["epoch"])
+        key = f"{subset}_r" if restricted else subset
+        if correct is not None and key in correct:
+            sel["test_correct"] = pack_bits(correct[key])
+        if restricted:
+            out["restricted"] = sel
+        else:
+            out.update(sel)
+    return out
+
+
+def _packed(correct: dict, subset: str) -> dict:
+    return {"test_correct": pack_bits(correct[subset]),
+            "restricted_test_correct": pack_bits(correct[f"{subset}_r"])}
 
 
 def _point(metrics: dict, subset: str) -> dict:

@@ -1,6 +1,9 @@
 """Training recipes of the experiment protocols, as data: phases with the paper's `epoch:lr`
-schedules, per network (`PAPER`, from the paper and the authors' released code) and the
-quick protocol's fixed step budgets (`QUICK_STEPS`), with `override` edits from flags.
+schedules, per network (`PAPER`, from the paper and the authors' released code), the v2
+protocol's epoch budgets in the paper's ratio (`epoch_recipe`: fine-tune E1 + retrain E2
+epochs of the subset, E1+E2 epochs of the full train split for agnostic; `paper` is its
+E1=5, E2=25 instance) and the v1 quick protocol's fixed step budgets (`QUICK_STEPS`), with
+`override` edits from flags.
 """
 from __future__ import annotations
 
@@ -25,10 +28,11 @@ class Recipe:
     finetune: Phase   # aware, before scoring, on the subset
     retrain: Phase    # aware, after pruning, on the subset
     agnostic: Phase   # agnostic, after pruning, on the full train split
-    control: Phase    # control2/3, after pruning, on the subset
+    control: Phase    # control2/3/4, after pruning (control4: the agnostic model), on the subset
     weight_decay: float
     batch_size: int = 128
     momentum: float = 0.9
+    bn_momentum: float | None = None  # BatchNorm momentum while training (None: the model's)
 
 
 def resolve(spec: str, gamma: float = 0.1) -> list[tuple[int, float]]:
@@ -36,34 +40,64 @@ def resolve(spec: str, gamma: float = 0.1) -> list[tuple[int, float]]:
     return schedule_points(spec, gamma)
 
 
-def window(spec: str, start: int, gamma: float = 0.1) -> str:
-    """The part of a schedule from epoch `start` on, re-based to epoch 0, absolute lrs."""
-    points = resolve(spec, gamma)
-    active = [lr for e, lr in points if e <= start][-1]
-    rest = [(e - start, lr) for e, lr in points if e > start]
-    return ",".join(f"{e}:{lr:g}" for e, lr in [(0, active)] + rest)
+def scaled_drops(base_epochs: int, drops, epochs: int) -> list[int]:
+    """Epochs of lr drops at `drops` of a `base_epochs` schedule, moved to the same fraction
+    of `epochs` (rounded, kept after epoch 0 and distinct: a 25-epoch schedule dropping at 10
+    and 20 drops at 2 and 3 over 4 epochs)."""
+    out = []
+    for d in drops:
+        e = max(1, round(d * epochs / base_epochs))
+        if e < epochs and e not in out:
+            out.append(e)
+    return out
 
 
-def paper_recipe(schedule: str, weight_decay: float, agnostic_lr: float,
-                 gamma: float = 0.1, finetune_epochs: int = 5, total_epochs: int = 30) -> Recipe:
-    """The paper's recipe from its whole-run schedule (fine-tune, prune at `finetune_epochs`,
-    retrain to `total_epochs`); the agnostic run and controls 2/3 retrain `total_epochs` at
-    `agnostic_lr`, x0.1 at epochs 10 and 20 (so the controls see the subset as long as aware)."""
-    agnostic = Phase(f"0:{agnostic_lr:g},10:-1,20:-1", total_epochs, 0.1)
+def _stepped(lr0: float, drops) -> str:
+    return ",".join([f"0:{lr0:g}"] + [f"{e}:-1" for e in drops])
+
+
+def epoch_recipe(finetune_lr: float, retrain_lr: float, agnostic_lr: float,
+                 weight_decay: float, gamma: float = 0.1, finetune_epochs: int = 5,
+                 retrain_epochs: int = 25, bn_momentum: float | None = 0.9) -> Recipe:
+    """The paper's recipe on an epoch budget: fine-tune E1 = `finetune_epochs` at
+    `finetune_lr`, prune, retrain E2 = `retrain_epochs` at `retrain_lr` (x`gamma` at 10/25
+    and 20/25 of E2); agnostic E1+E2 epochs of the full train split at `agnostic_lr` (x0.1 at
+    1/3 and 2/3); controls 2/3/4 the same phase as the aware retrain (the same post-prune
+    steps). Validation/test evaluated from the first drop, and at least the last two epochs
+    (the convergence check compares them). `bn_momentum` 0.9: Keras's 0.99 leaves BatchNorm
+    statistics stale in short runs."""
+    e1, e2 = finetune_epochs, retrain_epochs
+    total = e1 + e2
+    if e1 < 1 or e2 < 2:
+        raise ValueError(f"epoch budget E1={e1}, E2={e2}: needs E1 >= 1 and E2 >= 2 (the "
+                         "convergence check compares the last two retraining epochs)")
+    r_drops, a_drops = scaled_drops(25, (10, 20), e2), scaled_drops(30, (10, 20), total)
+    retrain = Phase(_stepped(retrain_lr, r_drops), e2, gamma,
+                    eval_from=min(r_drops[0] if r_drops else 0, e2 - 2))
     return Recipe(
-        finetune=Phase(",".join(f"{e}:{lr:g}" for e, lr in resolve(schedule, gamma)
-                                if e < finetune_epochs), finetune_epochs, gamma),
-        retrain=Phase(window(schedule, finetune_epochs, gamma), total_epochs - finetune_epochs,
-                      gamma),
-        agnostic=agnostic, control=agnostic, weight_decay=weight_decay)
+        finetune=Phase(f"0:{finetune_lr:g}", e1, gamma),
+        retrain=retrain,
+        agnostic=Phase(_stepped(agnostic_lr, a_drops), total, 0.1,
+                       eval_from=min(a_drops[0] if a_drops else 0, total - 2)),
+        control=retrain, weight_decay=weight_decay, bn_momentum=bn_momentum)
 
 
-PAPER = {
-    "resnet20": paper_recipe("0:0.001,5:0.01,15:-1,25:-1", 1e-4, 0.01),
-    "mobilenetv2": paper_recipe("0:0.001,5:0.01,15:-1,25:-1", 5e-4, 0.01),
-    "alexnet": paper_recipe("0:0.0001,5:0.001,15:-1,25:-1", 5e-4, 0.001),
-    "squeezenet": paper_recipe("0:0.0008,5:0.02,15:-1,25:-1", 2e-4, 0.02, gamma=0.2),
-}
+# (fine-tune lr, retrain lr, agnostic lr, weight decay, gamma) per network: the paper's
+# whole-run schedules `0:FT,5:RT,15:-1,25:-1` and agnostic `0:AG,10:-1,20:-1`.
+PAPER_RATES = {"resnet20": (0.001, 0.01, 0.01, 1e-4, 0.1),
+               "mobilenetv2": (0.001, 0.01, 0.01, 5e-4, 0.1),
+               "alexnet": (0.0001, 0.001, 0.001, 5e-4, 0.1),
+               "squeezenet": (0.0008, 0.02, 0.02, 2e-4, 0.2)}
+V2_EPOCHS = (1, 4)  # (E1, E2) of the v2 sweep on this machine: experiments/README.md
+
+
+def epoch_recipes(finetune_epochs: int, retrain_epochs: int) -> dict:
+    return {net: epoch_recipe(*rates, finetune_epochs=finetune_epochs,
+                              retrain_epochs=retrain_epochs)
+            for net, rates in PAPER_RATES.items()}
+
+
+PAPER = epoch_recipes(5, 25)
 # Quick protocol: the paper's learning rates on a fixed step budget per run (batch 128), so a
 # 10-class subset costs what a 65-class one does: (epochs, steps per epoch, first evaluated
 # epoch). Fine-tune 40 steps (once per subset), aware retrain 4x40 = 160, controls 4x50 = 200
@@ -88,7 +122,15 @@ def quick_recipe(paper: Recipe) -> Recipe:
                   paper.weight_decay, paper.batch_size, paper.momentum)
 
 
-PROTOCOLS = {"paper": PAPER, "quick": {k: quick_recipe(v) for k, v in PAPER.items()}}
+def _v1_paper(net: str) -> Recipe:
+    """The v1 paper recipe the quick protocol was derived from (controls = agnostic phase,
+    Keras BatchNorm momentum), kept so `quick` reproduces results/quick."""
+    r = PAPER[net]
+    return dataclasses.replace(r, control=r.agnostic, bn_momentum=None)
+
+
+PROTOCOLS = {"paper": PAPER, "v2": epoch_recipes(*V2_EPOCHS),
+             "quick": {k: quick_recipe(_v1_paper(k)) for k in PAPER}}
 
 
 def override(recipe: Recipe, items) -> Recipe:
@@ -100,7 +142,9 @@ def override(recipe: Recipe, items) -> Recipe:
         if not isinstance(target, (Phase, Recipe)) or not field or field not in {
                 f.name for f in dataclasses.fields(target)}:
             raise ValueError(f"recipe override {item!r}: no field {key!r}")
-        kind = type(getattr(target, field)) if getattr(target, field) is not None else int
+        current = getattr(target, field)
+        kind = type(current) if current is not None else (
+            float if field == "bn_momentum" else int)
         try:
             value = kind(value)
         except ValueError:
@@ -112,5 +156,6 @@ def override(recipe: Recipe, items) -> Recipe:
 
 def phase_of(recipe: Recipe, method: str) -> Phase | None:
     """The phase a method retrains with (None: unpruned, no training)."""
-    return {"aware": recipe.retrain, "agnostic": recipe.agnostic, "control2": recipe.control,
-            "control3": recipe.control}.get(method)
+    return {"aware": recipe.retrain, "adapt": recipe.retrain, "agnostic": recipe.agnostic,
+            "control2": recipe.control, "control3": recipe.control,
+            "control4": recipe.control}.get(method)

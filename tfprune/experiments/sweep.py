@@ -1,17 +1,26 @@
-"""A resumable grid of protocol runs (subsets x networks x levels x seeds x methods); its
-aggregation (CSV, Markdown tables, the paper-style mean/max deltas, plots) is
+"""A resumable grid of protocol runs (subsets x networks x levels x seeds x methods), its
+partition into shards for several machines, and its cost estimate; the aggregation (CSV,
+Markdown tables, the paper-style mean/max deltas with bootstrap CIs, plots) is
 tfprune.experiments.sweep_report.
 
-Runs live in `SWEEP/runs/<run id>/` (`tfprune.experiments.protocol.run`); a run whose `result.json`
-exists is skipped, so a killed sweep started again resumes (an interrupted run from its last
-checkpointed epoch). The aware fine-tune phase is cached in `SWEEP/finetune/`. Order: for
-each seed and network, `unpruned`, then level by level in the order given (put the most
-informative level first), the level's `agnostic` run (shared by every subset), then every
-subset's methods in the order given.
+Runs live in `SWEEP/runs/<run id>/` (`tfprune.experiments.protocol.run`); a run whose
+`result.json` exists is skipped, so a killed sweep started again resumes (an interrupted run
+from its last checkpointed epoch). The aware fine-tune phase is cached in `SWEEP/finetune/`.
+Order: for each seed and network, `unpruned`, then level by level in the order given (put the
+most informative level first), the level's `agnostic` run (shared by every subset), then
+every subset's methods in the order given.
 
-Methods are named `aware:CRITERION` (e.g. `aware:finetune_l1`), `agnostic`, `control2`,
-`control3` (and `unpruned`, always run). Control 1 is the agnostic run's restricted-logits
-accuracy, reported as method `control1`.
+Methods are named `aware:CRITERION` (e.g. `aware:finetune_l1`), `adapt:CRITERION` (the
+subset-head + distillation recipe), `agnostic`, `control2`, `control3`, `control4` (and
+`unpruned`, always run); `@NORMALIZER` names a normalizer variant (`aware:finetune_l1@mean`).
+Control 1 is the agnostic run's restricted-logits accuracy, reported as method `control1`;
+`control4` starts from the agnostic run of its level and seed.
+
+Shards (`shard`): the grid's units, one per (network, seed, level) (the level's agnostic run
+with every run of that level, so Control 4 finds its agnostic run) plus one per unpruned run,
+are dealt to `n` shards by estimated cost (largest first, to the least loaded shard), so each
+run is in exactly one shard. Each shard caches its own aware fine-tunes, so a fine-tune is
+repeated by every shard that needs it (seeded: the same model up to float rounding).
 """
 from __future__ import annotations
 
@@ -27,6 +36,9 @@ from tfprune.experiments import recipes
 from tfprune.training import fit as train
 
 
+DISTILL_COST = 1.33  # adapt's training step also runs the teacher forward (~1/3 of a step)
+
+
 @dataclasses.dataclass(frozen=True)
 class RunSpec:
     method: str
@@ -35,14 +47,16 @@ class RunSpec:
     seed: int = 0
     subset: str | None = None       # None: every subset of the sweep (agnostic, unpruned)
     criterion: str | None = None
+    normalizer: str | None = None   # None: the protocol's default for the criterion
 
     @property
     def label(self) -> str:
-        return f"{self.method}:{self.criterion}" if self.criterion else self.method
+        name = f"{self.method}:{self.criterion}" if self.criterion else self.method
+        return f"{name}@{self.normalizer}" if self.normalizer else name
 
     @property
     def id(self) -> str:
-        parts = [self.label.replace(":", "-"), self.network]
+        parts = [self.label.replace(":", "-").replace("@", "-"), self.network]
         if self.subset:
             parts.append(protocol.safe_name(self.subset))
         if self.method != "unpruned":
@@ -50,30 +64,87 @@ class RunSpec:
         return "_".join(parts + [f"s{self.seed}"])
 
 
-def parse_method(name: str) -> tuple[str, str | None]:
-    method, _, criterion = name.partition(":")
+def parse_method(name: str) -> tuple[str, str | None, str | None]:
+    """(method, criterion, normalizer) of `aware:CRITERION[@NORMALIZER]` and the like."""
+    head, _, normalizer = name.partition("@")
+    method, _, criterion = head.partition(":")
     if method not in protocol.METHODS or method == "unpruned":
-        raise ValueError(f"unknown method {name!r}: use aware:CRITERION, agnostic, control2 "
-                         "or control3")
-    if (method == "aware") != bool(criterion):
-        raise ValueError(f"method {name!r}: aware needs a criterion (aware:finetune_l1), "
-                         "the others take none")
-    return method, criterion or None
+        raise ValueError(f"unknown method {name!r}: use aware:CRITERION, adapt:CRITERION, "
+                         "agnostic, control2, control3 or control4")
+    if (method in protocol.CRITERION_METHODS) != bool(criterion):
+        raise ValueError(f"method {name!r}: aware and adapt need a criterion "
+                         "(aware:finetune_l1), the others take none")
+    if normalizer and (normalizer not in protocol.NORMALIZERS
+                       or method in ("control3", "control4")):
+        raise ValueError(f"method {name!r}: @NORMALIZER is one of "
+                         f"{', '.join(protocol.NORMALIZERS)}, for a method that ranks filters")
+    return method, criterion or None, normalizer or None
 
 
-def grid(subsets, networks, levels, seeds, methods) -> list[RunSpec]:
-    """The sweep's runs in execution order (see module doc)."""
+def grid(subsets, networks, levels, seeds, methods, subset_seeds=None) -> list[RunSpec]:
+    """The sweep's runs in execution order (see module doc). `subset_seeds` ({subset:
+    [seeds]}) runs those subsets with fewer seeds, after every run of the others (the
+    shared agnostic and unpruned runs still evaluate every subset)."""
     parsed = [parse_method(m) for m in methods]
+    if any(m == "control4" for m, _, _ in parsed) and ("agnostic", None, None) not in parsed:
+        raise ValueError("control4 fine-tunes the agnostic run's model: add agnostic to the "
+                         "methods")
     specs = []
     for seed in seeds:
         for net in networks:
             specs.append(RunSpec("unpruned", net, 0.0, seed))
             for level in levels:
-                if ("agnostic", None) in parsed:
-                    specs.append(RunSpec("agnostic", net, level, seed))
-                specs += [RunSpec(m, net, level, seed, subset, c)
-                          for subset in subsets for m, c in parsed if m != "agnostic"]
-    return specs
+                specs += [RunSpec(m, net, level, seed, None, c, n)
+                          for m, c, n in parsed if m == "agnostic"]
+                specs += [RunSpec(m, net, level, seed, subset, c, n)
+                          for subset in subsets for m, c, n in parsed if m != "agnostic"]
+    if not subset_seeds:
+        return specs
+    unknown = set(subset_seeds) - set(subsets)
+    if unknown:
+        raise ValueError(f"subset seeds for {', '.join(sorted(unknown))}: not in the subsets")
+    specs = [s for s in specs if s.subset is None or s.seed in subset_seeds.get(s.subset, seeds)]
+    return sorted(specs, key=lambda s: s.subset in subset_seeds)  # stable: grid order kept
+
+
+def agnostic_of(spec: RunSpec) -> RunSpec:
+    """The agnostic run a control4 run starts from."""
+    return RunSpec("agnostic", spec.network, spec.level, spec.seed)
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """`i/n` -> (i, n), 0 <= i < n."""
+    i, sep, n = str(text).partition("/")
+    try:
+        i, n = int(i), int(n)
+    except ValueError:
+        i = n = -1
+    if not sep or n < 1 or not 0 <= i < n:
+        raise ValueError(f"--shard={text!r}: expected i/n with 0 <= i < n (e.g. 0/4)")
+    return i, n
+
+
+def units(specs) -> list[list[RunSpec]]:
+    """The grid split into units that run on one machine: per (network, seed, level) every
+    run of that level (agnostic first), and each unpruned run alone; in grid order."""
+    out: dict = {}
+    for spec in specs:
+        key = (spec.network, spec.seed, None if spec.method == "unpruned" else spec.level)
+        out.setdefault(key, []).append(spec)
+    return list(out.values())
+
+
+def shard(specs, index: int, count: int, cost=lambda spec: 1.0) -> list[RunSpec]:
+    """Shard `index` of `count`: whole units (see `units`), dealt largest `cost` first to
+    the least loaded shard (ties: the lower shard), then kept in grid order. Deterministic,
+    so `count` machines given the same grid cover it exactly once."""
+    groups = units(specs)
+    load, owner = [0.0] * count, {}
+    for g in sorted(range(len(groups)), key=lambda k: (-sum(map(cost, groups[k])), k)):
+        target = min(range(count), key=lambda j: (load[j], j))
+        owner[g] = target
+        load[target] += sum(map(cost, groups[g]))
+    return [spec for g, group in enumerate(groups) if owner[g] == index for spec in group]
 
 
 def run_images(spec: RunSpec, setup: protocol.Setup, subsets) -> tuple[int, int]:
@@ -90,35 +161,58 @@ def run_images(spec: RunSpec, setup: protocol.Setup, subsets) -> tuple[int, int]
     return phase.epochs * len(setup.splits(spec.subset or "all").train), evals * per_eval
 
 
+def speed(rates: dict | None, level: float) -> tuple[float, float]:
+    """(train, inference) speed-up of a model pruned at `level` over the unpruned one, by
+    linear interpolation in `rates` ({level: (train img/s, infer img/s)}, with level 0)."""
+    if not rates:
+        return 1.0, 1.0
+    levels = sorted(rates)
+    base = rates[levels[0]]
+    return tuple(float(np.interp(level, levels, [rates[lv][k] for lv in levels]) / base[k])
+                 for k in (0, 1))
+
+
 def estimate(specs, setups: dict, subsets, train_rate: float = 300.0,
-             infer_rate: float = 1000.0, run_overhead: float = 20.0) -> dict:
-    """Images to train and to evaluate, and hours at `train_rate` / `infer_rate` img/s plus
-    `run_overhead` seconds per run (loading, tracing, checkpoints: ~15-20 s measured for
-    ResNet-20). Unpruned-model rates: pruned models run faster, so an upper estimate."""
-    train_images = eval_images = 0
+             infer_rate: float = 1000.0, run_overhead: float = 20.0,
+             rates: dict | None = None) -> dict:
+    """Images to train and to evaluate, and hours at `train_rate` / `infer_rate` img/s
+    (the unpruned model's) plus `run_overhead` seconds per run (loading, tracing,
+    checkpoints: ~15-20 s measured for ResNet-20); `rates` ({level: (train, infer) img/s},
+    benchmarks/results/experiment_rates.json) scales them for pruned models (without it, an
+    upper estimate). Aware and adapt runs add their subset's fine-tune once."""
+    train_images = eval_images = seconds = 0.0
     tuned = set()
+    by_method: dict = {}
     for spec in specs:
         t, e = run_images(spec, setups[spec.network], subsets)
-        train_images, eval_images = train_images + t, eval_images + e
         key = (spec.network, spec.subset, spec.seed)
-        if spec.method == "aware" and key not in tuned:
+        ft = 0
+        if spec.method in protocol.CRITERION_METHODS and key not in tuned:
             tuned.add(key)
             ph, setup = setups[spec.network].recipe.finetune, setups[spec.network]
-            train_images += ph.epochs * (ph.steps_per_epoch * setup.recipe.batch_size
-                                         if ph.steps_per_epoch
-                                         else len(setup.splits(spec.subset).train))
-    hours = (train_images / train_rate + eval_images / infer_rate
-             + len(specs) * run_overhead) / 3600
-    return {"runs": len(specs), "train_images": train_images, "eval_images": eval_images,
-            "hours": round(hours, 2), "train_rate": train_rate, "infer_rate": infer_rate,
-            "run_overhead_s": run_overhead}
+            ft = ph.epochs * (ph.steps_per_epoch * setup.recipe.batch_size
+                              if ph.steps_per_epoch
+                              else len(setup.splits(spec.subset).train))
+        ts, es = speed(rates, spec.level)
+        t = t * (DISTILL_COST if spec.method == "adapt" else 1)
+        cost = (t / ts + ft) / train_rate + e / es / infer_rate + run_overhead
+        train_images, eval_images, seconds = train_images + t + ft, eval_images + e, seconds + cost
+        label = spec.label if spec.method != "unpruned" else "unpruned"
+        by_method[label] = by_method.get(label, 0.0) + cost / 3600
+    return {"runs": len(specs), "train_images": int(train_images),
+            "eval_images": int(eval_images), "hours": round(seconds / 3600, 2),
+            "hours_by_method": {k: round(v, 2) for k, v in by_method.items()},
+            "train_rate": train_rate, "infer_rate": infer_rate,
+            "run_overhead_s": run_overhead, "pruned_speedups": bool(rates)}
 
 
 def run_spec(spec: RunSpec, setup: protocol.Setup, sweep_dir, subsets) -> dict:
     """Run (or read back) one spec in `sweep_dir/runs/<id>`."""
-    return protocol.run(setup, Path(sweep_dir) / "runs" / spec.id, spec.method,
-                        spec.subset or list(subsets), spec.level, spec.criterion,
-                        root=sweep_dir)
+    runs = Path(sweep_dir) / "runs"
+    return protocol.run(setup, runs / spec.id, spec.method, spec.subset or list(subsets),
+                        spec.level, spec.criterion, root=sweep_dir, normalizer=spec.normalizer,
+                        start_from=runs / agnostic_of(spec).id
+                        if spec.method == "control4" else None)
 
 
 def run_sweep(specs, setups: dict, sweep_dir, subsets, log=print, max_runs: int | None = None):
