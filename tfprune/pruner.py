@@ -47,16 +47,28 @@ def prune_model(model, criterion: str, level: float, target: str = "params",
                 allocation: str = "global", min_channels: int = 2, round_to: int = 1,
                 ignore=(), seed: int = 0, splits=None, calibration_batches: int | None = 10,
                 batch_size: int = 64, normalizer: str = "mean", bn_batches: int = 0,
-                options: dict | None = None) -> PruneResult:
+                options: dict | None = None, head_classes=None,
+                class_names=None) -> PruneResult:
     """Score `model`'s filters with `criterion`, plan `level` of `target` away, cut them out,
     and (with `bn_batches` > 0 and `splits`) re-estimate BatchNorm statistics on that many
-    augmented training batches. `options` go to the criterion (e.g. finetune_l1_epochs)."""
+    augmented training batches. `options` go to the criterion (e.g. finetune_l1_epochs).
+
+    `head_classes` (the subset head): the classifier is first cut to these classes of
+    `model` (tfprune.core.head), and everything after, scoring included, works on the cut
+    model, so `splits` must carry labels 0..k-1 in `head_classes` order
+    (`tfprune.data.relabel`); the plan records the cut (`plan["head"]`) and `result.source`
+    is the cut model."""
     from tfprune.core import graph as graph_mod
     from tfprune.core import plan as plan_mod
     from tfprune import scoring
     from tfprune.core import surgery
 
     plan_mod.check_level(level)
+    head_entry = None
+    if head_classes is not None:
+        from tfprune.core import head
+        head_entry = head.head_entry(model, head_classes, class_names)
+        model = head.apply_entry(model, head_entry)
     crit = scoring.get(criterion)
     if crit.needs_data and splits is None:
         raise scoring.ScoringError(f"criterion {criterion!r} is data-aware: it needs the "
@@ -71,6 +83,8 @@ def prune_model(model, criterion: str, level: float, target: str = "params",
     plan = plan_mod.make_plan(g, scores, level, target, allocation, round_to, min_channels,
                               criterion, normalizer, seed)
     pruned = surgery.apply_plan(model, plan, graph=g)
+    if head_entry is not None:
+        plan["head"] = head_entry
     done = 0
     if bn_batches > 0 and splits is not None:
         from tfprune import data

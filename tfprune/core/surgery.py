@@ -9,6 +9,9 @@ gamma/beta/moving statistics, depthwise and separable kernels, PReLU alpha, Dens
 Flatten). It then rebuilds the model with `from_config`. Layer names are unchanged; layers
 that lose nothing keep their exact weight arrays.
 
+A plan with a subset head (`plan["head"]`, see `tfprune.core.head`) first cuts the
+classifier down to the kept classes; the channel plan was made on that cut model.
+
 `prune(model, graph, kept)` does the same from {group id: kept indices}; `zero_dropped(model,
 plan)` returns a same-shaped copy of the model with every dropped weight element set to zero
 (the reference of the equivalence test).
@@ -67,9 +70,19 @@ def prune(model, graph, kept: dict, custom_objects=None, keras_module=None):
     return modelspec.write_model(spec, keras_module, custom_objects)
 
 
+def _cut_head(model, plan, custom_objects, graph):
+    """`model` with the plan's subset head applied first (then `graph` no longer fits it)."""
+    if not plan.get("head"):
+        return model, graph
+    from tfprune.core import head
+    return head.apply_entry(model, plan["head"], custom_objects), None
+
+
 def apply_plan(model, plan: dict, custom_objects=None, graph=None):
     """A new, smaller model: `plan` (a dict from `tfprune.core.plan.make_plan` or its JSON) applied
-    to `model`. Refuses a plan made for another architecture."""
+    to `model`: its subset head cut (`plan["head"]`, tfprune.core.head) when it has one, then
+    its channels. Refuses a plan made for another architecture."""
+    model, graph = _cut_head(model, plan, custom_objects, graph)
     graph = graph or graph_mod.build_graph(model, ignore=plan.get("ignore", ()))
     kept = plan_mod.check_plan(plan, graph)
     return prune(model, graph, kept, custom_objects)
@@ -77,7 +90,10 @@ def apply_plan(model, plan: dict, custom_objects=None, graph=None):
 
 def zero_dropped(model, plan: dict, custom_objects=None, graph=None, in_place=False):
     """A copy of `model` (same shapes) with every weight element the plan drops set to 0;
-    `in_place=True` zeroes them in `model` itself (faster; the caller restores weights)."""
+    `in_place=True` zeroes them in `model` itself (faster; the caller restores weights).
+    A plan with a subset head gives a copy with the head already cut."""
+    if plan.get("head"):
+        model, graph, in_place = *_cut_head(model, plan, custom_objects, graph), False
     graph = graph or graph_mod.build_graph(model, ignore=plan.get("ignore", ()))
     kept = plan_mod.check_plan(plan, graph)
     spec = _edited_spec(graph, graph.keep_mask(kept), zero=True)

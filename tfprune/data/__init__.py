@@ -4,7 +4,7 @@ The tf.data pipeline (`as_dataset`, `augment`, `normalize`) loads TensorFlow on 
 sources, subsets and `normalize_np` do not, so the simulated device runs without TF."""
 from tfprune.data.arrays import MEAN, STD, augment_np, normalize_np
 from tfprune.data.sources import SAMPLE_PATH, DataError, Images, Source, load_source
-from tfprune.data.subsets import PRESETS, Splits, resolve_classes, split
+from tfprune.data.subsets import PRESETS, Splits, relabel, resolve_classes, split
 
 
 def load_subset(data: str, subset: str, seed: int = 0, data_dir: str | None = None) -> Splits:
@@ -25,4 +25,4 @@ def __getattr__(name):
 __all__ = ["MEAN", "STD", "PRESETS", "SAMPLE_PATH", "DataError", "Images", "Source", "Splits",
            "augment_np",
            "as_dataset", "augment", "load_source", "load_subset", "normalize", "normalize_np",
-           "resolve_classes", "split"]
+           "relabel", "resolve_classes", "split"]

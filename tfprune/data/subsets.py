@@ -2,7 +2,8 @@
 
 `train` and `val` are an 80/20 split of the train pool, drawn per class with a seed that
 depends only on (seed, class), so a class splits the same way in every subset; `test` is the
-test pool's images of the subset's classes. Labels keep the full class space.
+test pool's images of the subset's classes. Labels keep the full class space; `relabel`
+gives the subset head's splits, labelled 0..k-1 in subset order.
 """
 from __future__ import annotations
 
@@ -39,6 +40,26 @@ class Splits:
     val: Images
     test: Images
     class_names: tuple[str, ...] = ()
+    source_classes: tuple[int, ...] = ()  # relabelled splits: the classes' original indices
+
+
+def relabel(splits: Splits) -> Splits:
+    """The splits of a subset head: labels 0..k-1 in the order of `splits.classes` (sorted
+    class indices), `class_names` the k names, `source_classes` the original indices."""
+    if splits.source_classes:
+        return splits
+    lookup = np.full(max(len(splits.class_names), max(splits.classes) + 1), -1, np.int64)
+    lookup[list(splits.classes)] = np.arange(len(splits.classes))
+
+    def remap(images: Images) -> Images:
+        return Images(images.x, lookup[images.y].astype(images.y.dtype))
+
+    names = tuple(splits.class_names[c] if c < len(splits.class_names) else str(c)
+                  for c in splits.classes)
+    return dataclasses.replace(
+        splits, classes=tuple(range(len(splits.classes))), train=remap(splits.train),
+        val=remap(splits.val), test=remap(splits.test), class_names=names,
+        source_classes=tuple(splits.classes))
 
 
 def resolve_classes(spec: str, source: Source) -> tuple[int, ...]:

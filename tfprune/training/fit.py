@@ -2,6 +2,7 @@
 per-epoch atomic checkpoints that a stopped run resumes from, and a CSV log."""
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from pathlib import Path
@@ -46,19 +47,67 @@ def compile_sgd(model: keras.Model, learning_rate, weight_decay: float, momentum
     return model
 
 
+FINETUNE_BN_MOMENTUM = 0.9
+
+
+@contextlib.contextmanager
+def batchnorm_momentum(model: keras.Model, momentum: float | None):
+    """Every BatchNorm of `model` at `momentum` inside the block, restored after (None: as is).
+    Keras's default 0.99 averages over ~100 steps, longer than a short fine-tune: the moving
+    statistics would still describe the model before it; PyTorch's default is 0.9."""
+    bns = [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
+    saved = [bn.momentum for bn in bns]
+    try:
+        if momentum is not None:
+            for bn in bns:
+                bn.momentum = float(momentum)
+        yield
+    finally:
+        for bn, m in zip(bns, saved):
+            bn.momentum = m
+
+
 def finetune(model: keras.Model, train_images, epochs: int, peak_lr: float,
              weight_decay: float = 5e-4, batch_size: int = 64, seed: int = 0,
-             val_images=None, verbose: int = 2) -> dict:
+             val_images=None, verbose: int = 2, bn_momentum: float | None = FINETUNE_BN_MOMENTUM,
+             teacher: keras.Model | None = None, distill_alpha: float = 0.9,
+             distill_temperature: float = 4.0, mix: str = "none",
+             transfer_images=None) -> dict:
     """Fine-tune a (pruned) model on `train_images` (tfprune.data.Images): SGD with momentum,
-    cosine schedule from `peak_lr`, CIFAR augmentation; returns the Keras history."""
-    from tfprune import data
+    cosine schedule from `peak_lr`, CIFAR augmentation, BatchNorm momentum `bn_momentum`
+    during the run (`batchnorm_momentum`); returns the Keras history.
 
+    With a `teacher` (same classes as `model`) the loss is distillation
+    (tfprune.training.distill): the teacher sees the same augmented batches, `mix` adds
+    label-free mixup/cutmix views of each batch, and `transfer_images` (Images, labels
+    ignored) join the training images without labels."""
+    from tfprune import data
+    from tfprune.training import distill
+
+    if teacher is None and (mix != "none" or transfer_images is not None):
+        raise ValueError("mixed views and transfer images have no labels: they need a teacher")
+    if transfer_images is not None and len(transfer_images):
+        import numpy as np
+        train_images = data.Images(
+            np.concatenate([train_images.x, transfer_images.x]),
+            np.concatenate([train_images.y, np.full(len(transfer_images), -1,
+                                                    train_images.y.dtype)]))
     steps = -(-len(train_images) // batch_size)
-    compile_sgd(model, cosine_schedule(peak_lr, epochs, steps), weight_decay)
+    schedule = cosine_schedule(peak_lr, epochs, steps)
+    trained = model
+    if teacher is not None:
+        trained = distill.Distiller(model, teacher, distill_alpha, distill_temperature)
+        trained.compile(optimizer=keras.optimizers.SGD(schedule, momentum=0.9,
+                                                       weight_decay=weight_decay or None),
+                        metrics=[distill.LabelledAccuracy(name="accuracy")])
+    else:
+        compile_sgd(model, schedule, weight_decay)
+    ds = distill.with_mixed_views(
+        data.as_dataset(train_images, batch_size, training=True, seed=seed), mix, seed)
     val = data.as_dataset(val_images, 256) if val_images is not None else None
-    return model.fit(data.as_dataset(train_images, batch_size, training=True, seed=seed),
-                     validation_data=val, epochs=epochs, verbose=verbose,
-                     shuffle=False).history  # the dataset shuffles itself
+    with batchnorm_momentum(model, bn_momentum):
+        return trained.fit(ds, validation_data=val, epochs=epochs, verbose=verbose,
+                           shuffle=False).history  # the dataset shuffles itself
 
 
 class _EvaluateEach(keras.callbacks.Callback):

@@ -1,0 +1,70 @@
+"""Distillation: the loss against a NumPy reference on one real batch, mixed views, and a
+short fit that moves the student towards the teacher."""
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tfprune import data
+from tfprune.core import head
+from tfprune.models import loader
+from tfprune.training import distill, fit
+
+
+@pytest.fixture(scope="module")
+def teacher_student(sample_splits):
+    model = loader.load_model("pretrained:resnet20")
+    teacher = head.slice_head(model, sample_splits.classes)
+    student = head.slice_head(loader.load_model("resnet20"), sample_splits.classes)
+    return teacher, student
+
+
+@pytest.mark.parametrize("alpha,temperature", [(0.9, 4.0), (0.0, 1.0), (1.0, 2.5), (0.5, 1.0)])
+def test_loss_matches_numpy_on_one_batch(teacher_student, sample_splits, alpha, temperature):
+    teacher, student = teacher_student
+    splits = data.relabel(sample_splits)
+    x, y = next(iter(data.as_dataset(splits.train, 32, training=True)))
+    y = y.numpy().copy()
+    y[::5] = -1  # unlabelled rows count in the KL term only
+    s, t = np.asarray(student(x, training=False)), np.asarray(teacher(x, training=False))
+    got = float(distill.distill_loss(tf.constant(y), tf.constant(s), tf.constant(t), alpha,
+                                     temperature))
+    want = distill.distill_loss_np(y, s, t, alpha, temperature)
+    assert got == pytest.approx(want, rel=1e-5, abs=1e-6)
+
+
+def test_mixed_views_append_unlabelled_rows(sample_splits):
+    splits = data.relabel(sample_splits)
+    base = data.as_dataset(splits.train, 16, training=True, seed=3)
+    for mix in ("mixup", "cutmix"):
+        x, y = next(iter(distill.with_mixed_views(base, mix, 3)))
+        assert x.shape[0] == 32 and (y.numpy()[16:] == -1).all() and (y.numpy()[:16] >= 0).all()
+        assert not np.allclose(x.numpy()[16:], x.numpy()[:16])
+    with pytest.raises(ValueError, match="unknown mix"):
+        distill.with_mixed_views(base, "bogus")
+
+
+def test_distilled_finetune_moves_student_towards_teacher(teacher_student, sample_splits):
+    teacher, _ = teacher_student
+    student = head.slice_head(loader.load_model("pretrained:resnet20"), sample_splits.classes)
+    logits = student.get_layer("logits")
+    logits.set_weights([np.random.default_rng(0).normal(0, 0.1, w.shape).astype(w.dtype)
+                        for w in logits.get_weights()])  # features kept, classifier lost
+    splits = data.relabel(sample_splits)
+    few = data.Images(splits.train.x[:128], splits.train.y[:128])
+    x = data.normalize_np(splits.val.x[:64])
+
+    def gap():
+        return distill.distill_loss_np(np.full(64, -1), np.asarray(student(x)),
+                                       np.asarray(teacher(x)), 1.0, 4.0)
+    before = gap()
+    momentum = [l.momentum for l in student.layers if hasattr(l, "momentum")]
+    history = fit.finetune(student, few, 2, 0.02, batch_size=32, teacher=teacher, mix="mixup",
+                           verbose=0)
+    assert gap() < before and len(history["loss"]) == 2
+    assert [l.momentum for l in student.layers if hasattr(l, "momentum")] == momentum
+
+
+def test_mixed_views_without_teacher_refused(sample_splits):
+    student = head.slice_head(loader.load_model("resnet20"), sample_splits.classes)
+    with pytest.raises(ValueError, match="need a teacher"):
+        fit.finetune(student, data.relabel(sample_splits).train, 1, 0.01, mix="mixup")
