@@ -3,8 +3,9 @@ LiteRT (float32, int8, on-device trainable), validate, package an Android bundle
 on-device fine-tuning of the bundle, and report against the unpruned model.
 
 python -m pipelines.run --output=runs/main
-Defaults: the shipped pretrained ResNet-20, the bundled real `aquatic` sample, 50% of the
-parameters removed, criterion `act_l2`. Every stage writes into --output and is skipped when
+Defaults: the shipped pretrained ResNet-20, the bundled real `aquatic` sample, the classifier
+cut to the subset's classes, 50% of the parameters removed, criterion `act_l2`, fine-tuned
+with distillation from the original restricted to the subset, against an `l1` baseline. Every stage writes into --output and is skipped when
 its outputs exist, so a stopped run resumes; runs/main/report.md shows the result.
 """
 import sys
@@ -17,6 +18,8 @@ _D = ChainConfig()
 flags.DEFINE_string("model", _D.model, "A .keras file, pretrained:NAME or a zoo name.")
 flags.DEFINE_string("data", _D.data, "sample, npz:PATH, tfds:NAME or folder:PATH.")
 flags.DEFINE_string("subset", _D.subset, "Class subset: preset, superclasses or classes.")
+flags.DEFINE_enum("head", _D.head, ["subset", "full"], "subset: cut the classifier to the "
+                  "subset's classes (labels 0..k-1 in subset order); full: keep every class.")
 flags.DEFINE_string("criterion", _D.criterion, "Filter importance criterion.")
 flags.DEFINE_float("level", _D.level, "Fraction of --target to remove, in [0, 1).")
 flags.DEFINE_enum("target", _D.target, ["params", "flops", "filters"], "What --level counts.")
@@ -27,6 +30,19 @@ flags.DEFINE_integer("finetune_epochs", _D.finetune_epochs, "Keras fine-tuning e
 flags.DEFINE_float("finetune_lr", _D.finetune_lr, "Peak fine-tuning learning rate (cosine).")
 flags.DEFINE_float("weight_decay", _D.weight_decay, "Fine-tuning weight decay.")
 flags.DEFINE_integer("batch_size", _D.batch_size, "Batch size for scoring and fine-tuning.")
+flags.DEFINE_float("distill_alpha", _D.distill_alpha, "Weight of distillation from the "
+                   "original restricted to the subset (0: cross-entropy only).",
+                   lower_bound=0.0, upper_bound=1.0)
+flags.DEFINE_float("distill_temperature", _D.distill_temperature, "Distillation temperature.",
+                   lower_bound=0.05, upper_bound=100.0)
+flags.DEFINE_enum("distill_mix", _D.distill_mix, ["none", "mixup", "cutmix"],
+                  "Add label-free mixed views of every batch (distillation only).")
+flags.DEFINE_string("transfer_data", _D.transfer_data, "Extra label-free images for "
+                    "distillation (host-side), e.g. npz:PATH; empty: the device's data only.")
+flags.DEFINE_integer("transfer_images", _D.transfer_images, "Images drawn from "
+                     "--transfer_data (0: all).", lower_bound=0)
+flags.DEFINE_string("baseline_criterion", _D.baseline_criterion, "Data-agnostic baseline "
+                    "pruned to the same level with the same fine-tuning (empty: none).")
 flags.DEFINE_integer("calibration_samples", _D.calibration_samples, "int8 calibration images.")
 flags.DEFINE_integer("latency_runs", _D.latency_runs, "Timed single-image runs per model.")
 flags.DEFINE_integer("device_batch_size", _D.device_batch_size,
@@ -54,12 +70,12 @@ def main(argv):
     from tfprune.core import graph
     from tfprune.models import loader as modelio
     from tfprune.core import modelspec
-    from tfprune.core import plan
+    from tfprune.core import head, plan
     from tfprune.ondevice import forward, runtime
 
     cfg = ChainConfig(**{f.name: getattr(FLAGS, f.name) for f in dataclasses.fields(ChainConfig)})
     known = (data.DataError, modelio.ModelSpecError, modelspec.ModelReadError, graph.GraphError,
-             plan.PlanError, scoring.ScoringError, convert.ConvertError, litert.TFLiteFileError,
+             plan.PlanError, head.HeadError, scoring.ScoringError, convert.ConvertError, litert.TFLiteFileError,
              forward.UnsupportedModelError, runtime.RuntimeInputError, android_export.BundleError)
     try:
         summary = chain.run_chain(cfg, FLAGS.output, bundler=android_export.write_bundle)

@@ -38,6 +38,17 @@ def test_chain_runs_and_resumes(tmp_path):
     assert summary["pruned"]["params"] < summary["original"]["params"]
     assert abs(summary["pruned"]["achieved"]["level"] - 0.5) < 0.1
     assert summary["subset"] == {"classes": 10, "train": 400, "val": 100, "test": 300}
+    # the subset head: 10 outputs everywhere after the original; the bar and l1 beside it
+    plan = json.loads((run / "plan.json").read_text())
+    assert plan["head"]["classes"] == [1, 4, 30, 32, 55, 67, 72, 73, 91, 95]
+    assert keras.models.load_model(run / "finetuned.keras").output_shape == (None, 10)
+    assert [r["model"].split(" ")[0] for r in summary["baselines"]] == [
+        "original,", "original", "`l1`", "shipped", "shipped"]
+    assert summary["l1"]["params"] < summary["original"]["params"]
+    assert all(r["latency_ms"] > 0 for r in summary["baselines"])
+    assert summary["finetuned"]["seconds"] > 0
+    labels = (run / "bundle" / "labels.txt").read_text().split()
+    assert labels[:2] == ["aquarium_fish", "beaver"] and len(labels) == 10
     tflite, before = summary["tflite"], summary["original_tflite"]
     assert set(tflite) == {"model_float32.tflite", "model_int8.tflite", "trainable.tflite"}
     assert set(before) == {"model_float32.tflite", "model_int8.tflite"}
@@ -55,7 +66,8 @@ def test_chain_runs_and_resumes(tmp_path):
     assert device["trainable"] == str(run / "bundle" / "trainable.tflite")
     assert device["epochs_done"] == 2 and device["restart"]["bit_identical"]
     report = (run / "report.md").read_text()
-    for part in ("pruned + fine-tuned", "unpruned", "Android bundle", "On-device fine-tuning"):
+    for part in ("pruned + fine-tuned", "unpruned", "Android bundle", "On-device fine-tuning",
+                 "Against the baselines", "the bar"):
         assert part in report
     assert (run / "report.png").stat().st_size > 1000
     assert json.loads((run / "summary.json").read_text()) == summary
@@ -64,8 +76,8 @@ def test_chain_runs_and_resumes(tmp_path):
     logs.clear()
     chain.run_chain(cfg, run, log=logs.append, bundler=android_export.write_bundle)
     skipped = [line.split("]")[0] for line in logs if "skipped" in line]
-    assert skipped == ["[evaluate", "[prune", "[finetune", "[export", "[baseline", "[bundle",
-                       "[device"]
+    assert skipped == ["[evaluate", "[prune", "[finetune", "[export", "[baseline",
+                       "[baseline l1", "[bundle", "[device"]
     assert any(line.startswith("[validate] ...") for line in logs)
 
     # a failed gate of a file the bundle leaves out (int8) does not hold the bundle back...

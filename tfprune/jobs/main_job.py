@@ -1,12 +1,19 @@
 """The main job's chain: evaluate -> prune on the subset's data -> fine-tune -> export
-(float32, int8, trainable) -> validate -> bundle -> on-device fine-tuning -> report, in one
-run directory. The unpruned model is exported and validated too (`original/`), so the report
-sets both side by side.
+(float32, int8, trainable) -> validate -> baselines -> bundle -> on-device fine-tuning ->
+report, in one run directory.
 
-Each stage writes its outputs into the run directory and is skipped when they already exist,
-so a stopped run resumes at the first unfinished stage. `run_chain` returns the summary that
-`report.md` shows. The bundle stage calls the `bundler` it is given (the app passes
-`android_export.write_bundle`; the library does not import the packaging layer above it).
+With `head="subset"` (the default) the classifier is cut to the subset's classes before
+pruning (tfprune.core.head; labels 0..k-1 in subset order, `tfprune.data.relabel`), and the
+fine-tune distils from the original model restricted to those classes (`restricted.keras`,
+the bar to beat) unless `distill_alpha` is 0. The report sets the shipped model against the
+original (100-way and restricted), and against data-agnostic `l1` filters pruned to the same
+level with the same fine-tuning (`l1/`).
+
+Each stage is a module-level function of a `Run` (config, directory, splits, log) that writes
+its outputs into the run directory; `run_chain` skips a stage whose outputs exist, so a
+stopped run resumes at the first unfinished stage. The bundle stage calls the `bundler` it
+is given (the app passes `android_export.write_bundle`; the library does not import the
+packaging layer above it).
 """
 from __future__ import annotations
 
@@ -14,6 +21,7 @@ import dataclasses
 import json
 import time
 from pathlib import Path
+from typing import Callable
 
 from tfprune import data
 from tfprune.litert import targets as exports
@@ -25,16 +33,23 @@ class ChainConfig:
     model: str = "pretrained:resnet20"
     data: str = "sample"
     subset: str = "aquatic"
+    head: str = "subset"
     criterion: str = "act_l2"
     level: float = 0.5
     target: str = "params"
     round_to: int = 1
     calibration_batches: int = 8
     bn_batches: int = 8
-    finetune_epochs: int = 15
+    finetune_epochs: int = 80
     finetune_lr: float = 0.01
     weight_decay: float = 5e-4
     batch_size: int = 64
+    distill_alpha: float = 0.9
+    distill_temperature: float = 4.0
+    distill_mix: str = "none"
+    transfer_data: str = ""
+    transfer_images: int = 0
+    baseline_criterion: str = "l1"
     calibration_samples: int = 400
     latency_runs: int = 30
     device_batch_size: int = 32
@@ -45,24 +60,238 @@ class ChainConfig:
     seed: int = 0
 
 
+HEADS = ("subset", "full")
 # The files of a run (targets per kind: tfprune.litert.targets); the unpruned model's go to original/.
 INFERENCE_FILES = (("model_float32.tflite", "float32"), ("model_int8.tflite", "int8"))
 SHIPPED_FILES = INFERENCE_FILES + (("trainable/trainable.tflite", "trainable"),)
 BUNDLE_MODELS = exports.INFERENCE_KINDS
 
 
-def _stage(run_dir: Path, name: str, outputs: tuple[str, ...], fn, log) -> None:
-    if all((run_dir / o).exists() for o in outputs):
-        log(f"[{name}] done before, skipped ({', '.join(outputs)})")
+@dataclasses.dataclass
+class Run:
+    """What every stage works on: the config, the run directory, the subset's splits (labels
+    of the full class space) and the splits the adapted model uses (relabelled for a subset
+    head), and the log."""
+
+    cfg: ChainConfig
+    dir: Path
+    splits: data.Splits
+    head_splits: data.Splits
+    log: Callable = print
+    bundler: Callable | None = None
+
+    def load(self, name: str):
+        import keras
+        return keras.models.load_model(self.dir / name, compile=False)
+
+    def read(self, name: str):
+        path = self.dir / name
+        return json.loads(path.read_text()) if path.exists() else None
+
+    def write_json(self, name: str, obj) -> None:
+        (self.dir / name).parent.mkdir(parents=True, exist_ok=True)
+        train.atomic_write_text(self.dir / name, json.dumps(obj, indent=1))
+
+    @property
+    def subset_head(self) -> bool:
+        return self.cfg.head == "subset"
+
+    @property
+    def teacher_name(self) -> str:
+        return "restricted.keras" if self.subset_head else "original.keras"
+
+
+def _totals(model) -> dict:
+    from tfprune.core import counts as metrics
+    counts = metrics.model_metrics(model)
+    return {k: counts[k] for k in ("params", "macs", "bytes", "filters")}
+
+
+def _latency(run: Run, model, path: Path) -> dict:
+    """Export `model` to float32 LiteRT at `path` and time it (1 and 2 threads)."""
+    from tfprune.litert.validate import latency
+    exports.export_inference(model, "float32", path)
+    return latency.measure(path, runs=run.cfg.latency_runs)
+
+
+def evaluate(run: Run) -> None:
+    """original.keras and its 100-way accuracy; restricted.keras (the original cut to the
+    subset's classes: the bar, and the distillation teacher) with its accuracy and latency."""
+    from tfprune.core import head
+    from tfprune.models import loader
+
+    model = loader.load_model(run.cfg.model)
+    train.atomic_save(model, run.dir / "original.keras", optimizer=False)
+    restricted = head.slice_head(model, run.splits.classes)
+    train.atomic_save(restricted, run.dir / "restricted.keras", optimizer=False)
+    run.write_json("restricted.json", {
+        "test_accuracy": train.accuracy(restricted, data.relabel(run.splits).test),
+        "latency": _latency(run, restricted, run.dir / "original" / "restricted_float32.tflite"),
+        **_totals(restricted)})
+    run.write_json("original.json", {"test_accuracy": train.accuracy(model, run.splits.test),
+                                     **_totals(model)})
+
+
+def _prune(run: Run, criterion: str):
+    from tfprune import pruner
+    cfg = run.cfg
+    return pruner.prune_model(
+        run.load("original.keras"), criterion, cfg.level, cfg.target, round_to=cfg.round_to,
+        seed=cfg.seed, splits=run.head_splits, calibration_batches=cfg.calibration_batches,
+        batch_size=cfg.batch_size, bn_batches=cfg.bn_batches,
+        head_classes=run.splits.classes if run.subset_head else None,
+        class_names=run.splits.class_names)
+
+
+def prune(run: Run) -> None:
+    from tfprune.core import plan as plan_mod
+    result = _prune(run, run.cfg.criterion)
+    plan_mod.save_plan(result.plan, run.dir / "plan.json")
+    train.atomic_save(result.pruned, run.dir / "pruned.keras")
+    run.write_json("pruned.json", {
+        "test_accuracy": train.accuracy(result.pruned, run.head_splits.test),
+        "achieved": result.plan["achieved"], **_totals(result.pruned)})
+
+
+def _transfer_images(run: Run):
+    cfg = run.cfg
+    if not cfg.transfer_data or cfg.distill_alpha <= 0:
+        return None
+    import numpy as np
+    pool = data.load_source(cfg.transfer_data).train
+    n = min(len(pool), cfg.transfer_images or len(pool))
+    return pool.take(np.sort(np.random.default_rng([cfg.seed, 17]).choice(len(pool), n, False)))
+
+
+def _finetune(run: Run, model) -> dict:
+    """The fine-tuning every adapted model gets (shipped and baseline alike); returns
+    {history, seconds}."""
+    cfg = run.cfg
+    teacher = run.load(run.teacher_name) if cfg.distill_alpha > 0 else None
+    start = time.time()
+    history = train.finetune(
+        model, run.head_splits.train, cfg.finetune_epochs, cfg.finetune_lr, cfg.weight_decay,
+        cfg.batch_size, cfg.seed, run.head_splits.val, teacher=teacher,
+        distill_alpha=cfg.distill_alpha, distill_temperature=cfg.distill_temperature,
+        mix=cfg.distill_mix, transfer_images=_transfer_images(run))
+    return {"history": history, "seconds": time.time() - start}
+
+
+def finetune(run: Run) -> None:
+    model = run.load("pruned.keras")
+    done = _finetune(run, model)
+    train.atomic_save(model, run.dir / "finetuned.keras", optimizer=False)
+    run.write_json("finetuned.json", {
+        "test_accuracy": train.accuracy(model, run.head_splits.test), **done, **_totals(model)})
+
+
+def baseline_pruning(run: Run) -> None:
+    """The data-agnostic baseline: `baseline_criterion` filters at the same level, the same
+    head and the same fine-tuning; accuracy, size and float32 latency in l1/result.json."""
+    result = _prune(run, run.cfg.baseline_criterion)
+    model = result.pruned
+    done = _finetune(run, model)
+    (run.dir / "l1").mkdir(exist_ok=True)
+    train.atomic_save(model, run.dir / "l1" / "finetuned.keras", optimizer=False)
+    run.write_json("l1/result.json", {
+        "criterion": run.cfg.baseline_criterion, "achieved": result.plan["achieved"],
+        "test_accuracy": train.accuracy(model, run.head_splits.test),
+        "finetune_seconds": done["seconds"],
+        "latency": _latency(run, model, run.dir / "l1" / "model_float32.tflite"),
+        **_totals(model)})
+
+
+def _export_inference(run: Run, model, out: Path) -> None:
+    for name, kind in INFERENCE_FILES:
+        exports.export_inference(model, kind, out / name, train_images=run.head_splits.train,
+                                 calibration_samples=run.cfg.calibration_samples,
+                                 seed=run.cfg.seed)
+
+
+def export(run: Run) -> None:
+    from tfprune.ondevice import export_trainable
+    model = run.load("finetuned.keras")
+    _export_inference(run, model, run.dir)
+    export_trainable(model, run.dir / "trainable", batch_size=run.cfg.device_batch_size)
+
+
+def _validate_into(run: Run, out: Path, keras_name: str, files, splits) -> None:
+    from tfprune.litert.validate import report as validation_report
+    validation_report.write(exports.validate_exports(
+        [(out / name, kind) for name, kind in files], keras_model=run.load(keras_name),
+        images=splits.test, latency_runs=run.cfg.latency_runs,
+        keras_source=str(run.dir / keras_name),
+        data={"data": run.cfg.data, "subset": run.cfg.subset, "split": "test"}), out)
+
+
+def validate(run: Run) -> None:
+    _validate_into(run, run.dir, "finetuned.keras", SHIPPED_FILES, run.head_splits)
+
+
+def baseline_export(run: Run) -> None:
+    _export_inference(run, run.load("original.keras"), run.dir / "original")
+    _validate_into(run, run.dir / "original", "original.keras", INFERENCE_FILES, run.splits)
+
+
+def bundle_allowed(run: Run) -> bool:
+    """Only the bundled files' gates decide (as in write_bundle): a failed int8 gate does not
+    hold back a float32 bundle, though the run still exits non-zero."""
+    report = run.read("validation.json")
+    passed = all(g["passed"] for name in (f"model_{run.cfg.bundle_model}.tflite",
+                                          "trainable/trainable.tflite")
+                 for f in exports.report_entries(report, run.dir / name) for g in f["gates"])
+    return bool(run.bundler) and (passed or run.cfg.allow_failed_validation)
+
+
+def bundle(run: Run) -> None:
+    cfg, splits = run.cfg, run.head_splits
+    run.bundler(run.dir / "bundle", model_tflite=run.dir / f"model_{cfg.bundle_model}.tflite",
+                trainable_dir=run.dir / "trainable", validation=run.read("validation.json"),
+                class_names=splits.class_names, subset_classes=list(splits.classes),
+                source={"model": cfg.model, "data": cfg.data, "subset": cfg.subset,
+                        "head": cfg.head, "source_classes": list(run.splits.classes),
+                        "criterion": cfg.criterion, "level": cfg.level, "target": cfg.target},
+                allow_failed_validation=cfg.allow_failed_validation)
+
+
+def device(run: Run) -> None:
+    """On-device fine-tuning of the bundle's trainable model (or trainable/ without a bundle)."""
+    from tfprune.ondevice import finetune as device_ft
+    from tfprune.ondevice.runtime import TrainableRuntime
+
+    cfg = run.cfg
+    bundled = bundle_allowed(run) and (run.dir / "bundle" / "manifest.json").exists()
+    trainable = (run.dir / "bundle" if bundled else run.dir / "trainable") / "trainable.tflite"
+    manifest = run.dir / "trainable" / "trainable.json"
+    result = device_ft.device_finetune(
+        lambda: TrainableRuntime(trainable, manifest), run.head_splits.train,
+        run.head_splits.test, cfg.device_epochs, f"0:{cfg.device_lr}", run.dir / "device",
+        seed=cfg.seed, restart_after=max(1, cfg.device_epochs // 2), log=run.log)
+    result.pop("runtime")
+    run.write_json("device.json", {"trainable": str(trainable), **result})
+
+
+def _stage(run: Run, name: str, outputs: tuple[str, ...], fn) -> None:
+    if all((run.dir / o).exists() for o in outputs):
+        run.log(f"[{name}] done before, skipped ({', '.join(outputs)})")
         return
     start = time.time()
-    log(f"[{name}] ...")
-    fn()
-    log(f"[{name}] {time.time() - start:.1f} s")
+    run.log(f"[{name}] ...")
+    fn(run)
+    run.log(f"[{name}] {time.time() - start:.1f} s")
 
 
-def _write_json(path: Path, obj) -> None:
-    train.atomic_write_text(path, json.dumps(obj, indent=1))
+def check_config(cfg: ChainConfig) -> None:
+    from tfprune.training import distill
+    if cfg.bundle_model not in BUNDLE_MODELS:
+        raise ValueError(f"bundle_model must be one of {BUNDLE_MODELS}, got {cfg.bundle_model!r}")
+    if cfg.head not in HEADS:
+        raise ValueError(f"head must be one of {HEADS}, got {cfg.head!r}")
+    if cfg.distill_mix not in distill.MIXES:
+        raise ValueError(f"distill_mix must be one of {distill.MIXES}, got {cfg.distill_mix!r}")
+    if cfg.distill_alpha <= 0 and (cfg.distill_mix != "none" or cfg.transfer_data):
+        raise ValueError("distill_mix and transfer_data have no labels: they need "
+                         "distill_alpha > 0")
 
 
 def run_chain(cfg: ChainConfig, run_dir, log=print, bundler=None) -> dict:
@@ -71,123 +300,36 @@ def run_chain(cfg: ChainConfig, run_dir, log=print, bundler=None) -> dict:
     without one the bundle stage is left out and the device stage runs trainable/."""
     import keras
 
-    from tfprune.core import counts as metrics
-    from tfprune.models import loader as modelio
-    from tfprune import pruner as pruning
-    from tfprune.ondevice import export_trainable
-    from tfprune.litert.validate import report as validation_report
-
-    if cfg.bundle_model not in BUNDLE_MODELS:
-        raise ValueError(f"bundle_model must be one of {BUNDLE_MODELS}, got {cfg.bundle_model!r}")
+    check_config(cfg)
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     keras.utils.set_random_seed(cfg.seed)
     splits = data.load_subset(cfg.data, cfg.subset, cfg.seed)
-    load = lambda name: keras.models.load_model(run_dir / name, compile=False)
-
-    def baseline():
-        model = modelio.load_model(cfg.model)
-        train.atomic_save(model, run_dir / "original.keras", optimizer=False)
-        _write_json(run_dir / "original.json", {
-            "test_accuracy": train.accuracy(model, splits.test), **_totals(metrics, model)})
-
-    def prune():
-        result = pruning.prune_model(
-            load("original.keras"), cfg.criterion, cfg.level, cfg.target, round_to=cfg.round_to,
-            seed=cfg.seed, splits=splits, calibration_batches=cfg.calibration_batches,
-            batch_size=cfg.batch_size, bn_batches=cfg.bn_batches)
-        from tfprune.core import plan as plan_mod
-        plan_mod.save_plan(result.plan, run_dir / "plan.json")
-        train.atomic_save(result.pruned, run_dir / "pruned.keras")
-        _write_json(run_dir / "pruned.json", {
-            "test_accuracy": train.accuracy(result.pruned, splits.test),
-            "achieved": result.plan["achieved"], **_totals(metrics, result.pruned)})
-
-    def finetune():
-        model = load("pruned.keras")
-        history = train.finetune(model, splits.train, cfg.finetune_epochs, cfg.finetune_lr,
-                                 cfg.weight_decay, cfg.batch_size, cfg.seed, splits.val)
-        train.atomic_save(model, run_dir / "finetuned.keras", optimizer=False)
-        _write_json(run_dir / "finetuned.json", {
-            "test_accuracy": train.accuracy(model, splits.test), "history": history,
-            **_totals(metrics, model)})
-
-    def export_inference(model, out: Path):
-        for name, kind in INFERENCE_FILES:
-            exports.export_inference(model, kind, out / name, train_images=splits.train,
-                                     calibration_samples=cfg.calibration_samples, seed=cfg.seed)
-
-    def export():
-        model = load("finetuned.keras")
-        export_inference(model, run_dir)
-        export_trainable(model, run_dir / "trainable", batch_size=cfg.device_batch_size)
-
-    def validate_into(out: Path, keras_name: str, files):
-        validation_report.write(exports.validate_exports(
-            [(out / name, kind) for name, kind in files], keras_model=load(keras_name),
-            images=splits.test, latency_runs=cfg.latency_runs,
-            keras_source=str(run_dir / keras_name),
-            data={"data": cfg.data, "subset": cfg.subset, "split": "test"}), out)
-
-    def baseline_export():
-        export_inference(load("original.keras"), run_dir / "original")
-        validate_into(run_dir / "original", "original.keras", INFERENCE_FILES)
-
-    def bundle():
-        bundler(run_dir / "bundle", model_tflite=run_dir / f"model_{cfg.bundle_model}.tflite",
-                trainable_dir=run_dir / "trainable",
-                validation=json.loads((run_dir / "validation.json").read_text()),
-                class_names=splits.class_names, subset_classes=list(splits.classes),
-                source={"model": cfg.model, "data": cfg.data, "subset": cfg.subset,
-                        "criterion": cfg.criterion, "level": cfg.level, "target": cfg.target},
-                allow_failed_validation=cfg.allow_failed_validation)
-
-    def device():
-        from tfprune.ondevice import finetune as device_ft
-        from tfprune.ondevice.runtime import TrainableRuntime
-
-        trainable = (run_dir / "bundle" if bundled else run_dir / "trainable") / "trainable.tflite"
-        manifest = run_dir / "trainable" / "trainable.json"
-        result = device_ft.device_finetune(
-            lambda: TrainableRuntime(trainable, manifest), splits.train, splits.test,
-            cfg.device_epochs, f"0:{cfg.device_lr}", run_dir / "device", seed=cfg.seed,
-            restart_after=max(1, cfg.device_epochs // 2), log=log)
-        result.pop("runtime")
-        _write_json(run_dir / "device.json", {"trainable": str(trainable), **result})
-
-    _stage(run_dir, "evaluate", ("original.keras", "original.json"), baseline, log)
-    _stage(run_dir, "prune", ("pruned.keras", "plan.json", "pruned.json"), prune, log)
-    _stage(run_dir, "finetune", ("finetuned.keras", "finetuned.json"), finetune, log)
-    _stage(run_dir, "export", ("model_float32.tflite", "model_int8.tflite",
-                               "trainable/trainable.tflite"), export, log)
-    _stage(run_dir, "validate", ("validation.json", "validation.md"),
-           lambda: validate_into(run_dir, "finetuned.keras", SHIPPED_FILES), log)
-    _stage(run_dir, "baseline", tuple(f"original/{n}" for n in (
-        "model_float32.tflite", "model_int8.tflite", "validation.json")), baseline_export, log)
-    # only the bundled files' gates decide (as in write_bundle); a failed int8 gate does not
-    # hold back a float32 bundle, though the run still exits non-zero
-    report = json.loads((run_dir / "validation.json").read_text())
-    passed = all(g["passed"] for name in (f"model_{cfg.bundle_model}.tflite",
-                                          "trainable/trainable.tflite")
-                 for f in exports.report_entries(report, run_dir / name) for g in f["gates"])
-    bundled = bool(bundler) and (passed or cfg.allow_failed_validation)
-    if bundled:
-        _stage(run_dir, "bundle", ("bundle/manifest.json",), bundle, log)
+    run = Run(cfg, run_dir, splits, data.relabel(splits) if cfg.head == "subset" else splits,
+              log, bundler)
+    _stage(run, "evaluate", ("original.keras", "original.json", "restricted.keras",
+                             "restricted.json"), evaluate)
+    _stage(run, "prune", ("pruned.keras", "plan.json", "pruned.json"), prune)
+    _stage(run, "finetune", ("finetuned.keras", "finetuned.json"), finetune)
+    _stage(run, "export", ("model_float32.tflite", "model_int8.tflite",
+                           "trainable/trainable.tflite"), export)
+    _stage(run, "validate", ("validation.json", "validation.md"), validate)
+    _stage(run, "baseline", tuple(f"original/{n}" for n in (
+        "model_float32.tflite", "model_int8.tflite", "validation.json")), baseline_export)
+    if cfg.baseline_criterion:
+        _stage(run, f"baseline {cfg.baseline_criterion}", ("l1/result.json",), baseline_pruning)
+    if bundle_allowed(run):
+        _stage(run, "bundle", ("bundle/manifest.json",), bundle)
     elif bundler:
         log("[bundle] refused: a bundled file failed the validation gate (see validation.md); "
             "allow_failed_validation bundles anyway")
     if cfg.device_epochs > 0:
-        _stage(run_dir, "device", ("device.json",), device, log)
-    summary = _summary(cfg, run_dir, splits)
-    _write_json(run_dir / "summary.json", summary)
+        _stage(run, "device", ("device.json",), device)
+    summary = _summary(run)
+    run.write_json("summary.json", summary)
     from tfprune.jobs.main_report import write_report
     write_report(summary, run_dir)
     return summary
-
-
-def _totals(metrics, model) -> dict:
-    counts = metrics.model_metrics(model)
-    return {k: counts[k] for k in ("params", "macs", "bytes", "filters")}
 
 
 def _tflite_rows(validation: dict) -> dict:
@@ -197,23 +339,53 @@ def _tflite_rows(validation: dict) -> dict:
         "gates": {g["gate"]: g["passed"] for g in f["gates"]}} for f in validation["files"]}
 
 
-def _summary(cfg: ChainConfig, run_dir: Path, splits) -> dict:
-    read = lambda name: json.loads((run_dir / name).read_text()) if (run_dir / name).exists() else None
-    validation = read("validation.json")
-    bundle, device = read("bundle/manifest.json"), read("device.json")
+def _baselines(run: Run, tflite: dict, original_tflite: dict) -> list[dict]:
+    """The report's comparison rows on the same test images: accuracy, params, MACs and
+    float32 LiteRT latency (1 thread, median ms) of each model."""
+    ms = lambda lat: lat and lat["1"]["median_ms"]
+    o, r, f = run.read("original.json"), run.read("restricted.json"), run.read("finetuned.json")
+    l1, dev = run.read("l1/result.json"), run.read("device.json")
+    f32 = "model_float32.tflite"
+    rows = [
+        {"model": "original, 100-way", "accuracy": o["test_accuracy"], "params": o["params"],
+         "macs": o["macs"], "latency_ms": ms((original_tflite.get(f32) or {}).get("latency"))},
+        {"model": "original restricted to the subset (the bar)", "accuracy": r["test_accuracy"],
+         "params": r["params"], "macs": r["macs"], "latency_ms": ms(r["latency"])}]
+    if l1:
+        rows.append({"model": f"`{l1['criterion']}` filters, same level and fine-tuning",
+                     "accuracy": l1["test_accuracy"], "params": l1["params"],
+                     "macs": l1["macs"], "latency_ms": ms(l1["latency"])})
+    shipped = {"params": f["params"], "macs": f["macs"],
+               "latency_ms": ms((tflite.get(f32) or {}).get("latency"))}
+    rows.append({"model": f"shipped (`{run.cfg.criterion}`, fine-tuned)",
+                 "accuracy": f["test_accuracy"], **shipped})
+    if dev:
+        rows.append({"model": "shipped + on-device fine-tuning", "accuracy":
+                     dev["final_test_accuracy"], **shipped})
+    return rows
+
+
+def _summary(run: Run) -> dict:
+    cfg, splits = run.cfg, run.splits
+    validation = run.read("validation.json")
+    bundle_manifest, dev = run.read("bundle/manifest.json"), run.read("device.json")
+    tflite, original_tflite = _tflite_rows(validation), _tflite_rows(
+        run.read("original/validation.json"))
     return {
         "config": dataclasses.asdict(cfg),
         "subset": {"classes": len(splits.classes), "train": len(splits.train),
                    "val": len(splits.val), "test": len(splits.test)},
-        "original": read("original.json"), "pruned": read("pruned.json"),
-        "finetuned": {k: v for k, v in read("finetuned.json").items() if k != "history"},
-        "tflite": _tflite_rows(validation),
-        "original_tflite": _tflite_rows(read("original/validation.json")),
+        "original": run.read("original.json"), "restricted": run.read("restricted.json"),
+        "pruned": run.read("pruned.json"),
+        "finetuned": {k: v for k, v in run.read("finetuned.json").items() if k != "history"},
+        "l1": run.read("l1/result.json"),
+        "baselines": _baselines(run, tflite, original_tflite),
+        "tflite": tflite, "original_tflite": original_tflite,
         "validation_passed": validation["passed"],
         "failed_gates": validation["failed_gates"],
-        "bundle": bundle and {"dir": str(run_dir / "bundle"),
-                              "files": {k: v.get("size_bytes") for k, v in bundle["files"].items()}},
-        "device": device and {k: device.get(k) for k in (
+        "bundle": bundle_manifest and {"dir": str(run.dir / "bundle"), "files": {
+            k: v.get("size_bytes") for k, v in bundle_manifest["files"].items()}},
+        "device": dev and {k: dev.get(k) for k in (
             "trainable", "initial_test_accuracy", "final_test_accuracy", "epochs_done",
             "history", "restart")},
     }

@@ -24,7 +24,11 @@ def report_markdown(s: dict) -> str:
         f"({sub['classes']} classes; {sub['train']} train / {sub['val']} val / {sub['test']} "
         f"test images). Criterion `{cfg['criterion']}`, level {cfg['level']:.0%} of "
         f"{cfg['target']} (achieved {p['achieved']['level']:.1%}), fine-tuned "
-        f"{cfg['finetune_epochs']} epochs.", "",
+        f"{cfg['finetune_epochs']} epochs" + (
+            f" with distillation from the restricted original (alpha {cfg['distill_alpha']}, "
+            f"T {cfg['distill_temperature']})" if cfg.get("distill_alpha") else "")
+        + f"; head `{cfg.get('head', 'full')}`.", "",
+        *baselines_markdown(s),
         "| model | test accuracy | params | MACs | weight bytes | filters |",
         "|---|---|---|---|---|---|"]
     for name, m in (("original", o), ("pruned (BN re-estimated)", p), ("pruned + fine-tuned", f)):
@@ -67,6 +71,23 @@ def report_markdown(s: dict) -> str:
                   f"{last.get('images_per_second', 0):.1f} |", ""]
     lines += ["![accuracy and cost](report.png)", ""]
     return "\n".join(lines)
+
+
+def baselines_markdown(s: dict) -> list[str]:
+    """The comparison on the same test images: the bar is the original restricted to the
+    subset (its logits of the subset's classes, no training)."""
+    rows = s.get("baselines")
+    if not rows:
+        return []
+    bar = s["restricted"]["test_accuracy"]
+    out = [f"## Against the baselines ({s['subset']['test']} test images)", "",
+           "| model | accuracy | vs the bar (pp) | params | MACs | LiteRT float32 latency, 1 "
+           "thread (ms) |", "|---|---|---|---|---|---|"]
+    for r in rows:
+        lat = "-" if r.get("latency_ms") is None else f"{r['latency_ms']:.2f}"
+        out.append(f"| {r['model']} | {_pct(r['accuracy'])} | {100 * (r['accuracy'] - bar):+.1f} "
+                   f"| {r['params']:,} | {r['macs']:,} | {lat} |")
+    return out + [""]
 
 
 def _latency(t) -> float | None:
