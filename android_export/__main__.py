@@ -15,6 +15,9 @@ flags.DEFINE_enum("kind", "float32", ["float32", "int8"], "Inference model: floa
 flags.DEFINE_string("data", "sample", "Data for calibration and parity: sample, npz:PATH, "
                     "tfds:NAME or folder:PATH.")
 flags.DEFINE_string("subset", "aquatic", "Class subset the model was adapted to.")
+flags.DEFINE_enum("head", "subset", ["subset", "full"], "subset: the bundle classifies the "
+                  "subset's classes only (a model over every class is cut to them); full: "
+                  "every class of the data.")
 flags.DEFINE_integer("seed", 0, "Seed of the subset split and the calibration draw.")
 flags.DEFINE_integer("batch_size", 32, "On-device training batch size (fixed in the model).")
 flags.DEFINE_string("trainable", "all", "Layers that train on the device: all, head, last:N.")
@@ -36,7 +39,7 @@ def main(argv):
             FLAGS.model, FLAGS.output, kind=FLAGS.kind, data=FLAGS.data, subset=FLAGS.subset,
             seed=FLAGS.seed, batch_size=FLAGS.batch_size, trainable=FLAGS.trainable,
             calibration_samples=FLAGS.calibration_samples, latency_runs=FLAGS.latency_runs,
-            allow_failed_validation=FLAGS.allow_failed_validation)
+            allow_failed_validation=FLAGS.allow_failed_validation, head=FLAGS.head)
     except ValueError as err:  # every input error of tfprune and android_export is one
         sys.exit(f"android_export: {err}")
     val = manifest["validation"]

@@ -4,7 +4,9 @@ python -m pipelines.prune --model=pretrained:resnet20 --criterion=l1 --level=0.5
     --target=params --allocation=global --output=runs/prune_r20
 Writes OUTPUT/pruned.keras, plan.json, metrics.json, scores.json (data-aware criteria:
 stats.json, the channel statistics behind them), report.md and layers.png.
-`--plan=plan.json` applies an existing plan instead of scoring and planning. Data-aware
+`--plan=plan.json` applies an existing plan instead of scoring and planning. `--head=subset`
+cuts the classifier to `--subset`'s classes first (accuracies are then over those classes,
+against the original's restricted logits). Data-aware
 criteria take `--data`/`--subset`/`--calibration_batches`; `--finetune_epochs` > 0 fine-tunes
 the pruned model on the subset's training split. Never writes over `--model`; a non-empty
 `--output` needs `--overwrite`. Every failure is one line naming its cause, exit status 1.
@@ -31,6 +33,9 @@ flags.DEFINE_string("data", None, "Data for data-aware criteria / fine-tuning: s
                     "tfds:NAME or folder:PATH.")
 flags.DEFINE_string("subset", "aquatic", "Class subset of --data (a preset or class list).")
 flags.DEFINE_string("data_dir", None, "TFDS data dir.")
+flags.DEFINE_enum("head", "full", ["full", "subset"], "subset: cut the classifier to "
+                  "--subset's classes first (needs --data; labels 0..k-1 in subset order, "
+                  "recorded in plan.json); full: keep every class.")
 flags.DEFINE_integer("calibration_batches", 10, "Batches a data-aware criterion sees.")
 flags.DEFINE_integer("batch_size", 64, "Batch size for scoring and fine-tuning.")
 flags.DEFINE_integer("bn_batches", 0, "Re-estimate BatchNorm statistics on this many "
@@ -103,6 +108,8 @@ def run() -> dict:
     plan_mod.check_level(FLAGS.level)
     if FLAGS.finetune_epochs > 0 and not FLAGS.data:
         raise PruneError("--finetune_epochs needs --data (and --subset)")
+    if FLAGS.head == "subset" and not FLAGS.data and not FLAGS.plan:
+        raise PruneError("--head=subset needs --data (and --subset): the classes to keep")
     model = modelio.load_model(FLAGS.model)
     plan = plan_mod.load_plan(FLAGS.plan) if FLAGS.plan else None
     ignore = plan.get("ignore", []) if plan else FLAGS.ignore
@@ -113,11 +120,20 @@ def run() -> dict:
                          "(e.g. --data=sample --subset=aquatic)")
     splits = load_splits()
     scores, scored, original = {}, None, model
+    head_classes, class_names = None, None
+    if splits is not None and (FLAGS.head == "subset" or (plan and plan.get("head"))):
+        from tfprune import data
+        from tfprune.core import head
+        head_classes, class_names = splits.classes, splits.class_names
+        # accuracy_before is then the bar: the original's logits restricted to the subset
+        original = head.slice_head(model, head_classes, class_names=class_names)
+        splits = data.relabel(splits)
     if plan is None:
         result = pruning.prune_model(
             model, FLAGS.criterion, FLAGS.level, FLAGS.target, FLAGS.allocation,
             FLAGS.min_channels, FLAGS.round_to, FLAGS.ignore, FLAGS.seed, splits,
-            FLAGS.calibration_batches, FLAGS.batch_size, FLAGS.normalizer, FLAGS.bn_batches)
+            FLAGS.calibration_batches, FLAGS.batch_size, FLAGS.normalizer, FLAGS.bn_batches,
+            head_classes=head_classes, class_names=class_names)
         model, g, plan, pruned = result.source, result.graph, result.plan, result.pruned
         scores, scored = result.scores, result.scored
     else:
@@ -155,7 +171,8 @@ def main(argv):
     from tfprune.models import loader as modelio
     from tfprune.core import modelspec
     from tfprune.core import plan
-    known = (PruneError, plan.PlanError, scoring.ScoringError, modelio.ModelSpecError,
+    from tfprune.core import head
+    known = (PruneError, plan.PlanError, head.HeadError, scoring.ScoringError, modelio.ModelSpecError,
              modelspec.ModelReadError, graph.GraphError, data.DataError)
     try:
         result = run()

@@ -32,10 +32,50 @@ def bundle(tmp_path_factory):
     out = tmp_path_factory.mktemp("bundle") / "int8"
     proc = _run("--model=pretrained:resnet20", f"--output={out}", "--kind=int8", f"--data={DATA}",
                 "--subset=aquatic", f"--batch_size={BATCH}", "--calibration_samples=40",
-                "--latency_runs=2")
+                "--latency_runs=2", "--head=full")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "validation passed" in proc.stdout
     return out
+
+
+def test_subset_head_bundle_has_k_classes_and_trains_in_litert(tmp_path, splits, keras_model):
+    """--head=subset (the default): the pretrained model's classifier cut to the 10 aquatic
+    classes; labels.txt, the manifest and trainable.tflite's train / infer / filter_stats
+    all work on 10 classes, labels 0..9 in subset order; a model with another number of
+    outputs is refused."""
+    from tfprune import data
+    from tfprune.ondevice.runtime import TrainableRuntime
+
+    out = tmp_path / "subset"
+    android_export.export_bundle("pretrained:resnet20", out, data=DATA, subset="aquatic",
+                                 batch_size=BATCH, latency_runs=2, log=lambda *a: None)
+    manifest = android_export.check_bundle(out)
+    names = [splits.class_names[c] for c in splits.classes]
+    assert (out / "labels.txt").read_text().splitlines() == names
+    assert manifest["labels"]["num_classes"] == 10 and manifest["output"]["shape"] == [1, 10]
+    assert manifest["training"]["num_classes"] == 10
+    assert manifest["source"]["head"] == "subset"
+    assert manifest["source"]["source_classes"] == list(splits.classes)
+    k = data.relabel(splits)
+    x = data.normalize_np(k.test.x)
+    runner = Interpreter(model_path=str(out / "model.tflite")).get_signature_runner()
+    logits = np.concatenate([next(iter(runner(**{manifest["input"]["name"]: x[i:i + 1]})
+                                       .values())) for i in range(len(x))])
+    restricted = np.asarray(keras_model(x))[:, list(splits.classes)]
+    np.testing.assert_allclose(logits, restricted, rtol=1e-3, atol=1e-3)
+    rt = TrainableRuntime(out / "trainable.tflite")
+    assert rt.logits(x[:BATCH]).shape == (BATCH, 10)
+    rt.set_learning_rate(0.01)
+    xb, yb = x[:BATCH], k.test.y[:BATCH].astype(np.int32)
+    losses = [rt.train_batch(xb, yb)[0] for _ in range(4)]
+    assert losses[-1] < losses[0]
+    assert rt.evaluate(x, k.test.y) > 0.3
+    stats = rt.filter_stats(xb)
+    assert stats and all(v["sum_sq"].ndim == 1 for v in stats.values())
+    from android_export.export import subset_model
+    from tfprune.core import head
+    with pytest.raises(android_export.BundleError, match="7 outputs: neither the data's 100"):
+        subset_model(head.slice_head(keras_model, range(7)), splits)
 
 
 @pytest.fixture(scope="module")

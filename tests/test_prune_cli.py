@@ -154,3 +154,37 @@ def test_nested_model_refused(tmp_path):
     keras.Model(inp, keras.layers.Dense(2)(keras.layers.Flatten()(inner(inp)))).save(path)
     exit_ = run_main(f"--model={path}", f"--output={tmp_path / 'o'}")
     assert exit_.code.startswith("prune: layer 'inner' is a nested model (Sequential)")
+
+
+def test_subset_head_plan_records_classes_and_reapplies(tmp_path, model_file):
+    out = tmp_path / "out"
+    assert run_main(f"--model={model_file}", f"--output={out}", "--criterion=l1", "--level=0.3",
+                    "--data=sample", "--subset=fish", "--head=subset") is None
+    plan = json.loads((out / "plan.json").read_text())
+    assert plan["head"]["class_names"] == ["aquarium_fish", "flatfish", "ray", "shark", "trout"]
+    assert keras.models.load_model(out / "pruned.keras").output_shape == (None, 5)
+    again = tmp_path / "again"
+    assert run_main(f"--model={model_file}", f"--output={again}", f"--plan={out / 'plan.json'}",
+                    "--data=sample", "--subset=fish") is None
+    a = keras.models.load_model(out / "pruned.keras")
+    b = keras.models.load_model(again / "pruned.keras")
+    for x, y in zip(a.weights, b.weights):
+        assert x.numpy().tobytes() == y.numpy().tobytes()
+
+
+def test_subset_head_refusals(tmp_path, model_file):
+    exit_ = run_main(f"--model={model_file}", f"--output={tmp_path / 'a'}", "--head=subset")
+    assert "--head=subset needs --data" in str(exit_.code)
+    inputs = keras.Input((32, 32, 3))
+    x = keras.layers.Conv2D(8, 3, name="conv")(inputs)
+    keras.Model(inputs, keras.layers.GlobalAveragePooling2D(name="gap")(x)).save(
+        tmp_path / "nohead.keras")
+    exit_ = run_main(f"--model={tmp_path / 'nohead.keras'}", f"--output={tmp_path / 'b'}",
+                     "--data=sample", "--head=subset")
+    assert str(exit_.code) == ("prune: class 30 (dolphin) is not a class of the model: "
+                               "classifier 'conv' has 8 outputs")
+    keras.Model(inputs, keras.layers.Flatten(name="flat")(x)).save(tmp_path / "flat.keras")
+    exit_ = run_main(f"--model={tmp_path / 'flat.keras'}", f"--output={tmp_path / 'c'}",
+                     "--data=sample", "--head=subset")
+    assert "no final classifier over classes: its output comes from Flatten layer 'flat'" \
+        in str(exit_.code)

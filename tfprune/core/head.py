@@ -70,21 +70,22 @@ def check_classes(classes, units: int, layer: str, class_names=None) -> list[int
     return classes
 
 
-def slice_spec(spec, classes, layer: str | None = None):
+def slice_spec(spec, classes, layer: str | None = None, class_names=None):
     """A copy of `spec` whose classifier keeps only `classes` (in that order)."""
     name = layer or find_classifier(spec)
     spec = spec.copy()
     head = spec.layers[name]
-    classes = check_classes(classes, head.output_shape[-1], name)
+    classes = check_classes(classes, head.output_shape[-1], name, class_names)
     head.weights = [np.take(w, classes, axis=-1) for w in head.weights]
     head.config = rules.rule_for(head).edit(head.config, head, len(classes))
     return spec
 
 
-def slice_head(model, classes, custom_objects=None):
-    """A new model whose logits are `model`'s logits of `classes`, in that order."""
-    return modelspec.write_model(slice_spec(modelspec.read_model(model), classes), None,
-                                 custom_objects)
+def slice_head(model, classes, custom_objects=None, class_names=None):
+    """A new model whose logits are `model`'s logits of `classes`, in that order
+    (`class_names`: the data's names, for the error naming a class the model lacks)."""
+    spec = slice_spec(modelspec.read_model(model), classes, class_names=class_names)
+    return modelspec.write_model(spec, None, custom_objects)
 
 
 def head_entry(model_or_spec, classes, class_names=None) -> dict:

@@ -1,0 +1,230 @@
+"""Do adapted models beat the honest baseline on the device's own classes? (issue #14)
+
+The bar is the original model restricted to the subset's classes (its logits of those
+classes, no training). Three parts, each appending to benchmarks/results/adaptation.json
+(a finished row is skipped on a re-run) and re-rendering adaptation.md:
+
+- `main`: the main job's default (`pipelines.run`: sample data, aquatic, 50% params), timed,
+  with the shipped model, the on-device stage, the bar and `l1` from its summary.
+- `recipes`: fine-tuning recipes on the main job's own pruned model, chosen on the val
+  split (test reported beside it): BatchNorm momentum 0.99 vs 0.9, cross-entropy vs
+  distillation, epochs, mixed views; fine-tuning seconds with and without the teacher.
+- `levels`: a subset of the full data (`--data=npz:...`) at several parameter levels,
+  `act_l2` against `l1` with the same fine-tuning (distillation), against the bar.
+
+python -m benchmarks.adaptation --part=main
+python -m benchmarks.adaptation --part=recipes
+python -m benchmarks.adaptation --part=levels --data=npz:/work/shared/data/cifar100.npz \
+    --subset=aquatic --levels=0.5,0.7,0.9 --epochs=15
+"""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from absl import app, flags
+
+flags.DEFINE_enum("part", "main", ["main", "recipes", "levels", "render"], "What to run.")
+flags.DEFINE_string("data", "sample", "Data of the levels part.")
+flags.DEFINE_string("subset", "aquatic", "Subset of the levels part.")
+flags.DEFINE_list("levels", ["0.5", "0.7", "0.9"], "Parameter levels of the levels part.")
+flags.DEFINE_list("criteria", ["act_l2", "l1"], "Criteria of the levels part.")
+flags.DEFINE_integer("epochs", 15, "Fine-tuning epochs of the levels part.", lower_bound=1)
+flags.DEFINE_list("recipes", [], "Recipe names of the recipes part (default: all).")
+flags.DEFINE_string("workdir", "runs/adaptation", "Where runs and models go.")
+flags.DEFINE_string("results", "benchmarks/results/adaptation", "JSON/Markdown path stem.")
+FLAGS = flags.FLAGS
+
+# name: (epochs, bn momentum, distill alpha, mix)
+RECIPES = {
+    "ce15_bn099": (15, None, 0.0, "none"),
+    "ce15_bn09": (15, 0.9, 0.0, "none"),
+    "kd15_bn099": (15, None, 0.9, "none"),
+    "kd15_bn09": (15, 0.9, 0.9, "none"),
+    "kd40_bn09": (40, 0.9, 0.9, "none"),
+    "kd80_bn09": (80, 0.9, 0.9, "none"),
+    "kd80_bn09_mixup": (80, 0.9, 0.9, "mixup"),
+    "ce80_bn09": (80, 0.9, 0.0, "none"),
+}
+
+
+def _load(path: Path) -> list:
+    return json.loads(path.read_text()) if path.exists() else []
+
+
+def _save(rows: list) -> None:
+    from tfprune import fileio
+    stem = Path(FLAGS.results)
+    fileio.atomic_write_text(stem.with_suffix(".json"), json.dumps(rows, indent=1))
+    fileio.atomic_write_text(stem.with_suffix(".md"), render(rows))
+
+
+def _add(row: dict) -> None:
+    rows = [r for r in _load(Path(FLAGS.results).with_suffix(".json")) if r["id"] != row["id"]]
+    _save(rows + [row])
+
+
+def _done(row_id: str) -> bool:
+    return any(r["id"] == row_id for r in _load(Path(FLAGS.results).with_suffix(".json")))
+
+
+def part_main() -> None:
+    from tfprune.jobs import main_job
+    import android_export
+
+    out = Path(FLAGS.workdir) / "main"
+    if out.exists():
+        import shutil
+        shutil.rmtree(out)
+    start = time.time()
+    s = main_job.run_chain(main_job.ChainConfig(), out, bundler=android_export.write_bundle)
+    seconds = time.time() - start
+    _add({"id": "main", "part": "main", "wall_seconds": seconds, "config": s["config"],
+          "bar": s["restricted"]["test_accuracy"], "original": s["original"]["test_accuracy"],
+          "shipped": s["finetuned"]["test_accuracy"],
+          "device": s["device"] and s["device"]["final_test_accuracy"],
+          "l1": s["l1"] and s["l1"]["test_accuracy"], "baselines": s["baselines"],
+          "finetune_seconds": s["finetuned"]["seconds"],
+          "l1_finetune_seconds": s["l1"] and s["l1"]["finetune_seconds"],
+          "validation_passed": s["validation_passed"], "test_images": s["subset"]["test"]})
+
+
+def _finetune_row(row_id, model, teacher, splits, epochs, bn, alpha, mix, extra) -> dict:
+    from tfprune.training import fit as train
+    start = time.time()
+    history = train.finetune(model, splits.train, epochs, 0.01, 5e-4, 64, 0, None,
+                             verbose=0, bn_momentum=bn, teacher=teacher if alpha else None,
+                             distill_alpha=alpha, mix=mix)
+    seconds = time.time() - start
+    return {"id": row_id, "epochs": epochs, "bn_momentum": bn or 0.99, "distill_alpha": alpha,
+            "mix": mix, "finetune_seconds": seconds, "final_loss": history["loss"][-1],
+            "val": train.accuracy(model, splits.val), "test": train.accuracy(model, splits.test),
+            **extra}
+
+
+def part_recipes() -> None:
+    import keras
+
+    from tfprune import data
+    from tfprune.training import fit as train
+
+    run = Path(FLAGS.workdir) / "main"
+    if not (run / "pruned.keras").exists():
+        raise SystemExit(f"run --part=main first ({run}/pruned.keras is missing)")
+    splits = data.relabel(data.load_subset("sample", "aquatic", 0))
+    teacher = keras.models.load_model(run / "restricted.keras", compile=False)
+    bar = {"val": train.accuracy(teacher, splits.val), "test": train.accuracy(teacher, splits.test)}
+    for name in FLAGS.recipes or RECIPES:
+        row_id = f"recipe:{name}"
+        if _done(row_id):
+            continue
+        keras.utils.set_random_seed(0)
+        model = keras.models.load_model(run / "pruned.keras", compile=False)
+        epochs, bn, alpha, mix = RECIPES[name]
+        row = _finetune_row(row_id, model, teacher, splits, epochs, bn, alpha, mix,
+                            {"part": "recipes", "recipe": name, "bar_val": bar["val"],
+                             "bar_test": bar["test"]})
+        print(json.dumps(row))
+        _add(row)
+
+
+def part_levels() -> None:
+    import keras
+
+    from tfprune import data, pruner
+    from tfprune.core import counts, head
+    from tfprune.models import loader
+    from tfprune.training import fit as train
+
+    full = data.load_subset(FLAGS.data, FLAGS.subset, 0)
+    splits = data.relabel(full)
+    original = loader.load_model("pretrained:resnet20")
+    teacher = head.slice_head(original, full.classes)
+    bar = {"val": train.accuracy(teacher, splits.val), "test": train.accuracy(teacher, splits.test)}
+    for level in (float(v) for v in FLAGS.levels):
+        for criterion in FLAGS.criteria:
+            row_id = f"level:{FLAGS.data}:{FLAGS.subset}:{level}:{criterion}:{FLAGS.epochs}"
+            if _done(row_id):
+                continue
+            keras.utils.set_random_seed(0)
+            result = pruner.prune_model(original, criterion, level, splits=splits,
+                                        calibration_batches=8, bn_batches=8,
+                                        head_classes=full.classes,
+                                        class_names=full.class_names)
+            row = _finetune_row(row_id, result.pruned, teacher, splits, FLAGS.epochs, 0.9, 0.9,
+                                "none", {"part": "levels", "data": FLAGS.data,
+                                         "subset": FLAGS.subset, "level": level,
+                                         "criterion": criterion, "bar_val": bar["val"],
+                                         "bar_test": bar["test"],
+                                         "params": counts.model_metrics(result.pruned)["params"],
+                                         "train_images": len(splits.train)})
+            print(json.dumps(row))
+            _add(row)
+
+
+def _pct(x) -> str:
+    return "-" if x is None else f"{100 * x:.1f}%"
+
+
+def render(rows: list) -> str:
+    lines = ["# Adaptation: adapted models against the restricted original (issue #14)", "",
+             "The bar: the original pretrained ResNet-20 with its logits restricted to the "
+             "subset's classes, no training. Generated by `benchmarks/adaptation.py` from "
+             "`adaptation.json`; the machine is 2 shared cores (times are wall time under "
+             "whatever else ran).", ""]
+    main = [r for r in rows if r["part"] == "main"]
+    if main:
+        m = main[0]
+        lines += ["## Main job default (`python -m pipelines.run`)", "",
+                  f"Sample data, aquatic, 50% params, {m['test_images']} test images, wall "
+                  f"time {m['wall_seconds']:.0f} s (fine-tune {m['finetune_seconds']:.0f} s, "
+                  f"`l1` baseline fine-tune {m['l1_finetune_seconds'] or 0:.0f} s).", "",
+                  "| model | accuracy | vs the bar (pp) | params | MACs | float32 latency 1 "
+                  "thread (ms) |", "|---|---|---|---|---|---|"]
+        for b in m["baselines"]:
+            lat = "-" if b["latency_ms"] is None else f"{b['latency_ms']:.2f}"
+            lines.append(f"| {b['model']} | {_pct(b['accuracy'])} | "
+                         f"{100 * (b['accuracy'] - m['bar']):+.1f} | {b['params']:,} | "
+                         f"{b['macs']:,} | {lat} |")
+        ok = lambda acc: acc is not None and acc >= m["bar"] - 0.01
+        lines += ["", f"Goal (shipped >= bar - 1 pp, also after the device stage, under 5 "
+                  f"minutes): shipped {'met' if ok(m['shipped']) else 'NOT met'}, device stage "
+                  f"{'met' if ok(m['device']) else 'NOT met'}, time "
+                  f"{'met' if m['wall_seconds'] < 300 else 'NOT met'} "
+                  f"({m['wall_seconds']:.0f} s).", ""]
+    recipes = [r for r in rows if r["part"] == "recipes"]
+    if recipes:
+        lines += ["## Fine-tuning recipes on the main job's pruned model (chosen on val)", "",
+                  f"Bar: val {_pct(recipes[0]['bar_val'])}, test {_pct(recipes[0]['bar_test'])}"
+                  " (100 val / 300 test images).", "",
+                  "| recipe | epochs | BN momentum | distill alpha | mix | val | test | "
+                  "fine-tune s |", "|---|---|---|---|---|---|---|---|"]
+        for r in recipes:
+            lines.append(f"| {r['recipe']} | {r['epochs']} | {r['bn_momentum']} | "
+                         f"{r['distill_alpha']} | {r['mix']} | {_pct(r['val'])} | "
+                         f"{_pct(r['test'])} | {r['finetune_seconds']:.0f} |")
+        lines.append("")
+    levels = [r for r in rows if r["part"] == "levels"]
+    if levels:
+        lines += ["## Full data: levels, `act_l2` against `l1` (same distillation fine-tune)", "",
+                  "| data | subset | level | criterion | params | epochs | val | test | bar test "
+                  "| vs bar (pp) | fine-tune s |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+        for r in sorted(levels, key=lambda r: (r["subset"], r["level"], r["criterion"])):
+            lines.append(f"| {r['data'].split('/')[-1]} | {r['subset']} | {r['level']:.0%} | "
+                         f"{r['criterion']} | {r['params']:,} | {r['epochs']} | {_pct(r['val'])}"
+                         f" | {_pct(r['test'])} | {_pct(r['bar_test'])} | "
+                         f"{100 * (r['test'] - r['bar_test']):+.1f} | "
+                         f"{r['finetune_seconds']:.0f} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def main(argv):
+    del argv
+    {"main": part_main, "recipes": part_recipes, "levels": part_levels,
+     "render": lambda: _save(_load(Path(FLAGS.results).with_suffix(".json")))}[FLAGS.part]()
+
+
+if __name__ == "__main__":
+    app.run(main)
