@@ -36,6 +36,9 @@ flags.DEFINE_float("weight_decay", None, "Decoupled weight decay.")
 flags.DEFINE_integer("batch_size", None, "Batch size.")
 flags.DEFINE_enum("strategy", "default", ["default", "mirrored", "multi_worker"],
                   "tf.distribute strategy.")
+flags.DEFINE_enum("head", "full", ["full", "subset"], "Classifier head. The paper protocol "
+                  "keeps `full`: its metric is the 100-way argmax (Control 1 reports the "
+                  "restricted logits); a subset head is pipelines.run's / pipelines.prune's.")
 flags.DEFINE_integer("bn_batches", 0, "BatchNorm re-estimation batches after pruning.")
 flags.DEFINE_integer("calibration_batches", 10, "Batches a data-aware criterion scores on.")
 flags.DEFINE_string("workdir", None, "Run directory (resumes when it holds a stopped run).")
@@ -65,6 +68,9 @@ def main(argv):
 
     from tfprune.experiments import protocol
     tf.get_logger().setLevel("ERROR")
+    if FLAGS.head != "full":
+        sys.exit("finetune: --head=subset: the paper protocol measures the 100-way argmax and "
+                 "keeps the full head; use pipelines.run or pipelines.prune --head=subset")
     try:
         setup = protocol.make_setup(
             FLAGS.protocol, FLAGS.network, FLAGS.data, FLAGS.model, overrides(),

@@ -58,8 +58,9 @@ def test_distilled_finetune_moves_student_towards_teacher(teacher_student, sampl
                                        np.asarray(teacher(x)), 1.0, 4.0)
     before = gap()
     momentum = [l.momentum for l in student.layers if hasattr(l, "momentum")]
+    transfer = data.Images(splits.val.x[64:96], splits.val.y[64:96])  # labels ignored
     history = fit.finetune(student, few, 2, 0.02, batch_size=32, teacher=teacher, mix="mixup",
-                           verbose=0)
+                           transfer_images=transfer, verbose=0)
     assert gap() < before and len(history["loss"]) == 2
     assert [l.momentum for l in student.layers if hasattr(l, "momentum")] == momentum
 
