@@ -69,3 +69,25 @@ def test_mixed_views_without_teacher_refused(sample_splits):
     student = head.slice_head(loader.load_model("resnet20"), sample_splits.classes)
     with pytest.raises(ValueError, match="need a teacher"):
         fit.finetune(student, data.relabel(sample_splits).train, 1, 0.01, mix="mixup")
+
+
+def test_compiled_distiller_checkpoint_resumes(teacher_student, sample_splits, tmp_path):
+    """compile_distill's model saves with its optimizer, loads back the same (student and
+    teacher), trains on, and ships as an uncompiled copy (what a resumable run needs)."""
+    import keras
+
+    from tfprune.core import surgery
+    teacher, _ = teacher_student
+    student = surgery.slice_head(loader.load_model("pretrained:resnet20"), sample_splits.classes)
+    splits = data.relabel(sample_splits)
+    ds = data.as_dataset(data.Images(splits.train.x[:32], splits.train.y[:32]), 32, training=True)
+    model = distill.compile_distill(student, teacher, 0.01, 5e-4, 0.9, 0.9, 4.0)
+    model.fit(ds, epochs=1, verbose=0, shuffle=False)
+    fit.atomic_save(model, tmp_path / "ck.keras")
+    again = keras.models.load_model(tmp_path / "ck.keras")
+    x = data.normalize_np(splits.test.x[:8])
+    np.testing.assert_array_equal(np.asarray(again(x)), np.asarray(model(x)))
+    assert int(again.optimizer.iterations) == 1
+    again.fit(ds, epochs=1, verbose=0, shuffle=False)
+    fit.atomic_save(again, tmp_path / "final.keras", optimizer=False)
+    assert keras.models.load_model(tmp_path / "final.keras")(x).shape == (8, 10)

@@ -23,6 +23,7 @@ import numpy as np
 from tfprune.core import graph as graph_mod
 from tfprune.core import modelspec
 from tfprune.core import plan as plan_mod
+from tfprune.core.head import slice_head  # noqa: F401  (the subset head, with the plan's cuts)
 
 
 def _layer_masks(graph, keep, name):

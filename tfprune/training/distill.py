@@ -48,6 +48,7 @@ def distill_loss_np(labels, student, teacher, alpha: float, temperature: float) 
     return (1 - alpha) * ce + alpha * temperature ** 2 * kl
 
 
+@keras.saving.register_keras_serializable(package="tfprune")
 class LabelledAccuracy(keras.metrics.SparseCategoricalAccuracy):
     """Top-1 accuracy over the rows with a label (>= 0)."""
 
@@ -57,9 +58,11 @@ class LabelledAccuracy(keras.metrics.SparseCategoricalAccuracy):
         return super().update_state(ops.maximum(y_true, 0), y_pred, weight)
 
 
+@keras.saving.register_keras_serializable(package="tfprune")
 class Distiller(keras.Model):
     """Trains `student` on distill_loss against the frozen `teacher` (same input batches);
-    calling it runs the student."""
+    calling it runs the student. Saved and loaded as a whole (student and teacher), so a
+    checkpointed run resumes."""
 
     def __init__(self, student, teacher, alpha: float = 0.9, temperature: float = 4.0, **kw):
         super().__init__(**kw)
@@ -76,11 +79,34 @@ class Distiller(keras.Model):
     def call(self, x, training=False):
         return self.student(x, training=training)
 
+    def get_config(self):
+        return {"student": keras.saving.serialize_keras_object(self.student),
+                "teacher": keras.saving.serialize_keras_object(self.teacher),
+                "alpha": self.alpha, "temperature": self.temperature, "name": self.name}
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        student = keras.saving.deserialize_keras_object(config.pop("student"))
+        teacher = keras.saving.deserialize_keras_object(config.pop("teacher"))
+        return cls(student, teacher, **config)
+
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         teacher = self.teacher(x, training=False)
         loss = distill_loss(y, y_pred, teacher, self.alpha, self.temperature)
         extra = self.student.losses
         return loss + ops.sum(ops.stack(extra)) if extra else loss
+
+
+def compile_distill(student, teacher, learning_rate, weight_decay: float, momentum: float = 0.9,
+                    alpha: float = 0.9, temperature: float = 4.0) -> Distiller:
+    """`Distiller(student, teacher)` compiled with SGD (momentum, decoupled weight decay) and
+    the labelled-row accuracy, ready for `fit`."""
+    model = Distiller(student, teacher, alpha, temperature)
+    model.compile(optimizer=keras.optimizers.SGD(learning_rate, momentum=momentum,
+                                                 weight_decay=weight_decay or None),
+                  metrics=[LabelledAccuracy(name="accuracy")])
+    return model
 
 
 def with_mixed_views(ds: tf.data.Dataset, mix: str, seed: int = 0) -> tf.data.Dataset:

@@ -96,10 +96,8 @@ def finetune(model: keras.Model, train_images, epochs: int, peak_lr: float,
     schedule = cosine_schedule(peak_lr, epochs, steps)
     trained = model
     if teacher is not None:
-        trained = distill.Distiller(model, teacher, distill_alpha, distill_temperature)
-        trained.compile(optimizer=keras.optimizers.SGD(schedule, momentum=0.9,
-                                                       weight_decay=weight_decay or None),
-                        metrics=[distill.LabelledAccuracy(name="accuracy")])
+        trained = distill.compile_distill(model, teacher, schedule, weight_decay, 0.9,
+                                          distill_alpha, distill_temperature)
     else:
         compile_sgd(model, schedule, weight_decay)
     ds = distill.with_mixed_views(
