@@ -214,6 +214,18 @@ def render(rows: list) -> str:
             lines.append(f"| {r['recipe']} | {r['epochs']} | {r['bn_momentum']} | "
                          f"{r['distill_alpha']} | {r['mix']} | {_pct(r['val'])} | "
                          f"{_pct(r['test'])} | {r['finetune_seconds']:.0f} |")
+        by = {r["recipe"]: r for r in recipes}
+        if "ce15_bn09" in by and "kd15_bn09" in by:
+            lines += ["", f"The teacher's cost in fine-tuning time: {by['kd15_bn09']['finetune_seconds']:.0f}"
+                      f" s with it against {by['ce15_bn09']['finetune_seconds']:.0f} s without "
+                      f"(x{by['kd15_bn09']['finetune_seconds'] / by['ce15_bn09']['finetune_seconds']:.2f},"
+                      " 15 epochs, wall time on the loaded machine)."]
+        if main:
+            b = {r["model"].split(" ")[0]: r for r in main[0]["baselines"]}
+            teacher, student = b["original"]["macs"], b["shipped"]["macs"]
+            lines += [f"By arithmetic: a training step costs about 3 forward passes of the "
+                      f"student ({student / 1e6:.1f}M MACs each), the teacher adds one forward "
+                      f"pass ({teacher / 1e6:.1f}M): up to x{1 + teacher / (3 * student):.2f}."]
         lines.append("")
     levels = [r for r in rows if r["part"] == "levels"]
     if levels:
