@@ -50,7 +50,8 @@ def prune_model(model, criterion: str, level: float, target: str = "params",
                 options: dict | None = None) -> PruneResult:
     """Score `model`'s filters with `criterion`, plan `level` of `target` away, cut them out,
     and (with `bn_batches` > 0 and `splits`) re-estimate BatchNorm statistics on that many
-    augmented training batches. `options` go to the criterion (e.g. finetune_l1_epochs)."""
+    augmented training batches. `options` go to the criterion (e.g. finetune_l1_epochs).
+    A plan that removes nothing at a positive level is refused (PlanError naming why)."""
     from tfprune.core import graph as graph_mod
     from tfprune.core import plan as plan_mod
     from tfprune import scoring
@@ -62,6 +63,11 @@ def prune_model(model, criterion: str, level: float, target: str = "params",
         raise scoring.ScoringError(f"criterion {criterion!r} is data-aware: it needs the "
                                    "subset's splits (data and subset)")
     g = graph_mod.build_graph(model, ignore=ignore)
+    sizes = [grp.size for grp in g.prunable_groups()]
+    if level > 0 and sizes and max(sizes) <= max(round_to, min_channels):
+        raise plan_mod.PlanError(
+            f"round_to {round_to} / min_channels {min_channels} leave nothing to prune: the "
+            f"largest prunable group has {max(sizes)} channels")
     ctx = scoring_context(splits, calibration_batches, batch_size, seed, options)
     scored = scoring.score(criterion, model, g, ctx)
     scores = scored.scores
@@ -70,6 +76,9 @@ def prune_model(model, criterion: str, level: float, target: str = "params",
         g = graph_mod.build_graph(model, ignore=ignore)
     plan = plan_mod.make_plan(g, scores, level, target, allocation, round_to, min_channels,
                               criterion, normalizer, seed)
+    if level > 0 and plan["achieved"]["filters"] == plan["model"]["filters"]:
+        raise plan_mod.PlanError(f"the plan for level {level} removes nothing: "
+                                 + "; ".join(plan.get("notes", ["no group could shrink"])))
     pruned = surgery.apply_plan(model, plan, graph=g)
     done = 0
     if bn_batches > 0 and splits is not None:
