@@ -370,3 +370,22 @@ def test_importing_tfprune_sets_no_environment():
     proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
                           text=True, env=env, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
+
+
+# ------------------------------------------------------------------ console
+def test_console_is_quiet_unless_verbosity_asks(tmp_path, model_file):
+    import re
+
+    info = lambda text: [ln for ln in text.splitlines() if re.match(r"I\d{4} ", ln)
+                         and not ln.startswith("I0000")]  # I0000: TF's lines before logging
+    args = ("pipelines.convert", f"--model={model_file}", "--mode=int8",
+            "--calibration_samples=8")
+    quiet = app(*args, f"--output={tmp_path / 'q'}")
+    assert quiet.returncode == 0, quiet.stderr[-2000:]
+    assert "convert: wrote" in quiet.stdout
+    for noise in ("Assets written to", "fully_quantize", "signature_serialization"):
+        assert noise not in quiet.stderr, quiet.stderr[-2000:]
+    assert info(quiet.stderr) == []
+    verbose = app(*args, f"--output={tmp_path / 'v'}", "--verbosity=0")
+    assert verbose.returncode == 0 and "fully_quantize" in verbose.stderr
+    assert info(verbose.stderr)

@@ -12,8 +12,10 @@ failed CUDA probe is an error-level line there) and errors elsewhere; Python-sid
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
+import tempfile
 from typing import Callable
 
 
@@ -25,17 +27,43 @@ def prepare_environment() -> None:
 
 
 def quiet_logs() -> None:
-    """Hide TF/absl INFO unless --verbosity asked for it (call after absl parsed the flags)."""
+    """Hide TF/absl INFO unless --verbosity asked for it (call after absl parsed the flags;
+    absl itself logs INFO under app.run whatever the flag's default says)."""
     import logging
 
+    from absl import flags
     from absl import logging as absl_logging
 
-    level = absl_logging.get_verbosity()  # absl: -1 WARNING, 0 INFO, >0 DEBUG
+    flag = flags.FLAGS["verbosity"]
+    level = flag.value if flag.present else -1  # absl: -1 WARNING, 0 INFO, >0 DEBUG
     python_level = logging.WARNING if level < 0 else logging.INFO if level == 0 else logging.DEBUG
-    for name in ("tensorflow", "absl", "keras", "h5py", "jax"):
+    absl_logging.set_verbosity(level)
+    for name in ("tensorflow", "absl", "keras", "h5py"):
         logging.getLogger(name).setLevel(python_level)
-    if level < 0:
-        absl_logging.set_verbosity(absl_logging.WARNING)
+
+
+@contextlib.contextmanager
+def native_stderr_hidden():
+    """Hold back what native code (the TFLite converter's `fully_quantize: ...` lines) writes to
+    file descriptor 2 while the block runs; it is replayed when --verbosity asks for INFO or
+    when the block raises, so nothing needed to understand a failure is lost."""
+    from absl import logging as absl_logging
+
+    sys.stderr.flush()
+    saved = os.dup(2)
+    failed = True
+    with tempfile.TemporaryFile() as held:
+        os.dup2(held.fileno(), 2)
+        try:
+            yield
+            failed = False
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            if failed or absl_logging.get_verbosity() >= 0:
+                held.seek(0)
+                sys.stderr.write(held.read().decode(errors="replace"))
 
 
 def app_main(name: str, resume_hint: Callable[[], str] | None = None):

@@ -112,7 +112,7 @@ def load_tfds(name: str, data_dir: str | None = None) -> Source:
     try:
         builder = tfds.builder(name, data_dir=data_dir)
     except Exception as err:  # DatasetNotFoundError and friends
-        raise DataError(f"tfds:{name} is not a TFDS dataset: {err}") from err
+        raise DataError(f"tfds:{name} could not be loaded: not a TFDS dataset ({err})") from err
     if not builder.is_prepared() and not _reachable(builder.info.homepage):
         raise DataError(
             f"tfds:{name} is not prepared in {builder.data_dir} and its download host is "

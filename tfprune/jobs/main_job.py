@@ -112,14 +112,17 @@ def run_chain(cfg: ChainConfig, run_dir, log=print, bundler=None) -> dict:
             "test_accuracy": train.accuracy(model, splits.test), "history": history,
             **_totals(metrics, model)})
 
-    def export_inference(model, out: Path):
+    def export_inference(model, out: Path, stage: str):
         for name, kind in INFERENCE_FILES:
+            log(f"[{stage}] converting to {kind}" + (" (calibrating on the subset's training "
+                                                     "images)" if kind == "int8" else ""))
             exports.export_inference(model, kind, out / name, train_images=splits.train,
                                      calibration_samples=cfg.calibration_samples, seed=cfg.seed)
 
     def export():
         model = load("finetuned.keras")
-        export_inference(model, run_dir)
+        export_inference(model, run_dir, "export")
+        log("[export] building the on-device training model")
         export_trainable(model, run_dir / "trainable", batch_size=cfg.device_batch_size)
 
     def validate_into(out: Path, keras_name: str, files):
@@ -130,7 +133,8 @@ def run_chain(cfg: ChainConfig, run_dir, log=print, bundler=None) -> dict:
             data={"data": cfg.data, "subset": cfg.subset, "split": "test"}), out)
 
     def baseline_export():
-        export_inference(load("original.keras"), run_dir / "original")
+        export_inference(load("original.keras"), run_dir / "original", "baseline")
+        log("[baseline] validating the unpruned model's files")
         validate_into(run_dir / "original", "original.keras", INFERENCE_FILES)
 
     def bundle():

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from tfprune.console import native_stderr_hidden
 from tfprune.errors import TfpruneError
 
 MODES = ("float32", "float16", "dynamic", "int8")
@@ -129,7 +130,9 @@ def convert(model, mode: str = "float32", *, calibration: np.ndarray | None = No
     with tempfile.TemporaryDirectory(prefix="tfprune_convert_") as tmp:
         path = os.path.join(tmp, "model.tflite")
         try:
-            model.export(path, format="litert", input_signature=[spec], verbose=False, **opts)
+            with native_stderr_hidden():
+                model.export(path, format="litert", input_signature=[spec], verbose=False,
+                             **opts)
         except Exception as err:  # the converter reports through many exception types
             lines = [ln for ln in str(err).strip().splitlines() if ln.strip()]
             why = "; ".join(lines[-3:]) if lines else repr(err)
