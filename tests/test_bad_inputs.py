@@ -306,8 +306,10 @@ def test_numeric_flags_are_checked_in_their_definitions(tmp_path, args, flag):
 
 def test_ctrl_c_prints_one_line_saying_where_to_resume(tmp_path):
     out = tmp_path / "run"
+    # SIGINT's default action restored: a shell's background job inherits it ignored
     proc = subprocess.Popen([sys.executable, "-u", "-m", "pipelines.run", f"--output={out}"],
-                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     for line in proc.stdout:  # interrupt once the first stage runs
         if line.startswith("[evaluate] ..."):
             break
