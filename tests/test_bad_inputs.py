@@ -131,7 +131,8 @@ def test_run_directory_records_its_config_and_refuses_another(tmp_path):
 
     out = tmp_path / "R"
     defaults = dataclasses.asdict(ChainConfig())
-    run_dir.prepare(out, defaults, defaults=defaults)
+    run_dir.prepare(out, {**defaults, "subset": "no_such_class"}, defaults=defaults)
+    run_dir.prepare(out, defaults, defaults=defaults)  # the first was refused before any work
     (out / "report.md").write_text("numbers of the first run")
     before = snapshot(out)
     # the same settings resume; allow_failed_validation may change (it changes no result)

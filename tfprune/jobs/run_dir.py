@@ -3,7 +3,8 @@ before any work, so that resuming never mixes settings and a rerun with other se
 refused with one line, never relabelled.
 
 `prepare(output, config, defaults=..., restart=...)` accepts an empty or missing directory, or
-one whose recorded settings equal `config` (the run resumes); anything else is refused (a
+one whose recorded settings equal `config` (the run resumes), or one that holds only a
+recorded config (a run refused before any work); anything else is refused (a
 non-empty directory that is no run directory, a run made with other settings). With
 `restart=True` a non-empty directory is moved aside to `OUTPUT.old-N` untouched and the run
 starts afresh, so nothing of the user's is ever lost. It also refuses an input
@@ -74,7 +75,7 @@ def prepare(output, config: dict, *, defaults: dict | None = None, restart: bool
         if path and os.path.exists(path) and inside(path, out):
             raise RunDirError(f"--{flag} {path} lies inside --output {out}, where the run writes "
                               "its files; move it out or choose another --output")
-    if out.is_dir() and any(out.iterdir()):
+    if out.is_dir() and any(p.name != CONFIG for p in out.iterdir()):  # a run that did work
         recorded = recorded_config(out)
         if recorded is None:
             problem = f"--output {out} is not empty and holds no run ({CONFIG})"
