@@ -4,9 +4,9 @@
 says so loudly), builds the bundle in a temp directory beside `output_dir`, checks it with
 `check_bundle`, and renames it into place (an old bundle is replaced; an existing directory
 that is no bundle, or a bundle holding files its manifest does not list, is refused, so
-nothing of the user's is deleted). Everything the manifest says about the models is read back from the
-.tflite files with the LiteRT interpreter (`describe`), so `check_bundle` can recompute it and
-compare.
+nothing of the user's is deleted). Everything the manifest says about the models is read
+back from the .tflite files with the LiteRT interpreter (`describe`), so `check_bundle` can
+recompute it and compare.
 """
 from __future__ import annotations
 

@@ -83,7 +83,8 @@ def finetune(model: keras.Model, train_images, epochs: int, peak_lr: float,
     val = data.as_dataset(val_images, 256) if val_images is not None else None
     return model.fit(data.as_dataset(train_images, batch_size, training=True, seed=seed),
                      validation_data=val, epochs=epochs, verbose=verbose,
-                     callbacks=[StopOnNonFinite()], shuffle=False).history  # the dataset shuffles itself
+                     callbacks=[StopOnNonFinite()],
+                     shuffle=False).history  # the dataset shuffles itself
 
 
 class _EvaluateEach(keras.callbacks.Callback):
