@@ -2,10 +2,11 @@
 
 `write_bundle` refuses a model whose validation failed (unless allowed, then the manifest
 says so loudly), builds the bundle in a temp directory beside `output_dir`, checks it with
-`check_bundle`, and renames it into place (an old bundle is replaced; any other existing
-directory is refused). Everything the manifest says about the models is read back from the
-.tflite files with the LiteRT interpreter (`describe`), so `check_bundle` can recompute it and
-compare.
+`check_bundle`, and renames it into place (an old bundle is replaced; an existing directory
+that is no bundle, or a bundle holding files its manifest does not list, is refused, so
+nothing of the user's is deleted). Everything the manifest says about the models is read
+back from the .tflite files with the LiteRT interpreter (`describe`), so `check_bundle` can
+recompute it and compare.
 """
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ import shutil
 from pathlib import Path
 
 from tfprune import litert
+from tfprune.errors import TfpruneError
 from tfprune.litert import targets as exports
 from tfprune.litert.validate.parity import model_kind
 
@@ -39,7 +41,7 @@ METADATA = {"tflite_metadata": False, "why": (
     "Labels and normalisation are in labels.txt and this manifest instead.")}
 
 
-class BundleError(ValueError):
+class BundleError(TfpruneError):
     """A bundle that cannot be written or does not check out; the message says what failed."""
 
 
@@ -143,12 +145,39 @@ def _is_bundle(path: Path) -> bool:
         return False
 
 
-def check_target(output_dir) -> None:
-    """Refuse an existing `output_dir` that is not a bundle (nothing of the user's is replaced)."""
+def _user_files(out: Path) -> list[str]:
+    """Files in the bundle directory `out` that its manifest does not list."""
+    listed = set(json.loads((out / MANIFEST).read_text()).get("files", {})) | {MANIFEST}
+    return sorted(p.relative_to(out).as_posix() for p in out.rglob("*")
+                  if p.is_file() and p.relative_to(out).as_posix() not in listed)
+
+
+def check_target(output_dir, inputs: dict | None = None) -> None:
+    """Refuse an `output_dir` that cannot take a bundle, before any work: a file, an existing
+    directory that is not a bundle or that holds files its manifest does not list (replacing
+    the bundle would delete them), one containing an input file (`inputs`: {flag: path}), or
+    one that cannot be written. Nothing of the user's is ever replaced."""
     out = Path(output_dir)
+    if out.exists() and not out.is_dir():
+        raise BundleError(f"--output {out} exists and is not a directory")
+    for flag, path in (inputs or {}).items():
+        if path and os.path.exists(path) and os.path.commonpath(
+                [os.path.realpath(path), os.path.realpath(out)]) == os.path.realpath(out):
+            raise BundleError(f"--{flag} {path} lies inside --output {out}, which a new bundle "
+                              "replaces; move it out or choose another --output")
     if out.exists() and not _is_bundle(out):
         raise BundleError(f"{out} exists and is not a tfprune bundle (no {MANIFEST} of format "
                           f"{FORMAT}); refusing to overwrite it")
+    if out.exists():
+        extra = _user_files(out)
+        if extra:
+            raise BundleError(f"bundle {out} holds files its manifest does not list "
+                              f"({', '.join(extra[:5])}{', ...' if len(extra) > 5 else ''}); "
+                              "replacing the bundle would delete them: move them out first")
+    here = out.absolute().parent  # the new bundle is built beside `out`, then renamed
+    parent = next(p for p in (here, *here.parents) if p.exists())
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise BundleError(f"--output {out} cannot be written ({parent} is not writable)")
 
 
 def _render_android(out: Path, values: dict) -> None:

@@ -38,7 +38,7 @@ def export_bundle(model: str, output_dir, *, kind: str = "float32", data: str = 
     from tfprune.models import loader as modelio
     from tfprune.ondevice import export_trainable
 
-    check_target(output_dir)
+    check_target(output_dir, inputs={"model": model})
     keras_model = modelio.load_model(model)
     splits = data_mod.load_subset(data, subset, seed)
     if head not in ("subset", "full"):

@@ -14,7 +14,9 @@ import json
 import os
 import sys
 
-from absl import app, flags, logging
+from absl import app, flags
+
+from tfprune import console
 
 flags.DEFINE_string("model", None, "A .keras file, pretrained:NAME, or a zoo model name.")
 flags.DEFINE_enum("mode", "float32", ["float32", "float16", "dynamic", "int8", "trainable"],
@@ -25,20 +27,24 @@ flags.DEFINE_string("data", "sample", "Data source for calibration / QAT (npz:, 
                     "sample).")
 flags.DEFINE_string("subset", "all", "Class subset whose training images calibrate int8.")
 flags.DEFINE_integer("seed", 0, "Seed for the subset split and the calibration draw.")
-flags.DEFINE_integer("calibration_samples", 200, "Representative images for int8.")
+flags.DEFINE_integer("calibration_samples", 200, "Representative images for int8.",
+                     lower_bound=1)
 flags.DEFINE_enum("io_type", "int8", ["int8", "uint8", "float32"],
                   "Input/output type of an int8 model (int8/uint8 for the Edge TPU).")
 flags.DEFINE_bool("allow_flex", False, "Admit select-TF (Flex) ops in inference models.")
-flags.DEFINE_integer("qat_epochs", 0, "int8: quantisation-aware training epochs first (tfmot).")
-flags.DEFINE_float("qat_learning_rate", 1e-3, "QAT SGD learning rate.")
-flags.DEFINE_integer("qat_batch_size", 64, "QAT batch size.")
+flags.DEFINE_integer("qat_epochs", 0, "int8: quantisation-aware training epochs first (tfmot).",
+                     lower_bound=0)
+flags.DEFINE_float("qat_learning_rate", 1e-3, "QAT SGD learning rate.", lower_bound=0.0)
+flags.DEFINE_integer("qat_batch_size", 64, "QAT batch size.", lower_bound=1)
 # --mode=trainable (on-device training export, tfprune.ondevice)
-flags.DEFINE_integer("batch_size", 32, "Trainable mode: the fixed training batch size.")
+flags.DEFINE_integer("batch_size", 32, "Trainable mode: the fixed training batch size.",
+                     lower_bound=1)
 flags.DEFINE_string("trainable", "all", "Trainable mode: all, head, or the last N layers.")
 flags.DEFINE_enum("optimizer", "sgd", ["sgd", "adam"], "Trainable mode: optimiser.")
-flags.DEFINE_float("learning_rate", 0.01, "Trainable mode: learning rate.")
-flags.DEFINE_float("momentum", 0.9, "Trainable mode: SGD momentum.")
-flags.DEFINE_float("weight_decay", 5e-4, "Trainable mode: weight decay.")
+flags.DEFINE_float("learning_rate", 0.01, "Trainable mode: learning rate.", lower_bound=0.0)
+flags.DEFINE_float("momentum", 0.9, "Trainable mode: SGD momentum.", lower_bound=0.0,
+                   upper_bound=1.0)
+flags.DEFINE_float("weight_decay", 5e-4, "Trainable mode: weight decay.", lower_bound=0.0)
 flags.DEFINE_enum("conv_impl", "matmul", ["matmul", "conv"],
                   "Trainable mode: Conv2D lowering (matmul: BATCH_MATMULs forward and back, "
                   "which the XNNPACK delegate runs multithreaded; conv: builtin "
@@ -89,9 +95,9 @@ def _inference(model) -> dict:
     return record
 
 
+@console.app_main("convert")
 def main(argv):
     del argv
-    logging.set_verbosity(logging.WARNING)  # keep SavedModel/converter chatter out
     target = "trainable.tflite" if FLAGS.mode == "trainable" else "model.tflite"
     if os.path.exists(os.path.join(FLAGS.output, target)) and not FLAGS.overwrite:
         sys.exit(f"convert: {os.path.join(FLAGS.output, target)} exists; pass --overwrite")
@@ -103,7 +109,7 @@ def main(argv):
         model = load_model(FLAGS.model)
         os.makedirs(FLAGS.output, exist_ok=True)
         record = _trainable(model) if FLAGS.mode == "trainable" else _inference(model)
-    except (ValueError, OSError, RuntimeError) as err:  # every tfprune input error; QATError
+    except OSError as err:
         sys.exit(f"convert: {err}")
     if FLAGS.mode != "trainable":
         atomic_write_text(os.path.join(FLAGS.output, "conversion.json"),

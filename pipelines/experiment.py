@@ -16,6 +16,8 @@ import sys
 
 from absl import app, flags
 
+from tfprune import console
+
 flags.DEFINE_enum("protocol", "quick", ["paper", "v2", "quick"],
                   "Recipe family (tfprune.experiments.recipes).")
 flags.DEFINE_integer("finetune_epochs", None, "v2: E1, aware fine-tune epochs of the subset "
@@ -31,6 +33,16 @@ flags.DEFINE_string("data_dir", None, "TFDS data dir.")
 flags.DEFINE_list("subsets", ["aquatic", "indoor", "outdoor", "natural", "random"], "Subsets.")
 flags.DEFINE_list("networks", ["resnet20"], "Networks (recipes in tfprune.experiments.recipes).")
 flags.DEFINE_list("levels", ["0.5", "0.9", "0.7", "0.3"], "Pruning levels, run in this order.")
+
+
+def _levels_ok(values) -> bool:
+    try:
+        return all(0 <= float(v) < 1 for v in values)
+    except ValueError:
+        return False
+
+
+flags.register_validator("levels", _levels_ok, "--levels must be numbers in [0, 1)")
 flags.DEFINE_list("seeds", ["0"], "Seeds.")
 flags.DEFINE_list("subset_seeds", [], "SUBSET:SEED[;SEED...] items: these subsets run only those "
                   "seeds, after all runs of the other subsets (e.g. outdoor:0,random:0).")
@@ -43,8 +55,10 @@ flags.DEFINE_string("recipe_network", None, "Use this network's recipe for every
 flags.DEFINE_list("recipe", [], "Recipe edits, e.g. retrain.epochs=2,agnostic.steps_per_epoch=5.")
 flags.DEFINE_enum("strategy", "default", ["default", "mirrored", "multi_worker"],
                   "tf.distribute strategy for model building and training.")
-flags.DEFINE_integer("bn_batches", 0, "BatchNorm re-estimation batches after pruning.")
-flags.DEFINE_integer("calibration_batches", 10, "Batches a data-aware criterion scores on.")
+flags.DEFINE_integer("bn_batches", 0, "BatchNorm re-estimation batches after pruning.",
+                     lower_bound=0)
+flags.DEFINE_integer("calibration_batches", 10, "Batches a data-aware criterion scores on.",
+                     lower_bound=1)
 flags.DEFINE_string("sweep_dir", None, "Runs and report live here; a re-run resumes.")
 flags.DEFINE_string("shard", None, "i/n: run only the i-th (0-based) of n disjoint parts of "
                     "the grid, in SWEEP_DIR/shard_i_of_n.")
@@ -58,9 +72,12 @@ flags.DEFINE_integer("max_runs", None, "Stop after this many runs (time-boxed se
                      lower_bound=0)
 flags.DEFINE_bool("report_only", False, "Only aggregate the finished runs.")
 flags.DEFINE_bool("estimate_only", False, "Only print the cost estimate.")
-flags.DEFINE_float("train_rate", 300.0, "Training img/s assumed by the estimate.")
-flags.DEFINE_float("infer_rate", 1000.0, "Inference img/s assumed by the estimate.")
-flags.DEFINE_float("run_overhead", 20.0, "Seconds per run the estimate adds (load, trace, save).")
+flags.DEFINE_float("train_rate", 300.0, "Training img/s assumed by the estimate.",
+                   lower_bound=1e-6)
+flags.DEFINE_float("infer_rate", 1000.0, "Inference img/s assumed by the estimate.",
+                   lower_bound=1e-6)
+flags.DEFINE_float("run_overhead", 20.0, "Seconds per run the estimate adds (load, trace, save).",
+                   lower_bound=0.0)
 flags.DEFINE_integer("verbose", 2, "Keras fit verbosity.")
 flags.mark_flag_as_required("sweep_dir")
 FLAGS = flags.FLAGS
@@ -109,6 +126,11 @@ def measured_rates() -> dict | None:
             for r in rows}
 
 
+def resume_hint() -> str:
+    return f"rerun the same command to resume the sweep in {FLAGS.sweep_dir}"
+
+
+@console.app_main("experiment", resume_hint)
 def main(argv):
     del argv
     import tensorflow as tf

@@ -12,6 +12,8 @@ import sys
 
 from absl import app, flags
 
+from tfprune import console
+
 flags.DEFINE_enum("method", "aware", ["aware", "agnostic", "control2", "control3", "unpruned"],
                   "What to run.")
 flags.DEFINE_string("criterion", "finetune_l1", "aware: finetune_l1 (the paper), act_l2, ...")
@@ -20,27 +22,33 @@ flags.DEFINE_string("network", "resnet20", "Network whose recipe applies.")
 flags.DEFINE_string("model", None, "Model spec (default pretrained:NETWORK).")
 flags.DEFINE_string("recipe_network", None, "Take the recipe of this network instead.")
 flags.DEFINE_float("level", 0.5, "Fraction of parameters to remove.")
+flags.register_validator("level", lambda v: 0 <= v < 1, "--level must be in [0, 1)")
 flags.DEFINE_integer("seed", 0, "Seed.")
 flags.DEFINE_string("data", "tfds:cifar100", "Data source spec (the full dataset: the "
                     "agnostic baseline trains on all of it): tfds:NAME, npz:PATH, folder:PATH.")
 flags.DEFINE_string("data_dir", None, "TFDS data dir.")
 flags.DEFINE_enum("protocol", "paper", ["paper", "v2", "quick"], "Recipe family.")
 flags.DEFINE_string("finetune_lr", None, "Fine-tune phase schedule (aware), e.g. 0:0.001.")
-flags.DEFINE_integer("finetune_epochs", None, "Fine-tune phase epochs.")
+flags.DEFINE_integer("finetune_epochs", None, "Fine-tune phase epochs.", lower_bound=0)
 flags.DEFINE_string("retrain_lr", None, "Retraining schedule of --method's phase.")
-flags.DEFINE_integer("retrain_epochs", None, "Retraining epochs of --method's phase.")
-flags.DEFINE_integer("eval_from", None, "First epoch of --method's phase evaluated on val/test.")
-flags.DEFINE_integer("steps_per_epoch", None, "Fixed steps per epoch in every phase.")
-flags.DEFINE_float("gamma", None, "Factor of a -1 step in every phase.")
-flags.DEFINE_float("weight_decay", None, "Decoupled weight decay.")
-flags.DEFINE_integer("batch_size", None, "Batch size.")
+flags.DEFINE_integer("retrain_epochs", None, "Retraining epochs of --method's phase.",
+                     lower_bound=0)
+flags.DEFINE_integer("eval_from", None, "First epoch of --method's phase evaluated on val/test.",
+                     lower_bound=0)
+flags.DEFINE_integer("steps_per_epoch", None, "Fixed steps per epoch in every phase.",
+                     lower_bound=1)
+flags.DEFINE_float("gamma", None, "Factor of a -1 step in every phase.", lower_bound=0.0)
+flags.DEFINE_float("weight_decay", None, "Decoupled weight decay.", lower_bound=0.0)
+flags.DEFINE_integer("batch_size", None, "Batch size.", lower_bound=1)
 flags.DEFINE_enum("strategy", "default", ["default", "mirrored", "multi_worker"],
                   "tf.distribute strategy.")
 flags.DEFINE_enum("head", "full", ["full", "subset"], "Classifier head. The paper protocol "
                   "keeps `full`: its metric is the 100-way argmax (Control 1 reports the "
                   "restricted logits); a subset head is pipelines.run's / pipelines.prune's.")
-flags.DEFINE_integer("bn_batches", 0, "BatchNorm re-estimation batches after pruning.")
-flags.DEFINE_integer("calibration_batches", 10, "Batches a data-aware criterion scores on.")
+flags.DEFINE_integer("bn_batches", 0, "BatchNorm re-estimation batches after pruning.",
+                     lower_bound=0)
+flags.DEFINE_integer("calibration_batches", 10, "Batches a data-aware criterion scores on.",
+                     lower_bound=1)
 flags.DEFINE_string("workdir", None, "Run directory (resumes when it holds a stopped run).")
 flags.DEFINE_string("cache_dir", None, "Where the aware fine-tune phase is cached "
                     "(default: WORKDIR's parent).")
@@ -62,6 +70,11 @@ def overrides() -> list:
     return [f"{k}={v}" for k, v in edits.items() if v is not None]
 
 
+def resume_hint() -> str:
+    return f"rerun the same command to resume {FLAGS.workdir}"
+
+
+@console.app_main("finetune", resume_hint)
 def main(argv):
     del argv
     import tensorflow as tf

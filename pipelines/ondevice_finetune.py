@@ -18,24 +18,26 @@ import sys
 
 from absl import app, flags
 
+from tfprune import console
+
 flags.DEFINE_string("trainable", None, "The trainable .tflite (its trainable.json beside it).")
 flags.DEFINE_string("data", "sample", "Local images: sample, npz:PATH, tfds:NAME, folder:PATH.")
 flags.DEFINE_string("subset", "aquatic", "Class subset of --data.")
 flags.DEFINE_string("data_dir", None, "TFDS data dir.")
 flags.DEFINE_integer("seed", 0, "Seed of the split, batch order and augmentation.")
-flags.DEFINE_integer("epochs", 3, "Epochs of on-device training.")
+flags.DEFINE_integer("epochs", 3, "Epochs of on-device training.", lower_bound=0)
 flags.DEFINE_string("schedule", "0:0.002", "Learning rate by epoch: EPOCH:LR,... (-1 = x0.1). "
                     "The default is the stable rate measured for a pruned pretrained ResNet-20 "
                     "(benchmarks/results/ondevice_vs_keras_pretrained.md): with frozen "
                     "BatchNorm, 0.01 diverged chaotically in LiteRT and in Keras alike.")
 flags.DEFINE_bool("augment", True, "Random crop + flip on the training images.")
 flags.DEFINE_integer("restart_after", -1, "Simulate an app restart after this epoch "
-                     "(-1: half-way; 0: never).")
+                     "(-1: half-way; 0: never).", lower_bound=-1)
 flags.DEFINE_bool("stats", True, "Run filter_stats over the training images and score them.")
 flags.DEFINE_enum("criterion", "act_l2", ["act_l1", "act_l2", "apoz"], "Score for --stats.")
 flags.DEFINE_string("compare_keras", None, "A .keras / pretrained: / zoo model: run the same "
                     "schedule with Keras on the same batches and report the difference.")
-flags.DEFINE_integer("num_threads", 2, "LiteRT interpreter threads.")
+flags.DEFINE_integer("num_threads", 2, "LiteRT interpreter threads.", lower_bound=1)
 flags.DEFINE_string("output", None, "Output directory.")
 flags.mark_flags_as_required(["trainable", "output"])
 FLAGS = flags.FLAGS
@@ -113,11 +115,16 @@ def run() -> dict:
     return report
 
 
+def resume_hint() -> str:
+    return f"rerun the same command to resume from {FLAGS.output}/checkpoints"
+
+
+@console.app_main("ondevice_finetune", resume_hint)
 def main(argv):
     del argv
     try:
         report = run()
-    except (ValueError, OSError) as err:  # every tfprune input error is a ValueError
+    except OSError as err:
         sys.exit(f"ondevice_finetune: {err}")
     print(_markdown(report))
 

@@ -10,6 +10,8 @@ import sys
 
 from absl import app, flags
 
+from tfprune import console
+
 from tfprune.models.zoo import MODELS
 
 flags.DEFINE_enum("model", "resnet20", sorted(MODELS), "Zoo model name.")
@@ -20,21 +22,31 @@ flags.DEFINE_enum("train_images", "train", ["train", "all"],
                   "split is never seen, val accuracy is logged); all: every training image.")
 flags.DEFINE_integer("split_seed", 0, "Seed of the train/val split (the experiments use 0).",
                      lower_bound=0)
-flags.DEFINE_integer("epochs", 30, "Training epochs.")
-flags.DEFINE_integer("batch_size", 128, "Batch size.")
-flags.DEFINE_float("lr", 0.1, "Peak learning rate (cosine decay after warm-up).")
-flags.DEFINE_integer("warmup_epochs", 2, "Linear warm-up epochs.")
-flags.DEFINE_float("weight_decay", 5e-4, "Decoupled weight decay (Keras SGD).")
+flags.DEFINE_integer("epochs", 30, "Training epochs.", lower_bound=1)
+flags.DEFINE_integer("batch_size", 128, "Batch size.", lower_bound=1)
+flags.DEFINE_float("lr", 0.1, "Peak learning rate (cosine decay after warm-up).",
+                   lower_bound=0.0)
+flags.DEFINE_integer("warmup_epochs", 2, "Linear warm-up epochs.", lower_bound=0)
+flags.DEFINE_float("weight_decay", 5e-4, "Decoupled weight decay (Keras SGD).",
+                   lower_bound=0.0)
 flags.DEFINE_integer("seed", 0, "Seed for initialisation and data order.")
 flags.DEFINE_string("workdir", None, "Checkpoints and log.csv; a re-run resumes here.")
 flags.DEFINE_string("output", None, "Where to write the trained .keras file (card beside it).")
 flags.DEFINE_string("note", "", "Free text for the card (e.g. how a run was resumed).")
+flags.DEFINE_bool("overwrite", False, "Replace an existing --output (and its card).")
 flags.mark_flags_as_required(["workdir", "output"])
 FLAGS = flags.FLAGS
 
 
+def resume_hint() -> str:
+    return f"rerun the same command to resume from the last epoch checkpointed in {FLAGS.workdir}"
+
+
+@console.app_main("pretrain", resume_hint)
 def main(argv):
     del argv
+    import os
+
     import keras
 
     from tfprune import data
@@ -42,11 +54,15 @@ def main(argv):
     from tfprune.training import fit as train
     from tfprune.models import zoo
 
+    if os.path.exists(FLAGS.output) and not FLAGS.overwrite:
+        sys.exit(f"pretrain: --output {FLAGS.output} exists; pass --overwrite to replace it")
+    if os.path.isdir(FLAGS.output):
+        sys.exit(f"pretrain: --output {FLAGS.output} is a directory; name the .keras file")
+    parent = os.path.dirname(os.path.abspath(FLAGS.output))
+    if not os.access(parent if os.path.isdir(parent) else os.path.dirname(parent), os.W_OK):
+        sys.exit(f"pretrain: --output {FLAGS.output} cannot be written ({parent})")
     keras.utils.set_random_seed(FLAGS.seed)
-    try:
-        source = data.load_source(FLAGS.data, FLAGS.data_dir)
-    except data.DataError as err:
-        sys.exit(f"pretrain: {err}")
+    source = data.load_source(FLAGS.data, FLAGS.data_dir)
     if FLAGS.train_images == "train":
         splits = data.split(source, "all", FLAGS.split_seed)
         train_images, monitor = splits.train, splits.val

@@ -17,15 +17,19 @@ import sys
 
 from absl import app, flags
 
+from tfprune import console
+from tfprune.errors import TfpruneError
+
 flags.DEFINE_string("model", None, "A .keras file, pretrained:NAME or a zoo name.")
 flags.DEFINE_string("criterion", "l1", "Filter importance criterion (tfprune.scoring.registry).")
 flags.DEFINE_float("level", 0.5, "Fraction in [0, 1) of the target measure to remove.")
+flags.register_validator("level", lambda v: 0 <= v < 1, "--level must be in [0, 1)")
 flags.DEFINE_enum("target", "params", ["params", "flops", "filters"], "What the level counts.")
 flags.DEFINE_enum("allocation", "global", ["global", "uniform"], "One global ranking, or the "
                   "same fraction from every group.")
 flags.DEFINE_enum("normalizer", "mean", ["mean", "max", "none"], "Per-layer score normalisation.")
-flags.DEFINE_integer("round_to", 1, "Keep channel counts multiples of this.")
-flags.DEFINE_integer("min_channels", 2, "Channels every group keeps at least.")
+flags.DEFINE_integer("round_to", 1, "Keep channel counts multiples of this.", lower_bound=1)
+flags.DEFINE_integer("min_channels", 2, "Channels every group keeps at least.", lower_bound=1)
 flags.DEFINE_list("ignore", [], "Layers whose output channels are never pruned.")
 flags.DEFINE_integer("seed", 0, "Seed (random criterion, data order, fine-tuning).")
 flags.DEFINE_string("plan", None, "Apply this plan.json instead of scoring and planning.")
@@ -36,13 +40,15 @@ flags.DEFINE_string("data_dir", None, "TFDS data dir.")
 flags.DEFINE_enum("head", "full", ["full", "subset"], "subset: cut the classifier to "
                   "--subset's classes first (needs --data; labels 0..k-1 in subset order, "
                   "recorded in plan.json); full: keep every class.")
-flags.DEFINE_integer("calibration_batches", 10, "Batches a data-aware criterion sees.")
-flags.DEFINE_integer("batch_size", 64, "Batch size for scoring and fine-tuning.")
+flags.DEFINE_integer("calibration_batches", 10, "Batches a data-aware criterion sees.",
+                     lower_bound=1)
+flags.DEFINE_integer("batch_size", 64, "Batch size for scoring and fine-tuning.", lower_bound=1)
 flags.DEFINE_integer("bn_batches", 0, "Re-estimate BatchNorm statistics on this many "
-                     "augmented training batches after pruning (needs --data).")
-flags.DEFINE_integer("finetune_epochs", 0, "Fine-tune epochs after pruning (0 = prune only).")
+                     "augmented training batches after pruning (needs --data).", lower_bound=0)
+flags.DEFINE_integer("finetune_epochs", 0, "Fine-tune epochs after pruning (0 = prune only).",
+                     lower_bound=0)
 flags.DEFINE_float("finetune_lr", 0.01, "Peak fine-tuning learning rate (SGD, momentum 0.9, "
-                   "cosine decay, weight decay 5e-4).")
+                   "cosine decay, weight decay 5e-4).", lower_bound=0.0)
 flags.DEFINE_string("output", None, "Output directory.")
 flags.DEFINE_bool("overwrite", False, "Allow a non-empty --output.")
 flags.mark_flags_as_required(["model", "output"])
@@ -51,7 +57,7 @@ OUTPUTS = ("pruned.keras", "plan.json", "metrics.json", "scores.json", "stats.js
            "layers.png")
 
 
-class PruneError(ValueError):
+class PruneError(TfpruneError):
     """A refusal of the pruning app; the message names the flag or file."""
 
 
@@ -164,20 +170,11 @@ def run() -> dict:
     return result
 
 
+@console.app_main("prune")
 def main(argv):
     del argv
-    from tfprune import data, scoring
-    from tfprune.core import graph
-    from tfprune.models import loader as modelio
-    from tfprune.core import modelspec
-    from tfprune.core import plan
-    from tfprune.core import head
-    known = (PruneError, plan.PlanError, head.HeadError, scoring.ScoringError, modelio.ModelSpecError,
-             modelspec.ModelReadError, graph.GraphError, data.DataError)
     try:
         result = run()
-    except known as err:
-        sys.exit(f"prune: {err}")
     except (OSError, json.JSONDecodeError) as err:
         sys.exit(f"prune: {err}")
     a = result["plan_achieved"]

@@ -5,13 +5,17 @@ on-device fine-tuning of the bundle, and report against the unpruned model.
 python -m pipelines.run --output=runs/main
 Defaults: the shipped pretrained ResNet-20, the bundled real `aquatic` sample, the classifier
 cut to the subset's classes, 50% of the parameters removed, criterion `act_l2`, fine-tuned
-with distillation from the original restricted to the subset, against an `l1` baseline. Every stage writes into --output and is skipped when
-its outputs exist, so a stopped run resumes; runs/main/report.md shows the result.
+with distillation from the original restricted to the subset, against an `l1` baseline. Every
+stage writes into --output and is skipped when its outputs exist, so a stopped run resumes;
+runs/main/report.md shows the result. --output records the run's settings (run_config.json):
+a rerun with other settings, or a non-empty directory that holds no run, is refused before
+any work (--restart moves it aside).
 """
-import sys
+import dataclasses
 
 from absl import app, flags
 
+from tfprune import console
 from tfprune.jobs.main_job import ChainConfig
 
 _D = ChainConfig()
@@ -23,13 +27,19 @@ flags.DEFINE_enum("head", _D.head, ["subset", "full"], "subset: cut the classifi
 flags.DEFINE_string("criterion", _D.criterion, "Filter importance criterion.")
 flags.DEFINE_float("level", _D.level, "Fraction of --target to remove, in [0, 1).")
 flags.DEFINE_enum("target", _D.target, ["params", "flops", "filters"], "What --level counts.")
-flags.DEFINE_integer("round_to", _D.round_to, "Keep channel counts multiples of this.")
-flags.DEFINE_integer("calibration_batches", _D.calibration_batches, "Scoring batches.")
-flags.DEFINE_integer("bn_batches", _D.bn_batches, "Batches to re-estimate BatchNorm on.")
-flags.DEFINE_integer("finetune_epochs", _D.finetune_epochs, "Keras fine-tuning epochs.")
-flags.DEFINE_float("finetune_lr", _D.finetune_lr, "Peak fine-tuning learning rate (cosine).")
-flags.DEFINE_float("weight_decay", _D.weight_decay, "Fine-tuning weight decay.")
-flags.DEFINE_integer("batch_size", _D.batch_size, "Batch size for scoring and fine-tuning.")
+flags.DEFINE_integer("round_to", _D.round_to, "Keep channel counts multiples of this.",
+                     lower_bound=1)
+flags.DEFINE_integer("calibration_batches", _D.calibration_batches, "Scoring batches.",
+                     lower_bound=1)
+flags.DEFINE_integer("bn_batches", _D.bn_batches, "Batches to re-estimate BatchNorm on.",
+                     lower_bound=0)
+flags.DEFINE_integer("finetune_epochs", _D.finetune_epochs, "Keras fine-tuning epochs.",
+                     lower_bound=0)
+flags.DEFINE_float("finetune_lr", _D.finetune_lr, "Peak fine-tuning learning rate (cosine).",
+                   lower_bound=0.0)
+flags.DEFINE_float("weight_decay", _D.weight_decay, "Fine-tuning weight decay.", lower_bound=0.0)
+flags.DEFINE_integer("batch_size", _D.batch_size, "Batch size for scoring and fine-tuning.",
+                     lower_bound=1)
 flags.DEFINE_float("distill_alpha", _D.distill_alpha, "Weight of distillation from the "
                    "original restricted to the subset (0: cross-entropy only).",
                    lower_bound=0.0, upper_bound=1.0)
@@ -43,44 +53,51 @@ flags.DEFINE_integer("transfer_images", _D.transfer_images, "Images drawn from "
                      "--transfer_data (0: all).", lower_bound=0)
 flags.DEFINE_string("baseline_criterion", _D.baseline_criterion, "Data-agnostic baseline "
                     "pruned to the same level with the same fine-tuning (empty: none).")
-flags.DEFINE_integer("calibration_samples", _D.calibration_samples, "int8 calibration images.")
-flags.DEFINE_integer("latency_runs", _D.latency_runs, "Timed single-image runs per model.")
+flags.DEFINE_integer("calibration_samples", _D.calibration_samples, "int8 calibration images.",
+                     lower_bound=1)
+flags.DEFINE_integer("latency_runs", _D.latency_runs, "Timed single-image runs per model.",
+                     lower_bound=0)
 flags.DEFINE_integer("device_batch_size", _D.device_batch_size,
-                     "Batch size of the on-device training model (fixed at export).")
+                     "Batch size of the on-device training model (fixed at export).",
+                     lower_bound=1)
 flags.DEFINE_enum("bundle_model", _D.bundle_model, ["float32", "int8"],
                   "Inference model of the Android bundle.")
 flags.DEFINE_integer("device_epochs", _D.device_epochs,
-                     "Epochs of simulated on-device fine-tuning of the bundle (0: none).")
-flags.DEFINE_float("device_lr", _D.device_lr, "On-device fine-tuning learning rate.")
+                     "Epochs of simulated on-device fine-tuning of the bundle (0: none).",
+                     lower_bound=0)
+flags.DEFINE_float("device_lr", _D.device_lr, "On-device fine-tuning learning rate.",
+                   lower_bound=0.0)
 flags.DEFINE_bool("allow_failed_validation", _D.allow_failed_validation,
                   "Bundle the models even when a validation gate failed (recorded).")
 flags.DEFINE_integer("seed", _D.seed, "Seed.")
-flags.DEFINE_string("output", "runs/main", "Run directory (resumed if it exists).")
+flags.DEFINE_string("output", "runs/main", "Run directory (resumed if it holds a run made "
+                    "with the same settings).")
+flags.DEFINE_bool("restart", False, "Start afresh: a non-empty --output (another run's, or "
+                  "not a run) is moved aside to OUTPUT.old-N first, untouched.")
+flags.register_validator("level", lambda v: 0 <= v < 1, "--level must be in [0, 1)")
 FLAGS = flags.FLAGS
+# settings that may change between runs into one directory without changing any result
+RESUMABLE_CHANGES = ("allow_failed_validation",)
 
 
+def resume_hint() -> str:
+    return f"rerun the same command to resume {FLAGS.output} at its first unfinished stage"
+
+
+@console.app_main("run", resume_hint)
 def main(argv):
     del argv
-    import dataclasses
+    import sys
 
     import android_export
-    from tfprune import data, litert, scoring
     from tfprune.jobs import main_job as chain
-    from tfprune.litert import convert
-    from tfprune.core import graph
-    from tfprune.models import loader as modelio
-    from tfprune.core import modelspec
-    from tfprune.core import head, plan
-    from tfprune.ondevice import forward, runtime
+    from tfprune.jobs import run_dir
 
     cfg = ChainConfig(**{f.name: getattr(FLAGS, f.name) for f in dataclasses.fields(ChainConfig)})
-    known = (data.DataError, modelio.ModelSpecError, modelspec.ModelReadError, graph.GraphError,
-             plan.PlanError, head.HeadError, scoring.ScoringError, convert.ConvertError, litert.TFLiteFileError,
-             forward.UnsupportedModelError, runtime.RuntimeInputError, android_export.BundleError)
-    try:
-        summary = chain.run_chain(cfg, FLAGS.output, bundler=android_export.write_bundle)
-    except known as err:
-        sys.exit(f"run: {err}")
+    run_dir.prepare(FLAGS.output, dataclasses.asdict(cfg),
+                    defaults=dataclasses.asdict(ChainConfig()), restart=FLAGS.restart,
+                    inputs={"model": cfg.model}, ignore=RESUMABLE_CHANGES, log=print)
+    summary = chain.run_chain(cfg, FLAGS.output, bundler=android_export.write_bundle)
     print(f"run: report in {FLAGS.output}/report.md; validation "
           f"{'passed' if summary['validation_passed'] else 'FAILED'}")
     if not summary["validation_passed"]:

@@ -14,6 +14,8 @@ from pathlib import Path
 
 from absl import app, flags
 
+from tfprune import console
+
 flags.DEFINE_string("subset", "aquatic", "Subset to search for.")
 flags.DEFINE_string("network", "resnet20", "Network whose recipe applies.")
 flags.DEFINE_string("model", None, "Model spec (default pretrained:NETWORK).")
@@ -25,16 +27,23 @@ flags.DEFINE_string("data", "tfds:cifar100", "Data source spec (the full dataset
                     "agnostic baseline trains on all of it): tfds:NAME, npz:PATH, folder:PATH.")
 flags.DEFINE_string("data_dir", None, "TFDS data dir.")
 flags.DEFINE_integer("seed", 0, "Seed.")
-flags.DEFINE_float("start", 0.5, "First level probed.")
-flags.DEFINE_float("tolerance", 0.0, "A level matches when its val accuracy >= unpruned - this.")
+flags.DEFINE_float("start", 0.5, "First level probed.", lower_bound=0.05, upper_bound=0.95)
+flags.DEFINE_float("tolerance", 0.0, "A level matches when its val accuracy >= unpruned - this.",
+                   lower_bound=0.0)
 flags.DEFINE_enum("strategy", "default", ["default", "mirrored", "multi_worker"],
                   "tf.distribute strategy.")
-flags.DEFINE_integer("bn_batches", 0, "BatchNorm re-estimation batches after pruning.")
+flags.DEFINE_integer("bn_batches", 0, "BatchNorm re-estimation batches after pruning.",
+                     lower_bound=0)
 flags.DEFINE_string("workdir", None, "Runs and the search result live here.")
 flags.mark_flag_as_required("workdir")
 FLAGS = flags.FLAGS
 
 
+def resume_hint() -> str:
+    return f"rerun the same command to resume the search in {FLAGS.workdir}"
+
+
+@console.app_main("search", resume_hint)
 def main(argv):
     del argv
     import tensorflow as tf

@@ -9,7 +9,10 @@ held-out test images.
 import os
 import sys
 
-from absl import app, flags, logging
+from absl import app, flags
+
+from tfprune import console
+from tfprune.litert.validate.parity import MIN_AGREEMENT
 
 flags.DEFINE_list("tflite", None, "Comma-separated .tflite files to validate.")
 flags.DEFINE_string("keras", None, "The Keras source model (.keras, pretrained:NAME, zoo name) "
@@ -17,27 +20,33 @@ flags.DEFINE_string("keras", None, "The Keras source model (.keras, pretrained:N
 flags.DEFINE_string("data", "sample", "Data source for parity images.")
 flags.DEFINE_string("subset", "all", "Class subset whose held-out test images are used.")
 flags.DEFINE_integer("seed", 0, "Seed of the subset split.")
-flags.DEFINE_integer("max_images", 0, "Use at most this many test images (0 = all).")
+flags.DEFINE_integer("max_images", 0, "Use at most this many test images (0 = all).",
+                     lower_bound=0)
 flags.DEFINE_string("targets", "android-cpu,android-gpu,edgetpu", "Targets to check.")
 flags.DEFINE_string("output", None, "Directory for validation.json and validation.md.")
-flags.DEFINE_float("min_agreement", 0.995, "Float models: minimum top-1 agreement with Keras.")
+flags.DEFINE_float("min_agreement", MIN_AGREEMENT, "Float models: minimum top-1 agreement "
+                   "with Keras.", lower_bound=0.0, upper_bound=1.0)
 flags.DEFINE_float("max_accuracy_drop_pp", 1.0, "Quantised models: maximum accuracy drop in "
-                   "percentage points.")
-flags.DEFINE_integer("latency_runs", 50, "Timed single-image invokes per thread count (0 = skip).")
-flags.DEFINE_list("threads", ["1", "2"], "Thread counts for latency.")
-flags.DEFINE_float("max_latency_ms", None, "Optional latency gate on the median.")
+                   "percentage points.", lower_bound=0.0)
+flags.DEFINE_integer("latency_runs", 50, "Timed single-image invokes per thread count (0 = skip).",
+                     lower_bound=0)
+flags.DEFINE_list("threads", ["1", "2"], "Thread counts for latency (each >= 1).")
+flags.register_validator("threads", lambda v: all(t.isdigit() and int(t) >= 1 for t in v),
+                         "--threads must be positive integers")
+flags.DEFINE_float("max_latency_ms", None, "Optional latency gate on the median.",
+                   lower_bound=0.0)
 flags.DEFINE_string("edgetpu_compiler", None, "Path of an edgetpu_compiler binary to run too.")
 flags.DEFINE_bool("allow_flex", False, "Accept Flex ops on android-cpu (select-tf-ops runtime).")
 flags.mark_flags_as_required(["tflite", "output"])
 FLAGS = flags.FLAGS
 
 
+@console.app_main("validate")
 def main(argv):
     del argv
-    logging.set_verbosity(logging.WARNING)  # keep SavedModel/converter chatter out
     from tfprune import data
     from tfprune.litert import validate
-    from tfprune.models.loader import ModelSpecError, load_model
+    from tfprune.models.loader import load_model
     from tfprune.litert.validate import report
 
     try:
@@ -53,11 +62,8 @@ def main(argv):
         sys.exit(f"validate: --output {FLAGS.output}: {err}")
     keras_model = images = None
     if FLAGS.keras:
-        try:
-            keras_model = load_model(FLAGS.keras)
-            images = data.load_subset(FLAGS.data, FLAGS.subset, FLAGS.seed).test
-        except (ModelSpecError, data.DataError) as err:
-            sys.exit(f"validate: {err}")
+        keras_model = load_model(FLAGS.keras)
+        images = data.load_subset(FLAGS.data, FLAGS.subset, FLAGS.seed).test
         if FLAGS.max_images:
             images = images.take(slice(0, FLAGS.max_images))
     result = validate.validate(

@@ -4,7 +4,9 @@ from pathlib import Path
 
 import pytest
 
-import tfprune  # noqa: F401  (sets TF log level before TF loads)
+from tfprune.console import prepare_environment
+
+prepare_environment()  # TF log level and Keras backend, before TF loads
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 MINI_NPZ = FIXTURES / "cifar100_mini.npz"  # every class: 5 train + 2 test images

@@ -61,7 +61,7 @@ def test_bad_files_are_named(tmp_path):
         data.load_source(f"npz:{tmp_path}/nope.npz")
     junk = tmp_path / "junk.npz"
     junk.write_bytes(b"not a zip")
-    with pytest.raises(data.DataError, match="junk.npz is not a readable"):
+    with pytest.raises(data.DataError, match="junk.npz is not an .npz archive"):
         data.load_source(f"npz:{junk}")
     partial = tmp_path / "partial.npz"
     np.savez(partial, x_train=np.zeros((2, 32, 32, 3), np.uint8))

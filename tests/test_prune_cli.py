@@ -75,8 +75,6 @@ def test_apply_saved_plan_and_finetune(tmp_path, model_file):
 
 
 @pytest.mark.parametrize("args,message", [
-    (["--level=1.0"], "outside [0, 1)"),
-    (["--level=-0.2"], "outside [0, 1)"),
     (["--criterion=nope"], "unknown criterion 'nope'"),
     (["--ignore=not_a_layer"], "not_a_layer"),
     (["--data=npz:/no/such.npz", "--criterion=l1"], "/no/such.npz"),

@@ -78,6 +78,6 @@ def test_pretrain_app_on_fixture(tmp_path):
     assert card["test_images"] == 200 and 0 <= card["test_accuracy"] <= 1
     assert card["epochs"] == 1 and card["versions"]["keras"] == keras.__version__
     assert keras.models.load_model(out).count_params() == card["params"]
-    bad = subprocess.run(cmd[:4] + ["--data=npz:/nonexistent.npz"] + cmd[5:], capture_output=True,
-                         text=True)
+    bad = subprocess.run(cmd[:4] + ["--data=npz:/nonexistent.npz"] + cmd[5:-1]
+                         + [f"--output={tmp_path / 'other.keras'}"], capture_output=True, text=True)
     assert bad.returncode != 0 and "data file /nonexistent.npz does not exist" in bad.stderr

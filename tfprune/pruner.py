@@ -57,7 +57,8 @@ def prune_model(model, criterion: str, level: float, target: str = "params",
     `model` (tfprune.core.head), and everything after, scoring included, works on the cut
     model, so `splits` must carry labels 0..k-1 in `head_classes` order
     (`tfprune.data.relabel`); the plan records the cut (`plan["head"]`) and `result.source`
-    is the cut model."""
+    is the cut model. A plan that removes nothing at a positive level is refused (PlanError
+    naming why)."""
     from tfprune.core import graph as graph_mod
     from tfprune.core import plan as plan_mod
     from tfprune import scoring
@@ -74,6 +75,11 @@ def prune_model(model, criterion: str, level: float, target: str = "params",
         raise scoring.ScoringError(f"criterion {criterion!r} is data-aware: it needs the "
                                    "subset's splits (data and subset)")
     g = graph_mod.build_graph(model, ignore=ignore)
+    sizes = [grp.size for grp in g.prunable_groups()]
+    if level > 0 and sizes and max(sizes) <= max(round_to, min_channels):
+        raise plan_mod.PlanError(
+            f"round_to {round_to} / min_channels {min_channels} leave nothing to prune: the "
+            f"largest prunable group has {max(sizes)} channels")
     ctx = scoring_context(splits, calibration_batches, batch_size, seed, options)
     scored = scoring.score(criterion, model, g, ctx)
     scores = scored.scores
@@ -82,6 +88,9 @@ def prune_model(model, criterion: str, level: float, target: str = "params",
         g = graph_mod.build_graph(model, ignore=ignore)
     plan = plan_mod.make_plan(g, scores, level, target, allocation, round_to, min_channels,
                               criterion, normalizer, seed)
+    if level > 0 and plan["achieved"]["filters"] == plan["model"]["filters"]:
+        raise plan_mod.PlanError(f"the plan for level {level} removes nothing: "
+                                 + "; ".join(plan.get("notes", ["no group could shrink"])))
     pruned = surgery.apply_plan(model, plan, graph=g)
     if head_entry is not None:
         plan["head"] = head_entry

@@ -28,6 +28,7 @@ import numpy as np
 
 from tfprune.core import modelspec
 from tfprune.core import rules
+from tfprune.errors import TfpruneError
 
 
 @dataclasses.dataclass
@@ -49,7 +50,7 @@ class Group:
 ACTIVATIONS = ("ReLU", "LeakyReLU", "PReLU", "ELU", "ThresholdedReLU")
 
 
-class GraphError(ValueError):
+class GraphError(TfpruneError):
     """A model or option the graph cannot take; the message names the layer."""
 
 

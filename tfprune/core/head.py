@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from tfprune.errors import TfpruneError
 from tfprune.core import modelspec
 from tfprune.core import rules
 
@@ -22,7 +23,7 @@ PER_CLASS = ("GlobalAveragePooling2D", "GlobalMaxPooling2D", "GlobalAveragePooli
              "GlobalMaxPooling1D", "Activation", "Softmax", "Dropout", "Identity")
 
 
-class HeadError(ValueError):
+class HeadError(TfpruneError):
     """A model or class list the subset head cannot take; the message says why."""
 
 

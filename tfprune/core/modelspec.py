@@ -25,11 +25,12 @@ import copy
 import dataclasses
 import inspect
 
+from tfprune.errors import TfpruneError
 
 OP_MODULE_PREFIX = "keras.src.ops"
 
 
-class ModelReadError(ValueError):
+class ModelReadError(TfpruneError):
     """A model the reader cannot represent; the message names the layer and why."""
 
 

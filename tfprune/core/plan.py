@@ -23,6 +23,7 @@ import json
 import numpy as np
 
 from tfprune.core.group_scores import group_scores
+from tfprune.errors import TfpruneError
 
 FORMAT = "tfprune.core.plan/1"
 TARGETS = ("params", "flops", "filters")
@@ -30,7 +31,7 @@ ALLOCATIONS = ("global", "uniform")
 _MEASURE = {"params": "params", "flops": "macs", "filters": "filters"}
 
 
-class PlanError(ValueError):
+class PlanError(TfpruneError):
     """A plan that cannot be made or applied; the message says why."""
 
 

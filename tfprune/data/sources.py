@@ -8,16 +8,19 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import zipfile
 from pathlib import Path
 
 import numpy as np
+
+from tfprune.errors import TfpruneError
 
 SAMPLE_PATH = Path(__file__).resolve().parent / "samples" / "cifar100_aquatic_sample.npz"
 NPZ_KEYS = ("x_train", "y_train_fine", "x_test", "y_test_fine", "fine_label_names")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
 
 
-class DataError(ValueError):
+class DataError(TfpruneError):
     """Bad data input: the message names the file, flag value or class at fault."""
 
 
@@ -66,6 +69,9 @@ def load_npz(path: str, name: str | None = None) -> Source:
     """Read a file in the layout of CIFAR-100's npz (see shared/data/README.md)."""
     if not os.path.isfile(path):
         raise DataError(f"data file {path} does not exist")
+    if not zipfile.is_zipfile(path):
+        raise DataError(f"data file {path} is not an .npz archive (not a zip file): truncated, "
+                        "corrupt or another format")
     try:
         with np.load(path, allow_pickle=False) as npz:  # read all, then close the file
             arrays = {k: npz[k] for k in npz.files}
@@ -96,11 +102,22 @@ def load_npz(path: str, name: str | None = None) -> Source:
 def load_tfds(name: str, data_dir: str | None = None) -> Source:
     """Read a TFDS image-classification dataset (e.g. `cifar100`) into memory.
 
-    `data_dir` defaults to $TFDS_DATA_DIR, read here rather than at tfds import time.
+    `data_dir` defaults to $TFDS_DATA_DIR, read here rather than at tfds import time. A
+    dataset not prepared there is refused at once when its download host cannot be resolved
+    (offline), instead of after minutes of download retries.
     """
     import tensorflow_datasets as tfds
 
     data_dir = data_dir or os.environ.get("TFDS_DATA_DIR")
+    try:
+        builder = tfds.builder(name, data_dir=data_dir)
+    except Exception as err:  # DatasetNotFoundError and friends
+        raise DataError(f"tfds:{name} could not be loaded: not a TFDS dataset ({err})") from err
+    if not builder.is_prepared() and not _reachable(builder.info.homepage):
+        raise DataError(
+            f"tfds:{name} is not prepared in {builder.data_dir} and its download host is "
+            "unreachable (offline?): point --data_dir (or $TFDS_DATA_DIR) at a prepared TFDS "
+            "directory, or use local files with --data=npz:PATH or --data=folder:PATH")
     try:
         splits, info = tfds.load(name, split=["train", "test"], data_dir=data_dir,
                                  batch_size=-1, as_supervised=False, with_info=True)
@@ -116,6 +133,19 @@ def load_tfds(name: str, data_dir: str | None = None) -> Source:
         fine_to_coarse = tuple(mapping[i] for i in range(label.num_classes))
     return Source(f"tfds:{name}", pools[0], pools[1], tuple(label.names),
                   superclasses, fine_to_coarse)
+
+
+def _reachable(url: str | None) -> bool:
+    """Whether the host of `url` resolves (a fast offline check; no connection is made)."""
+    import socket
+    from urllib.parse import urlparse
+
+    host = urlparse(url or "").hostname or "storage.googleapis.com"
+    try:
+        socket.getaddrinfo(host, 443)
+    except OSError:
+        return False
+    return True
 
 
 def load_folder(path: str) -> Source:

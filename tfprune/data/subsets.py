@@ -2,12 +2,15 @@
 
 `train` and `val` are an 80/20 split of the train pool, drawn per class with a seed that
 depends only on (seed, class), so a class splits the same way in every subset; `test` is the
-test pool's images of the subset's classes. Labels keep the full class space; `relabel`
-gives the subset head's splits, labelled 0..k-1 in subset order.
+test pool's images of the subset's classes (the val split stands in for a source without a
+test pool). Labels keep the full class space; `relabel` gives the subset head's splits,
+labelled 0..k-1 in subset order. A split without images is refused, naming its classes; a
+class of the subset without images in the source is warned about.
 """
 from __future__ import annotations
 
 import dataclasses
+import logging
 
 import numpy as np
 
@@ -91,6 +94,27 @@ def _superclass_members(names, source: Source, what: str) -> set[int]:
     return {f for f, c in enumerate(source.fine_to_coarse) if c in wanted}
 
 
+def _check_images(spec, source: Source, classes, n_train: int, n_val: int, n_test: int) -> None:
+    names = lambda cs: ", ".join(source.class_names[c] if c < len(source.class_names) else str(c)
+                                 for c in cs[:10]) + (", ..." if len(cs) > 10 else "")
+    no_train = [c for c in classes if not np.any(source.train.y == c)]
+    no_test = [c for c in classes if not np.any(source.test.y == c)] if len(source.test) else []
+    if n_train == 0:
+        raise DataError(f"subset {spec!r} has no training images in {source.name} (classes "
+                        f"without any: {names(no_train)})")
+    if n_val == 0:
+        raise DataError(f"subset {spec!r} has no val images in {source.name}: every class has "
+                        "fewer than 3 training images to split 80/20")
+    if len(source.test) and n_test == 0:
+        raise DataError(f"subset {spec!r} has no test images in {source.name} (classes "
+                        f"without any: {names(no_test)})")
+    for split_name, missing in (("training", no_train), ("test", no_test)):
+        if missing:
+            logging.getLogger("tfprune").warning(
+                "subset %r: %d of its %d classes have no %s images in %s: %s", spec,
+                len(missing), len(classes), split_name, source.name, names(missing))
+
+
 def split(source: Source, spec: str, seed: int = 0) -> Splits:
     """The subset named by `spec` with its per-class seeded 80/20 train/val split and test set."""
     classes = resolve_classes(spec, source)
@@ -103,8 +127,7 @@ def split(source: Source, spec: str, seed: int = 0) -> Splits:
         train_idx.append(order[n_val:])
     train_idx, val_idx = np.sort(np.concatenate(train_idx)), np.sort(np.concatenate(val_idx))
     test_idx = np.flatnonzero(np.isin(source.test.y, classes))
-    if len(train_idx) == 0:
-        raise DataError(f"subset {spec!r} has no training images in {source.name}")
+    _check_images(spec, source, classes, len(train_idx), len(val_idx), len(test_idx))
     val = source.train.take(val_idx)
     test = source.test.take(test_idx) if len(test_idx) else val
     return Splits(spec, classes, source.train.take(train_idx), val, test, source.class_names)

@@ -201,8 +201,10 @@ def baseline_pruning(run: Run) -> None:
         **_totals(model)})
 
 
-def _export_inference(run: Run, model, out: Path) -> None:
+def _export_inference(run: Run, model, out: Path, stage: str) -> None:
     for name, kind in INFERENCE_FILES:
+        run.log(f"[{stage}] converting to {kind}" + (
+            " (calibrating on the subset's training images)" if kind == "int8" else ""))
         exports.export_inference(model, kind, out / name, train_images=run.head_splits.train,
                                  calibration_samples=run.cfg.calibration_samples,
                                  seed=run.cfg.seed)
@@ -211,7 +213,8 @@ def _export_inference(run: Run, model, out: Path) -> None:
 def export(run: Run) -> None:
     from tfprune.ondevice import export_trainable
     model = run.load("finetuned.keras")
-    _export_inference(run, model, run.dir)
+    _export_inference(run, model, run.dir, "export")
+    run.log("[export] building the on-device training model")
     export_trainable(model, run.dir / "trainable", batch_size=run.cfg.device_batch_size)
 
 
@@ -229,7 +232,8 @@ def validate(run: Run) -> None:
 
 
 def baseline_export(run: Run) -> None:
-    _export_inference(run, run.load("original.keras"), run.dir / "original")
+    _export_inference(run, run.load("original.keras"), run.dir / "original", "baseline")
+    run.log("[baseline] validating the unpruned model's files")
     _validate_into(run, run.dir / "original", "original.keras", INFERENCE_FILES, run.splits)
 
 

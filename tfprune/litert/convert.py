@@ -16,11 +16,14 @@ from pathlib import Path
 
 import numpy as np
 
+from tfprune.console import native_stderr_hidden
+from tfprune.errors import TfpruneError
+
 MODES = ("float32", "float16", "dynamic", "int8")
 IO_TYPES = ("int8", "uint8", "float32")
 
 
-class ConvertError(ValueError):
+class ConvertError(TfpruneError):
     """A model or option the converter cannot honour; the message says which and why."""
 
 
@@ -118,11 +121,18 @@ def convert(model, mode: str = "float32", *, calibration: np.ndarray | None = No
     ai_edge_litert; Android then needs the select-tf-ops runtime).
     """
     spec = input_spec(model, batch_size)
+    if mode == "int8" and calibration is not None and tuple(calibration.shape[1:]) != tuple(
+            spec.shape[1:]):
+        raise ConvertError(f"the calibration images are {tuple(calibration.shape[1:])} but "
+                           f"{model.name} takes {tuple(spec.shape[1:])}: calibrate on images of "
+                           "the model's input size (--data)")
     opts = converter_options(mode, calibration, io_type, allow_flex)
     with tempfile.TemporaryDirectory(prefix="tfprune_convert_") as tmp:
         path = os.path.join(tmp, "model.tflite")
         try:
-            model.export(path, format="litert", input_signature=[spec], verbose=False, **opts)
+            with native_stderr_hidden():
+                model.export(path, format="litert", input_signature=[spec], verbose=False,
+                             **opts)
         except Exception as err:  # the converter reports through many exception types
             lines = [ln for ln in str(err).strip().splitlines() if ln.strip()]
             why = "; ".join(lines[-3:]) if lines else repr(err)

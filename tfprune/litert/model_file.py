@@ -15,6 +15,8 @@ from typing import Union
 import numpy as np
 from ai_edge_litert import schema_py_generated as schema
 
+from tfprune.errors import TfpruneError
+
 Source = Union[str, os.PathLike, bytes, bytearray]
 FILE_IDENTIFIER = b"TFL3"
 OP_NAMES = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
@@ -25,7 +27,7 @@ SMALL_CONSTANT_TYPES = {"int32": np.int32, "int64": np.int64, "float32": np.floa
                         "int8": np.int8, "uint8": np.uint8}
 
 
-class TFLiteFileError(ValueError):
+class TFLiteFileError(TfpruneError):
     """A file that is not a readable TFLite model; the message names the file and why."""
 
 

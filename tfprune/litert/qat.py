@@ -28,8 +28,10 @@ import sys
 import tempfile
 from pathlib import Path
 
+from tfprune.errors import TfpruneError
 
-class QATError(RuntimeError):
+
+class QATError(TfpruneError, RuntimeError):
     """The QAT child process failed; the message carries the tail of its log."""
 
 

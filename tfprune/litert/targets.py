@@ -16,6 +16,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from tfprune.errors import TfpruneError
+
 INFERENCE_KINDS = ("float32", "int8")
 TARGETS = {"float32": ("android-cpu", "android-gpu"), "int8": ("android-cpu", "edgetpu"),
            "trainable": ("android-cpu",)}
@@ -50,7 +52,7 @@ def validate_exports(files, *, keras_model, images, latency_runs: int = 30,
 
     unknown = [kind for _, kind in files if kind not in TARGETS]
     if unknown:
-        raise ValueError(f"unknown export kind(s) {unknown}; choose from {', '.join(TARGETS)}")
+        raise TfpruneError(f"unknown export kind(s) {unknown}; choose from {', '.join(TARGETS)}")
     parts = [validate.validate([os.fspath(path)], TARGETS[kind],
                                keras_model=keras_model if PARITY[kind] else None,
                                images=images, latency_runs=latency_runs if PARITY[kind] else 0,

@@ -2,12 +2,15 @@
 from __future__ import annotations
 
 import os
+import zipfile
 from pathlib import Path
+
+from tfprune.errors import TfpruneError
 
 PRETRAINED_DIR = Path(__file__).resolve().parent / "pretrained"
 
 
-class ModelSpecError(ValueError):
+class ModelSpecError(TfpruneError):
     """A model flag value that names nothing loadable; the message says what and why."""
 
 
@@ -34,6 +37,9 @@ def load_model(spec: str, compile: bool = False):
     if spec.endswith((".keras", ".h5")):
         if not os.path.isfile(spec):
             raise ModelSpecError(f"model file {spec} does not exist")
+        if spec.endswith(".keras") and not zipfile.is_zipfile(spec):
+            raise ModelSpecError(f"model file {spec} is not a .keras archive (not a zip file): "
+                                 "truncated, corrupt or another format")
         try:
             return keras.models.load_model(spec, compile=compile)
         except Exception as err:

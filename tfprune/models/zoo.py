@@ -10,6 +10,8 @@ from __future__ import annotations
 import keras
 from keras import layers
 
+from tfprune.errors import TfpruneError
+
 INPUT_SHAPE = (32, 32, 3)
 NUM_CLASSES = 100
 WEIGHT_INIT = "he_normal"
@@ -132,5 +134,5 @@ MODELS = {"resnet20": resnet20, "resnet56": resnet56, "mobilenetv2": mobilenetv2
 def build(name: str, num_classes: int = NUM_CLASSES, input_shape=INPUT_SHAPE) -> keras.Model:
     """A freshly initialised zoo model by name."""
     if name not in MODELS:
-        raise ValueError(f"unknown zoo model {name!r}; known: {', '.join(MODELS)}")
+        raise TfpruneError(f"unknown zoo model {name!r}; known: {', '.join(MODELS)}")
     return MODELS[name](num_classes=num_classes, input_shape=input_shape)

@@ -31,6 +31,7 @@ from pathlib import Path
 import keras
 import tensorflow as tf
 
+from tfprune.errors import TfpruneError
 from tfprune.ondevice import grads as G
 from tfprune.ondevice.forward import LayerGraph
 from tfprune.ondevice.optim import Optimizer
@@ -51,7 +52,7 @@ def trainable_layers(graph: LayerGraph, trainable) -> list[str]:
         return with_weights[-1:]
     count = spec.partition(":")[2] if spec.startswith("last:") else spec
     if not count.isdigit() or int(count) < 1:
-        raise ValueError(f"trainable={trainable!r}: use all, head, last:N or a positive integer")
+        raise TfpruneError(f"trainable={trainable!r}: use all, head, last:N or a positive integer")
     return with_weights[-int(count):]
 
 
@@ -70,7 +71,7 @@ class TrainingModule(tf.Module):
                  weight_decay: float = 5e-4, stats_layers=None, conv_impl: str = G.DEFAULT_CONV_IMPL, **adam):
         super().__init__(name="ondevice")
         if batch_size < 1:
-            raise ValueError(f"batch_size must be positive, got {batch_size}")
+            raise TfpruneError(f"batch_size must be positive, got {batch_size}")
         self.graph = LayerGraph.from_model(model, conv_impl)
         self.conv_impl = conv_impl
         self.batch_size, self.num_classes = int(batch_size), int(model.output_shape[-1])
@@ -95,7 +96,7 @@ class TrainingModule(tf.Module):
                                  else default_stats_layers(model))
         unknown = [s for s in self.stats_layers if s not in names]
         if unknown:
-            raise ValueError(f"stats_layers {unknown} are not layers of model {model.name!r}")
+            raise TfpruneError(f"stats_layers {unknown} are not layers of model {model.name!r}")
         self.x_spec = tf.TensorSpec([self.batch_size, *self.graph.input_shape], tf.float32, "x")
 
     def _params(self):

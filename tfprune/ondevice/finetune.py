@@ -15,8 +15,13 @@ from typing import Callable
 import numpy as np
 
 from tfprune.data.arrays import augment_np, normalize_np
+from tfprune.errors import TfpruneError, TrainingDiverged
 
 LATEST, PROGRESS = "latest.npz", "progress.json"
+
+
+class CheckpointMismatch(TfpruneError):
+    """Checkpoints made under other settings than the run asked to resume."""
 
 
 def parse_schedule(spec: str) -> Callable[[int], float]:
@@ -49,14 +54,28 @@ def device_finetune(open_runtime: Callable, train, test, epochs: int, schedule: 
     `open_runtime()` makes a fresh `TrainableRuntime` (a new app process). After every epoch
     the state is checkpointed (`latest.npz`, `epoch_K.npz`); after epoch `restart_after` the
     runtime is thrown away and a new one restores the checkpoint, which must be bit-identical.
+    Checkpoints made under another schedule, seed, augmentation or model are refused
+    (`CheckpointMismatch`); a non-finite loss stops the run (`TrainingDiverged`) with the last
+    finished epoch's checkpoint kept.
     """
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     lr_at = parse_schedule(schedule)
     rt = open_runtime()
-    progress = {"epochs_done": 0, "history": [], "restart": None}
+    settings = {"schedule": schedule, "seed": seed, "augment": augment,
+                "model": rt.manifest.get("fingerprint")}
+    progress = {"epochs_done": 0, "history": [], "restart": None, "settings": settings}
     if (workdir / PROGRESS).exists() and (workdir / LATEST).exists():
         progress = json.loads((workdir / PROGRESS).read_text())
+        made = progress.get("settings", settings)
+        changed = [f"{k}: {made.get(k)!r} -> {v!r}" for k, v in settings.items()
+                   if made.get(k) != v]
+        if changed:
+            raise CheckpointMismatch(
+                f"the checkpoints in {workdir} were made with other settings ("
+                + "; ".join(changed) + "); choose another output directory, or delete "
+                f"{workdir} to start afresh")
+        progress["settings"] = settings
         rt.restore(workdir / LATEST)
         log(f"resumed from {workdir / LATEST} after epoch {progress['epochs_done']}")
     else:
@@ -68,6 +87,12 @@ def device_finetune(open_runtime: Callable, train, test, epochs: int, schedule: 
         batches = list(training_batches(train, bs, seed, epoch, augment))
         for i, (x, y) in enumerate(batches, 1):
             loss, hit = rt.train_batch(x, y)
+            if not np.isfinite(loss):
+                raise TrainingDiverged(
+                    f"on-device training diverged: loss {loss} at epoch {epoch + 1}, batch {i} "
+                    f"(is the learning rate too high?); "
+                    + (f"{workdir / LATEST} keeps epoch {progress['epochs_done']}"
+                       if progress["epochs_done"] else "no checkpoint was written"))
             loss_sum, correct, seen = loss_sum + loss * len(y), correct + hit, seen + len(y)
             if i % max(1, len(batches) // 5) == 0 or i == len(batches):
                 log(f"epoch {epoch + 1}/{epochs} batch {i}/{len(batches)} loss {loss_sum / seen:.4f}"

@@ -18,10 +18,11 @@ import keras
 import tensorflow as tf
 
 from tfprune.core import modelspec
+from tfprune.errors import TfpruneError
 from tfprune.ondevice import grads as G
 
 
-class UnsupportedModelError(ValueError):
+class UnsupportedModelError(TfpruneError):
     """A model the on-device exporter cannot rebuild; the message names the layer."""
 
 

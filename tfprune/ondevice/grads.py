@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import tensorflow as tf
 
+from tfprune.errors import TfpruneError
+
 
 def same_padding(size: int, kernel: int, stride: int, padding: str) -> tuple[int, int, int]:
     """(output size, pad before, pad after) of TF's SAME / VALID rule on one spatial axis."""
@@ -87,7 +89,7 @@ DEFAULT_CONV_IMPL = "matmul"
 
 def check_conv_impl(impl: str) -> str:
     if impl not in CONV_IMPLS:
-        raise ValueError(f"conv_impl {impl!r} is not one of {', '.join(CONV_IMPLS)}")
+        raise TfpruneError(f"conv_impl {impl!r} is not one of {', '.join(CONV_IMPLS)}")
     return impl
 
 
@@ -251,7 +253,7 @@ def depthwise_conv2d(x, w, strides=(1, 1), padding="same"):
     """DepthwiseConv2D (depth multiplier 1, no bias) with a builtin-only backward pass."""
     strides, kernel = tuple(strides), tuple(w.shape[:2])
     if w.shape[3] != 1:
-        raise ValueError(f"depthwise_conv2d: depth multiplier {w.shape[3]} (kernel {w.shape}); "
+        raise TfpruneError(f"depthwise_conv2d: depth multiplier {w.shape[3]} (kernel {w.shape}); "
                          "only 1 has a builtin gradient (forward.py falls back to Flex)")
 
     @tf.custom_gradient

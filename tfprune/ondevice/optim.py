@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import tensorflow as tf
 
+from tfprune.errors import TfpruneError
+
 OPTIMIZERS = ("sgd", "adam")
 
 
@@ -19,7 +21,7 @@ class Optimizer(tf.Module):
                  beta_2: float = 0.999, epsilon: float = 1e-7):
         super().__init__(name="optimizer")
         if kind not in OPTIMIZERS:
-            raise ValueError(f"optimizer {kind!r} is not one of {', '.join(OPTIMIZERS)}")
+            raise TfpruneError(f"optimizer {kind!r} is not one of {', '.join(OPTIMIZERS)}")
         self.kind, self.momentum, self.weight_decay = kind, float(momentum), float(weight_decay)
         self.beta_1, self.beta_2, self.epsilon = float(beta_1), float(beta_2), float(epsilon)
         self.learning_rate = tf.Variable(float(learning_rate), trainable=False, name="learning_rate")

@@ -17,12 +17,14 @@ from pathlib import Path
 
 import numpy as np
 
+from tfprune.errors import TfpruneError
 from tfprune.fileio import atomic_write
 
 TFLITE_NAME, MANIFEST_NAME = "trainable.tflite", "trainable.json"
+SIGNATURES = ("train", "infer", "save", "restore", "set_learning_rate")
 
 
-class RuntimeInputError(ValueError):
+class RuntimeInputError(TfpruneError):
     """Input the trainable model cannot take; the message says what and what it expects."""
 
 
@@ -60,6 +62,12 @@ class TrainableRuntime:
             raise RuntimeInputError(f"LiteRT cannot open {self.path}: {err}") from None
         self.runners = {k: self.interpreter.get_signature_runner(k)
                         for k in self.interpreter.get_signature_list()}
+        missing = [k for k in SIGNATURES if k not in self.runners]
+        if missing:
+            raise RuntimeInputError(
+                f"{self.path} is not a trainable model: it lacks the signatures "
+                f"{', '.join(missing)} (it has {', '.join(self.runners) or 'none'}); export one "
+                "with `python -m pipelines.convert --mode=trainable`")
         self.batch_size = int(self.manifest["batch_size"])
         self.input_shape = tuple(self.manifest["input_shape"])
         self.num_classes = int(self.manifest["num_classes"])

@@ -107,6 +107,7 @@ def finetune_l1(model, graph, ctx):
         ds = data.as_dataset(splits.train, ctx.options.get("batch_size", 64), training=True,
                              seed=ctx.seed)
     history = tuned.fit(ds, epochs=epochs, verbose=2 if ctx.options.get("progress", True) else 0,
+                        callbacks=[train.StopOnNonFinite()],
                         shuffle=False)  # the dataset shuffles itself
     scores = scoring.CRITERIA["l1"].fn(tuned, build_graph(tuned, graph.ignore), ctx)
     return scoring.ScoreResult(scores, tuned_model=tuned, history={

@@ -40,9 +40,10 @@ from typing import Any, Callable
 
 import numpy as np
 
+from tfprune.errors import TfpruneError
 
 
-class ScoringError(ValueError):
+class ScoringError(TfpruneError):
     """A criterion that cannot run as asked: unknown name, missing data or labels."""
 
 

@@ -27,13 +27,15 @@ from pathlib import Path
 
 import numpy as np
 
+from tfprune.errors import TfpruneError
+
 FORMAT = "tfprune.channel_stats/1"
 SUMS = ("sum_abs", "sum_sq", "zeros", "taylor")
 NEEDS = {"act_l1": "sum_abs", "act_l2": "sum_sq", "apoz": "zeros", "taylor": "taylor"}
 CRITERIA = tuple(NEEDS)
 
 
-class StatsError(ValueError):
+class StatsError(TfpruneError):
     """Statistics that cannot be collected, merged or scored; the message says why."""
 
 

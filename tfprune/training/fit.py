@@ -1,5 +1,7 @@
 """Keras training runs: SGD with momentum and weight decay, learning-rate schedules by epoch,
-per-epoch atomic checkpoints that a stopped run resumes from, and a CSV log."""
+per-epoch atomic checkpoints that a stopped run resumes from, and a CSV log. A run whose loss
+turns NaN or infinite stops at once with `TrainingDiverged`, before anything of it is saved
+(a resumable run keeps its last good checkpoint)."""
 from __future__ import annotations
 
 import contextlib
@@ -9,6 +11,7 @@ from pathlib import Path
 
 import keras
 
+from tfprune.errors import TfpruneError, TrainingDiverged
 from tfprune.fileio import atomic_write, atomic_write_text
 from tfprune.training.schedules import schedule_points
 
@@ -67,6 +70,27 @@ def batchnorm_momentum(model: keras.Model, momentum: float | None):
             bn.momentum = m
 
 
+class StopOnNonFinite(keras.callbacks.Callback):
+    """Raise `TrainingDiverged` at the first batch whose loss is NaN or infinite; `kept` says
+    what the caller keeps (appended to the message)."""
+
+    def __init__(self, kept: str = "nothing of this run was saved"):
+        super().__init__()
+        self.kept, self.epoch = kept, 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        import math
+
+        loss = float((logs or {}).get("loss", 0.0))
+        if not math.isfinite(loss):
+            raise TrainingDiverged(
+                f"training diverged: loss {loss} at epoch {self.epoch + 1}, batch {batch + 1} "
+                f"(is the learning rate too high?); {self.kept}")
+
+
 def finetune(model: keras.Model, train_images, epochs: int, peak_lr: float,
              weight_decay: float = 5e-4, batch_size: int = 64, seed: int = 0,
              val_images=None, verbose: int = 2, bn_momentum: float | None = FINETUNE_BN_MOMENTUM,
@@ -75,7 +99,8 @@ def finetune(model: keras.Model, train_images, epochs: int, peak_lr: float,
              transfer_images=None) -> dict:
     """Fine-tune a (pruned) model on `train_images` (tfprune.data.Images): SGD with momentum,
     cosine schedule from `peak_lr`, CIFAR augmentation, BatchNorm momentum `bn_momentum`
-    during the run (`batchnorm_momentum`); returns the Keras history.
+    during the run (`batchnorm_momentum`); returns the Keras history. Raises
+    `TrainingDiverged` at a non-finite loss (the model's weights are then not to be used).
 
     With a `teacher` (same classes as `model`) the loss is distillation
     (tfprune.training.distill): the teacher sees the same augmented batches, `mix` adds
@@ -85,7 +110,7 @@ def finetune(model: keras.Model, train_images, epochs: int, peak_lr: float,
     from tfprune.training import distill
 
     if teacher is None and (mix != "none" or transfer_images is not None):
-        raise ValueError("mixed views and transfer images have no labels: they need a teacher")
+        raise TfpruneError("mixed views and transfer images have no labels: they need a teacher")
     if transfer_images is not None and len(transfer_images):
         import numpy as np
         train_images = data.Images(
@@ -105,6 +130,7 @@ def finetune(model: keras.Model, train_images, epochs: int, peak_lr: float,
     val = data.as_dataset(val_images, 256) if val_images is not None else None
     with batchnorm_momentum(model, bn_momentum):
         return trained.fit(ds, validation_data=val, epochs=epochs, verbose=verbose,
+                           callbacks=[StopOnNonFinite()],
                            shuffle=False).history  # the dataset shuffles itself
 
 
@@ -181,7 +207,9 @@ def fit_resumable(build_compiled, train_ds, epochs: int, workdir, val_ds=None,
     else:
         model = build_compiled()
     if state["epochs_done"] < epochs:
-        callbacks = [_EvaluateEach(extra_eval or {}), *callbacks,
+        kept = (f"nothing of the diverged epoch was saved; {workdir / CHECKPOINT} holds the "
+                "last epoch that finished, if any")
+        callbacks = [StopOnNonFinite(kept), _EvaluateEach(extra_eval or {}), *callbacks,
                      keras.callbacks.CSVLogger(str(workdir / LOG), append=True),
                      _Checkpoint(workdir, time.time(), state["wall_seconds"])]
         model.fit(train_ds, validation_data=val_ds, epochs=epochs,

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 
 from tfprune import litert
+from tfprune.errors import TfpruneError
 from tfprune.litert.validate import android, edgetpu
 from tfprune.litert.validate.parity import MAX_ACCURACY_DROP_PP, MIN_AGREEMENT
 
@@ -21,7 +22,7 @@ def parse_targets(spec: str) -> tuple[str, ...]:
     targets = tuple(t.strip() for t in spec.split(",") if t.strip())
     unknown = [t for t in targets if t not in TARGETS]
     if unknown:
-        raise ValueError(f"unknown target(s) {unknown}; choose from {', '.join(TARGETS)}")
+        raise TfpruneError(f"unknown target(s) {unknown}; choose from {', '.join(TARGETS)}")
     return targets
 
 

@@ -6,6 +6,7 @@ import time
 import numpy as np
 
 from tfprune import litert
+from tfprune.errors import TfpruneError
 
 
 def invoke_times_ms(interp, runs: int) -> list[float]:
@@ -23,7 +24,7 @@ def measure(source, threads=(1, 2), runs: int = 50, warmup: int = 5,
     """{threads: {median_ms, p90_ms, min_ms, runs}} timing `invoke` alone on one input
     (`image`: a normalised float batch; zeros of the input shape by default)."""
     if runs < 1:
-        raise ValueError(f"latency runs must be >= 1, got {runs}")
+        raise TfpruneError(f"latency runs must be >= 1, got {runs}")
     out = {}
     for n in threads:
         interp = litert.load_interpreter(source, num_threads=int(n))

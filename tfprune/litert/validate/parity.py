@@ -12,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from tfprune import litert
+from tfprune.errors import TfpruneError
 
 MIN_AGREEMENT = 0.995
 MAX_ACCURACY_DROP_PP = 1.0
@@ -55,7 +56,7 @@ def parity(source, keras_model, images, min_agreement: float = MIN_AGREEMENT,
     x, y = normalize_np(images.x), np.asarray(images.y)
     ref, got = keras_logits(keras_model, x), tflite_logits(interp, x)
     if ref.shape != got.shape:
-        raise ValueError(f"{info.path}: output shape {got.shape[1:]} differs from the Keras "
+        raise TfpruneError(f"{info.path}: output shape {got.shape[1:]} differs from the Keras "
                          f"model's {ref.shape[1:]}; is this the right Keras model?")
     ref_top, got_top = ref.argmax(1), got.argmax(1)
     acc_ref, acc_got = float((ref_top == y).mean()), float((got_top == y).mean())
