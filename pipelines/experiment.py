@@ -17,6 +17,7 @@ import sys
 from absl import app, flags
 
 from tfprune import console
+from tfprune.errors import TfpruneError
 
 flags.DEFINE_enum("protocol", "quick", ["paper", "v2", "quick"],
                   "Recipe family (tfprune.experiments.recipes).")
@@ -89,7 +90,7 @@ def setups() -> dict:
     for item in FLAGS.models:
         net, sep, spec = item.partition("=")
         if not sep or not spec:
-            raise ValueError(f"--models item {item!r} is not NETWORK=MODEL_SPEC")
+            raise TfpruneError(f"--models item {item!r} is not NETWORK=MODEL_SPEC")
         models[net] = spec
     epochs = None
     if FLAGS.finetune_epochs is not None or FLAGS.retrain_epochs is not None:
@@ -113,7 +114,7 @@ def subset_seeds() -> dict:
         except ValueError:
             sep = ""
         if not sep or not name:
-            raise ValueError(f"--subset_seeds item {item!r} is not SUBSET:SEED[;SEED...]")
+            raise TfpruneError(f"--subset_seeds item {item!r} is not SUBSET:SEED[;SEED...]")
     return out
 
 

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import numpy as np
 
+from tfprune.errors import TfpruneError
+
 NORMALIZERS = ("mean", "max", "none")
 
 
-class GroupScoreError(ValueError):
+class GroupScoreError(TfpruneError):
     """Scores that leave a prunable group unscored; the message names its members."""
 
 

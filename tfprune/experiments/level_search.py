@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 from typing import Callable
+from tfprune.errors import TfpruneError
 
 LEVELS = tuple(round(0.05 * i, 2) for i in range(1, 20))  # 0.05 .. 0.95
 
@@ -41,7 +42,7 @@ def binary_search(accuracy: Callable[[float], float], reference: float,
     """Probe `start`, then halve the remaining interval: up after a match, down after a miss."""
     levels = sorted(levels)
     if start not in levels:
-        raise ValueError(f"start level {start} is not one of the levels {levels}")
+        raise TfpruneError(f"start level {start} is not one of the levels {levels}")
     lo, hi, mid = 0, len(levels) - 1, levels.index(start)
     best, cache, steps = None, {}, []
     while lo <= hi:

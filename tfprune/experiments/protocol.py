@@ -53,6 +53,7 @@ from pathlib import Path
 
 import numpy as np
 
+from tfprune.errors import TfpruneError
 from tfprune.training import fit as train
 from tfprune.experiments.recipes import (PROTOCOLS, Phase, Recipe, epoch_recipes, override,
                                          phase_of)
@@ -101,7 +102,7 @@ class Setup:
         """The normalizer a run ranks `criterion`'s scores with (see module doc)."""
         chosen = explicit or (self.l1_normalizer if criterion in L1_CRITERIA else "mean")
         if chosen not in NORMALIZERS:
-            raise ValueError(f"unknown normalizer {chosen!r}; choose {', '.join(NORMALIZERS)}")
+            raise TfpruneError(f"unknown normalizer {chosen!r}; choose {', '.join(NORMALIZERS)}")
         return chosen
 
 
@@ -112,14 +113,14 @@ def make_setup(protocol_name: str, network: str, data: str, model: str | None = 
     network without its own), edited by `overrides` (see `override`). `epochs` = (E1, E2)
     sets the v2 protocol's epoch budget (default `recipes.V2_EPOCHS`)."""
     if protocol_name not in PROTOCOLS:
-        raise ValueError(f"unknown protocol {protocol_name!r}; choose {', '.join(PROTOCOLS)}")
+        raise TfpruneError(f"unknown protocol {protocol_name!r}; choose {', '.join(PROTOCOLS)}")
     if epochs is not None and protocol_name != "v2":
-        raise ValueError(f"an epoch budget (E1, E2) = {tuple(epochs)} applies to protocol v2 "
+        raise TfpruneError(f"an epoch budget (E1, E2) = {tuple(epochs)} applies to protocol v2 "
                          f"only, not {protocol_name!r}")
     recipes = epoch_recipes(*epochs) if epochs is not None else PROTOCOLS[protocol_name]
     key = recipe_network or network
     if key not in recipes:
-        raise ValueError(f"no {protocol_name} recipe for network {key!r} (recipes: "
+        raise TfpruneError(f"no {protocol_name} recipe for network {key!r} (recipes: "
                          f"{', '.join(recipes)}); name one with --recipe_network")
     return Setup(data, network, override(recipes[key], overrides), model=model, **kwargs)
 
@@ -145,7 +146,7 @@ def make_strategy(name: str = "default"):
         return tf.distribute.MirroredStrategy()
     if name == "multi_worker":
         return tf.distribute.MultiWorkerMirroredStrategy()
-    raise ValueError(f"unknown strategy {name!r}: choose default, mirrored or multi_worker")
+    raise TfpruneError(f"unknown strategy {name!r}: choose default, mirrored or multi_worker")
 
 
 def subset_accuracy(logits: np.ndarray, labels: np.ndarray, classes) -> tuple[float, float]:
@@ -241,7 +242,7 @@ def select(rows: list[dict], subset: str, restricted: bool = False) -> dict:
     suffix = "_r" if restricted else ""
     val = np.array([float(r.get(f"{subset}_val_acc{suffix}", "nan")) for r in rows])
     if not len(val) or np.isnan(val).all():
-        raise ValueError(f"no evaluated epoch for subset {subset!r} in the run's log")
+        raise TfpruneError(f"no evaluated epoch for subset {subset!r} in the run's log")
     best = int(np.nanargmax(val))
     return {"epoch": int(rows[best]["epoch"]), "val_accuracy": float(val[best]),
             "test_accuracy": float(rows[best][f"{subset}_test_acc{suffix}"])}
@@ -302,12 +303,12 @@ def run_data(setup: Setup, method: str, subsets) -> RunData:
     """The images of a run: subset methods train on the subset's train split; agnostic on the
     full train split; everyone is evaluated on the subsets' val and test images."""
     if method not in METHODS:
-        raise ValueError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
+        raise TfpruneError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
     subsets = [subsets] if isinstance(subsets, str) else list(subsets)
     per = {name: setup.splits(name) for name in subsets}
     if method in SUBSET_METHODS:
         if len(subsets) != 1:
-            raise ValueError(f"method {method!r} runs on one subset, got {subsets}")
+            raise TfpruneError(f"method {method!r} runs on one subset, got {subsets}")
         s = per[subsets[0]]
         return RunData(subsets[0], s.train, {"val": s.val, "test": s.test}, {s.name: s.classes})
     full = setup.splits("all")
@@ -352,7 +353,7 @@ def _train_phase(setup: Setup, phase: Phase, model_path: Path, train_images, wor
         return train.compile_sgd(model, schedule, r.weight_decay, r.momentum)
 
     if phase.epochs < 1 or phase.eval_from < 0:
-        raise ValueError(f"phase {phase}: needs epochs >= 1 and eval_from >= 0")
+        raise TfpruneError(f"phase {phase}: needs epochs >= 1 and eval_from >= 0")
     eval_from = min(phase.eval_from, phase.epochs - 1)  # the last epoch is always evaluated
     callbacks = ([_keras_callback()(*evalset, setup.eval_batch_size, eval_from,
                                     Path(workdir).parent / CORRECT, head_classes)]
@@ -408,7 +409,7 @@ def adapt_hooks():
         from tfprune.core.surgery import slice_head
         from tfprune.training.distill import compile_distill
     except ImportError as err:
-        raise ValueError("method 'adapt' (subset head + distillation, issue 14) needs "
+        raise TfpruneError("method 'adapt' (subset head + distillation, issue 14) needs "
                          "tfprune.core.surgery.slice_head and tfprune.training.distill."
                          f"compile_distill, which are not available yet ({err})") from None
     return slice_head, compile_distill
@@ -431,7 +432,7 @@ def _prune(setup: Setup, workdir: Path, method: str, rd: RunData, level: float,
         source = Path(start_from or "")
         if not (source / "train" / train.CHECKPOINT).exists() or not (
                 source / RESULT).exists():
-            raise ValueError(f"control4 starts from the finished agnostic run of the same "
+            raise TfpruneError(f"control4 starts from the finished agnostic run of the same "
                              f"network, level and seed, which is missing: {source}")
         model = keras.models.load_model(source / "train" / train.CHECKPOINT, compile=False)
         before = json.loads((source / "pruned_eval.json").read_text())
@@ -506,7 +507,7 @@ def run(setup: Setup, workdir, method: str, subsets, level: float = 0.0,
     from tfprune.models import loader as modelio
     workdir = Path(workdir)
     if method in CRITERION_METHODS and not criterion:
-        raise ValueError(f"method {method!r} needs a criterion (e.g. finetune_l1, act_l2)")
+        raise TfpruneError(f"method {method!r} needs a criterion (e.g. finetune_l1, act_l2)")
     if (workdir / RESULT).exists():
         return json.loads((workdir / RESULT).read_text())
     started = time.time()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 
 from tfprune.training.schedules import schedule_points
+from tfprune.errors import TfpruneError
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,7 +70,7 @@ def epoch_recipe(finetune_lr: float, retrain_lr: float, agnostic_lr: float,
     e1, e2 = finetune_epochs, retrain_epochs
     total = e1 + e2
     if e1 < 1 or e2 < 2:
-        raise ValueError(f"epoch budget E1={e1}, E2={e2}: needs E1 >= 1 and E2 >= 2 (the "
+        raise TfpruneError(f"epoch budget E1={e1}, E2={e2}: needs E1 >= 1 and E2 >= 2 (the "
                          "convergence check compares the last two retraining epochs)")
     r_drops, a_drops = scaled_drops(25, (10, 20), e2), scaled_drops(30, (10, 20), total)
     retrain = Phase(_stepped(retrain_lr, r_drops), e2, gamma,
@@ -141,14 +142,14 @@ def override(recipe: Recipe, items) -> Recipe:
         target = getattr(recipe, head, None) if head else recipe
         if not isinstance(target, (Phase, Recipe)) or not field or field not in {
                 f.name for f in dataclasses.fields(target)}:
-            raise ValueError(f"recipe override {item!r}: no field {key!r}")
+            raise TfpruneError(f"recipe override {item!r}: no field {key!r}")
         current = getattr(target, field)
         kind = type(current) if current is not None else (
             float if field == "bn_momentum" else int)
         try:
             value = kind(value)
         except ValueError:
-            raise ValueError(f"recipe override {item!r}: {value!r} is not {kind.__name__}") from None
+            raise TfpruneError(f"recipe override {item!r}: {value!r} is not {kind.__name__}") from None
         new = dataclasses.replace(target, **{field: value})
         recipe = dataclasses.replace(recipe, **{head: new}) if head else new
     return recipe

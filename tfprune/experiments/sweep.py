@@ -31,6 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
+from tfprune.errors import TfpruneError
 from tfprune.experiments import protocol
 from tfprune.experiments import recipes
 from tfprune.training import fit as train
@@ -69,14 +70,14 @@ def parse_method(name: str) -> tuple[str, str | None, str | None]:
     head, _, normalizer = name.partition("@")
     method, _, criterion = head.partition(":")
     if method not in protocol.METHODS or method == "unpruned":
-        raise ValueError(f"unknown method {name!r}: use aware:CRITERION, adapt:CRITERION, "
+        raise TfpruneError(f"unknown method {name!r}: use aware:CRITERION, adapt:CRITERION, "
                          "agnostic, control2, control3 or control4")
     if (method in protocol.CRITERION_METHODS) != bool(criterion):
-        raise ValueError(f"method {name!r}: aware and adapt need a criterion "
+        raise TfpruneError(f"method {name!r}: aware and adapt need a criterion "
                          "(aware:finetune_l1), the others take none")
     if normalizer and (normalizer not in protocol.NORMALIZERS
                        or method in ("control3", "control4")):
-        raise ValueError(f"method {name!r}: @NORMALIZER is one of "
+        raise TfpruneError(f"method {name!r}: @NORMALIZER is one of "
                          f"{', '.join(protocol.NORMALIZERS)}, for a method that ranks filters")
     return method, criterion or None, normalizer or None
 
@@ -87,7 +88,7 @@ def grid(subsets, networks, levels, seeds, methods, subset_seeds=None) -> list[R
     shared agnostic and unpruned runs still evaluate every subset)."""
     parsed = [parse_method(m) for m in methods]
     if any(m == "control4" for m, _, _ in parsed) and ("agnostic", None, None) not in parsed:
-        raise ValueError("control4 fine-tunes the agnostic run's model: add agnostic to the "
+        raise TfpruneError("control4 fine-tunes the agnostic run's model: add agnostic to the "
                          "methods")
     specs = []
     for seed in seeds:
@@ -102,7 +103,7 @@ def grid(subsets, networks, levels, seeds, methods, subset_seeds=None) -> list[R
         return specs
     unknown = set(subset_seeds) - set(subsets)
     if unknown:
-        raise ValueError(f"subset seeds for {', '.join(sorted(unknown))}: not in the subsets")
+        raise TfpruneError(f"subset seeds for {', '.join(sorted(unknown))}: not in the subsets")
     specs = [s for s in specs if s.subset is None or s.seed in subset_seeds.get(s.subset, seeds)]
     return sorted(specs, key=lambda s: s.subset in subset_seeds)  # stable: grid order kept
 
@@ -120,7 +121,7 @@ def parse_shard(text: str) -> tuple[int, int]:
     except ValueError:
         i = n = -1
     if not sep or n < 1 or not 0 <= i < n:
-        raise ValueError(f"--shard={text!r}: expected i/n with 0 <= i < n (e.g. 0/4)")
+        raise TfpruneError(f"--shard={text!r}: expected i/n with 0 <= i < n (e.g. 0/4)")
     return i, n
 
 

@@ -26,6 +26,7 @@ from typing import Callable
 from tfprune import data
 from tfprune.litert import targets as exports
 from tfprune.training import fit as train
+from tfprune.errors import TfpruneError
 
 
 @dataclasses.dataclass
@@ -288,13 +289,13 @@ def _stage(run: Run, name: str, outputs: tuple[str, ...], fn) -> None:
 def check_config(cfg: ChainConfig) -> None:
     from tfprune.training import distill
     if cfg.bundle_model not in BUNDLE_MODELS:
-        raise ValueError(f"bundle_model must be one of {BUNDLE_MODELS}, got {cfg.bundle_model!r}")
+        raise TfpruneError(f"bundle_model must be one of {BUNDLE_MODELS}, got {cfg.bundle_model!r}")
     if cfg.head not in HEADS:
-        raise ValueError(f"head must be one of {HEADS}, got {cfg.head!r}")
+        raise TfpruneError(f"head must be one of {HEADS}, got {cfg.head!r}")
     if cfg.distill_mix not in distill.MIXES:
-        raise ValueError(f"distill_mix must be one of {distill.MIXES}, got {cfg.distill_mix!r}")
+        raise TfpruneError(f"distill_mix must be one of {distill.MIXES}, got {cfg.distill_mix!r}")
     if cfg.distill_alpha <= 0 and (cfg.distill_mix != "none" or cfg.transfer_data):
-        raise ValueError("distill_mix and transfer_data have no labels: they need "
+        raise TfpruneError("distill_mix and transfer_data have no labels: they need "
                          "distill_alpha > 0")
 
 

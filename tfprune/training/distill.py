@@ -16,6 +16,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 from keras import ops
+from tfprune.errors import TfpruneError
 
 MIXES = ("none", "mixup", "cutmix")
 
@@ -67,10 +68,10 @@ class Distiller(keras.Model):
     def __init__(self, student, teacher, alpha: float = 0.9, temperature: float = 4.0, **kw):
         super().__init__(**kw)
         if not 0.0 <= alpha <= 1.0 or temperature <= 0:
-            raise ValueError(f"distillation needs alpha in [0, 1] and temperature > 0, got "
+            raise TfpruneError(f"distillation needs alpha in [0, 1] and temperature > 0, got "
                              f"alpha {alpha}, temperature {temperature}")
         if student.output_shape[-1] != teacher.output_shape[-1]:
-            raise ValueError(f"the student has {student.output_shape[-1]} classes, the teacher "
+            raise TfpruneError(f"the student has {student.output_shape[-1]} classes, the teacher "
                              f"{teacher.output_shape[-1]}")
         self.student, self.teacher = student, teacher
         self.teacher.trainable = False
@@ -115,7 +116,7 @@ def with_mixed_views(ds: tf.data.Dataset, mix: str, seed: int = 0) -> tf.data.Da
     if mix == "none":
         return ds
     if mix not in MIXES:
-        raise ValueError(f"unknown mix {mix!r}; choose one of {', '.join(MIXES)}")
+        raise TfpruneError(f"unknown mix {mix!r}; choose one of {', '.join(MIXES)}")
     counter = tf.data.Dataset.counter().map(lambda i: tf.stack([tf.cast(i, tf.int64), seed + 7]))
 
     def add(xy, s):
