@@ -18,11 +18,19 @@ from absl import app, flags
 flags.DEFINE_string("model", None, "A .keras file, pretrained:NAME or a zoo name.")
 flags.DEFINE_string("criterion", "l1", "Filter importance criterion (tfprune.scoring.registry).")
 flags.DEFINE_float("level", 0.5, "Fraction in [0, 1) of the target measure to remove.")
-flags.DEFINE_enum("target", "params", ["params", "flops", "filters"], "What the level counts.")
+flags.DEFINE_enum("target", "params", ["params", "flops", "filters", "latency"],
+                  "What the level counts (filters: only those in prunable groups; latency: "
+                  "predicted ms on --runtime).")
 flags.DEFINE_enum("allocation", "global", ["global", "uniform"], "One global ranking, or the "
                   "same fraction from every group.")
 flags.DEFINE_enum("normalizer", "mean", ["mean", "max", "none"], "Per-layer score normalisation.")
-flags.DEFINE_integer("round_to", 1, "Keep channel counts multiples of this.")
+flags.DEFINE_string("round_to", "auto", "Keep channel counts multiples of this integer, or "
+                    "auto: the channel tile the latency model finds cheapest on --runtime.")
+flags.DEFINE_string("runtime", None, "Latency model runtime for --target=latency, "
+                    "--round_to=auto and the predicted latency in the plan: litert-float32-1t "
+                    "(default), litert-float32-2t, litert-int8-1t or litert-int8-2t.")
+flags.DEFINE_string("latency_cache", None, "Latency table cache (JSON); default "
+                    "$TFPRUNE_LATENCY_CACHE or ~/.cache/tfprune/latency.json.")
 flags.DEFINE_integer("min_channels", 2, "Channels every group keeps at least.")
 flags.DEFINE_list("ignore", [], "Layers whose output channels are never pruned.")
 flags.DEFINE_integer("seed", 0, "Seed (random criterion, data order, fine-tuning).")
@@ -77,6 +85,15 @@ def report(plan: dict, comparison: dict, extra: dict) -> str:
              f"- level: target {plan['level']:.3f}, achieved {achieved['level']:.3f} "
              f"(params {achieved['params_level']:.3f}, MACs {achieved['flops_level']:.3f}, "
              f"filters {achieved['filters_level']:.3f})"]
+    if plan["target"] == "filters":
+        d = plan["denominator"]
+        lines.append(f"- filters counted: {d['filters']:,} of {d['filters_all']:,} (left out: "
+                     f"{', '.join(d['filters_left_out']) or 'none'}: blocked or ignored)")
+    if plan.get("predicted_latency_ms"):
+        p, rt = plan["predicted_latency_ms"], plan["runtime"]
+        lines.append(f"- predicted latency on {rt['runtime']} (LiteRT {rt['litert']}): "
+                     f"{p['unpruned']:.3f} -> {p['pruned']:.3f} ms "
+                     f"({achieved['latency_level']:.1%} removed); channel tile {rt['tile']}")
     lines += [f"- {k.replace('_', ' ')}: {v}" for k, v in extra.items()]
     lines += [f"- note: {n}" for n in plan.get("notes", [])]
     lines += ["", "## Totals", "", metrics.summary_table(comparison), "", "## Blocked groups", ""]
@@ -99,8 +116,17 @@ def run() -> dict:
     from tfprune.training import fit as train
     from tfprune.core import plan as plan_mod
 
+    from tfprune import latency
+    from tfprune.latency.cache import LatencyCache
+
     check_output(FLAGS.output, FLAGS.model, FLAGS.overwrite)
     plan_mod.check_level(FLAGS.level)
+    try:
+        round_to = pruning.check_round_to(FLAGS.round_to)
+    except ValueError as err:
+        raise PruneError(f"--round_to: {err}") from None
+    if FLAGS.runtime is not None:
+        latency.parse_runtime(FLAGS.runtime)
     if FLAGS.finetune_epochs > 0 and not FLAGS.data:
         raise PruneError("--finetune_epochs needs --data (and --subset)")
     model = modelio.load_model(FLAGS.model)
@@ -116,8 +142,9 @@ def run() -> dict:
     if plan is None:
         result = pruning.prune_model(
             model, FLAGS.criterion, FLAGS.level, FLAGS.target, FLAGS.allocation,
-            FLAGS.min_channels, FLAGS.round_to, FLAGS.ignore, FLAGS.seed, splits,
-            FLAGS.calibration_batches, FLAGS.batch_size, FLAGS.normalizer, FLAGS.bn_batches)
+            FLAGS.min_channels, round_to, FLAGS.ignore, FLAGS.seed, splits,
+            FLAGS.calibration_batches, FLAGS.batch_size, FLAGS.normalizer, FLAGS.bn_batches,
+            runtime=FLAGS.runtime, latency_cache=LatencyCache(FLAGS.latency_cache))
         model, g, plan, pruned = result.source, result.graph, result.plan, result.pruned
         scores, scored = result.scores, result.scored
     else:
@@ -155,7 +182,8 @@ def main(argv):
     from tfprune.models import loader as modelio
     from tfprune.core import modelspec
     from tfprune.core import plan
-    known = (PruneError, plan.PlanError, scoring.ScoringError, modelio.ModelSpecError,
+    from tfprune.latency import LatencyError
+    known = (PruneError, plan.PlanError, LatencyError, scoring.ScoringError, modelio.ModelSpecError,
              modelspec.ModelReadError, graph.GraphError, data.DataError)
     try:
         result = run()
