@@ -2,6 +2,9 @@
 
 python -m pipelines.prune --model=pretrained:resnet20 --criterion=l1 --level=0.5 \
     --target=params --allocation=global --output=runs/prune_r20
+`--target=latency` removes `--level` of the predicted LiteRT latency on `--runtime`
+(tfprune.latency; tables measured once and cached); `--round_to=auto` (default) keeps channel
+counts in the runtime's kernel tiles. A level no plan reaches exits 1 naming the highest one.
 Writes OUTPUT/pruned.keras, plan.json, metrics.json, scores.json (data-aware criteria:
 stats.json, the channel statistics behind them), report.md and layers.png.
 `--plan=plan.json` applies an existing plan instead of scoring and planning. Data-aware

@@ -4,7 +4,8 @@ on-device fine-tuning of the bundle, and report against the unpruned model.
 
 python -m pipelines.run --output=runs/main
 Defaults: the shipped pretrained ResNet-20, the bundled real `aquatic` sample, 50% of the
-parameters removed, criterion `act_l2`. Every stage writes into --output and is skipped when
+predicted LiteRT float32 single-thread latency removed (channel counts in whole kernel tiles,
+round_to=auto), criterion `act_l2`. Every stage writes into --output and is skipped when
 its outputs exist, so a stopped run resumes; runs/main/report.md shows the result.
 """
 import sys
@@ -19,8 +20,12 @@ flags.DEFINE_string("data", _D.data, "sample, npz:PATH, tfds:NAME or folder:PATH
 flags.DEFINE_string("subset", _D.subset, "Class subset: preset, superclasses or classes.")
 flags.DEFINE_string("criterion", _D.criterion, "Filter importance criterion.")
 flags.DEFINE_float("level", _D.level, "Fraction of --target to remove, in [0, 1).")
-flags.DEFINE_enum("target", _D.target, ["params", "flops", "filters"], "What --level counts.")
-flags.DEFINE_integer("round_to", _D.round_to, "Keep channel counts multiples of this.")
+flags.DEFINE_enum("target", _D.target, ["params", "flops", "filters", "latency"],
+                  "What --level counts (latency: predicted ms on --runtime).")
+flags.DEFINE_string("round_to", _D.round_to, "Keep channel counts multiples of this integer, "
+                    "or auto: the channel tile the latency model finds cheapest on --runtime.")
+flags.DEFINE_string("runtime", _D.runtime, "Latency model runtime: litert-float32-1t, "
+                    "litert-float32-2t, litert-int8-1t or litert-int8-2t.")
 flags.DEFINE_integer("calibration_batches", _D.calibration_batches, "Scoring batches.")
 flags.DEFINE_integer("bn_batches", _D.bn_batches, "Batches to re-estimate BatchNorm on.")
 flags.DEFINE_integer("finetune_epochs", _D.finetune_epochs, "Keras fine-tuning epochs.")
@@ -57,10 +62,17 @@ def main(argv):
     from tfprune.core import plan
     from tfprune.ondevice import forward, runtime
 
+    from tfprune import latency, pruner
     cfg = ChainConfig(**{f.name: getattr(FLAGS, f.name) for f in dataclasses.fields(ChainConfig)})
+    try:
+        cfg.round_to = pruner.check_round_to(cfg.round_to)
+        latency.parse_runtime(cfg.runtime)
+    except ValueError as err:
+        sys.exit(f"run: {err}")
     known = (data.DataError, modelio.ModelSpecError, modelspec.ModelReadError, graph.GraphError,
              plan.PlanError, scoring.ScoringError, convert.ConvertError, litert.TFLiteFileError,
-             forward.UnsupportedModelError, runtime.RuntimeInputError, android_export.BundleError)
+             forward.UnsupportedModelError, runtime.RuntimeInputError, android_export.BundleError,
+             latency.LatencyError)
     try:
         summary = chain.run_chain(cfg, FLAGS.output, bundler=android_export.write_bundle)
     except known as err:

@@ -36,7 +36,13 @@ def test_chain_runs_and_resumes(tmp_path):
     assert all(ok for key, ok in gates.items() if key != ("model_int8.tflite", "parity")), gates
     assert summary["validation_passed"] == all(gates.values())
     assert summary["pruned"]["params"] < summary["original"]["params"]
-    assert abs(summary["pruned"]["achieved"]["level"] - 0.5) < 0.1
+    # the default prunes for predicted float32 latency, channel counts in whole tiles
+    plan = json.loads((run / "plan.json").read_text())
+    assert plan["target"] == "latency" and plan["round_to"] == "auto"
+    assert plan["runtime"]["runtime"] == "litert-float32-1t"
+    assert 0 < summary["pruned"]["achieved"]["level"] < 0.9
+    assert set(summary["pruned"]["predicted_latency_ms"]) == {
+        "litert-float32-1t", "litert-float32-2t", "litert-int8-1t", "litert-int8-2t"}
     assert summary["subset"] == {"classes": 10, "train": 400, "val": 100, "test": 300}
     tflite, before = summary["tflite"], summary["original_tflite"]
     assert set(tflite) == {"model_float32.tflite", "model_int8.tflite", "trainable.tflite"}
@@ -55,7 +61,8 @@ def test_chain_runs_and_resumes(tmp_path):
     assert device["trainable"] == str(run / "bundle" / "trainable.tflite")
     assert device["epochs_done"] == 2 and device["restart"]["bit_identical"]
     report = (run / "report.md").read_text()
-    for part in ("pruned + fine-tuned", "unpruned", "Android bundle", "On-device fine-tuning"):
+    for part in ("pruned + fine-tuned", "unpruned", "Android bundle", "On-device fine-tuning",
+                 "| litert-int8-2t |", "speed-up / FLOPs reduction"):
         assert part in report
     assert (run / "report.png").stat().st_size > 1000
     assert json.loads((run / "summary.json").read_text()) == summary

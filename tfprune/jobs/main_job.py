@@ -27,8 +27,9 @@ class ChainConfig:
     subset: str = "aquatic"
     criterion: str = "act_l2"
     level: float = 0.5
-    target: str = "params"
-    round_to: int = 1
+    target: str = "latency"
+    round_to: int | str = "auto"
+    runtime: str = "litert-float32-1t"
     calibration_batches: int = 8
     bn_batches: int = 8
     finetune_epochs: int = 15
@@ -95,13 +96,14 @@ def run_chain(cfg: ChainConfig, run_dir, log=print, bundler=None) -> dict:
         result = pruning.prune_model(
             load("original.keras"), cfg.criterion, cfg.level, cfg.target, round_to=cfg.round_to,
             seed=cfg.seed, splits=splits, calibration_batches=cfg.calibration_batches,
-            batch_size=cfg.batch_size, bn_batches=cfg.bn_batches)
+            batch_size=cfg.batch_size, bn_batches=cfg.bn_batches, runtime=cfg.runtime, log=log)
         from tfprune.core import plan as plan_mod
         plan_mod.save_plan(result.plan, run_dir / "plan.json")
         train.atomic_save(result.pruned, run_dir / "pruned.keras")
         _write_json(run_dir / "pruned.json", {
             "test_accuracy": train.accuracy(result.pruned, splits.test),
-            "achieved": result.plan["achieved"], **_totals(metrics, result.pruned)})
+            "achieved": result.plan["achieved"], **_totals(metrics, result.pruned),
+            **_predicted_latency(result, log)})
 
     def finetune():
         model = load("pruned.keras")
@@ -183,6 +185,15 @@ def run_chain(cfg: ChainConfig, run_dir, log=print, bundler=None) -> dict:
     from tfprune.jobs.main_report import write_report
     write_report(summary, run_dir)
     return summary
+
+
+def _predicted_latency(result, log) -> dict:
+    """Latency model predictions of the plan on every runtime (for the report's predicted vs
+    measured table)."""
+    from tfprune.latency.report import predict_plan
+
+    return {"runtime": result.plan.get("runtime"), "predicted_latency_ms": predict_plan(
+        result.source, result.graph, result.plan, log=log)}
 
 
 def _totals(metrics, model) -> dict:

@@ -103,6 +103,9 @@ def block_model(graph, block: Block, cin: int, cout: int):
     x = inputs if len(inputs) > 1 else inputs[0]
     for i, name in enumerate(block.layers):
         layer = spec.layers[name]
+        if layer.is_op:
+            x = _op(layer, x)
+            continue
         config = dict(layer.config)
         if i == 0 and graph.rules[name].producer:
             config = graph.rules[name].edit(config, layer, int(cout))
@@ -110,3 +113,20 @@ def block_model(graph, block: Block, cin: int, cout: int):
                "module": layer.module or "keras.layers", "registered_name": None}
         x = keras.saving.deserialize_keras_object(obj)(x)
     return keras.Model(inputs, x)
+
+
+def _op(layer, x):
+    """A Keras backend op node (e.g. `x + 3.0` in MobileNetV3) applied to the block's tensors:
+    the same keras.ops function, with a constant operand where the model had one."""
+    import re
+
+    import keras
+
+    fn = getattr(keras.ops, re.sub(r"(?<!^)(?=[A-Z])", "_", layer.class_name).lower(), None)
+    if fn is None:
+        raise ValueError(f"no keras.ops function for op {layer.class_name}")
+    xs = x if isinstance(x, list) else [x]
+    try:
+        return fn(*xs)
+    except TypeError:
+        return fn(*xs, 1.0)

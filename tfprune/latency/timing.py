@@ -20,14 +20,16 @@ def to_tflite(model, precision: str, calibration_images: int = 8) -> bytes:
 
     specs = [tf.TensorSpec((1, *t.shape[1:]), tf.float32) for t in model.inputs]
     fn = tf.function(lambda *xs: model(list(xs) if len(xs) > 1 else xs[0], training=False))
-    concrete = fn.get_concrete_function(*specs)
+    from tensorflow.python.framework.convert_to_constants import \
+        convert_variables_to_constants_v2  # int8 calibration cannot read resource variables
+    concrete = convert_variables_to_constants_v2(fn.get_concrete_function(*specs))
     rng = np.random.default_rng(0)
     samples = [[rng.normal(size=s.shape).astype(np.float32) for s in specs]
                for _ in range(calibration_images)]
     opts = convert.converter_options(precision, np.zeros((1, 1), np.float32))
     if precision == "int8":
         opts["representative_dataset"] = lambda: iter(samples)
-    conv = tf.lite.TFLiteConverter.from_concrete_functions([concrete], model)
+    conv = tf.lite.TFLiteConverter.from_concrete_functions([concrete])
     for key, value in opts.items():
         if key == "target_spec":
             for k, v in value.items():
