@@ -25,8 +25,8 @@ ROOT = Path(__file__).resolve().parents[1]
 def small_resnet():
     keras.utils.set_random_seed(0)
     L = keras.layers
-    inp = keras.Input((12, 12, 3), name="image")
-    x = L.ReLU(name="r0")(L.BatchNormalization(name="b0")(L.Conv2D(16, 3, padding="same",
+    inp = keras.Input((32, 32, 3), name="image")
+    x = L.ReLU(name="r0")(L.BatchNormalization(name="b0")(L.Conv2D(16, 3, 2, padding="same",
                                                                    name="stem")(inp)))
     y = L.ReLU(name="r1")(L.BatchNormalization(name="b1")(L.Conv2D(16, 3, padding="same",
                                                                    name="c1")(x)))
@@ -94,8 +94,8 @@ def test_blocks_fuse_batchnorm_and_activation():
     assert "b1" not in found and "gap" in found
 
 
-@pytest.mark.parametrize("level,allocation", [(0.3, "global"), (0.6, "global"),
-                                              (0.5, "uniform")])
+@pytest.mark.parametrize("level,allocation", [(0.15, "global"), (0.3, "global"),
+                                              (0.25, "uniform")])
 def test_latency_plan_invariants(built, level, allocation, sample_splits):
     """A small model has coarse steps: the level is only as close as they allow; the
     benchmark (benchmarks/results/latency_target.md) measures how close on real networks."""
@@ -105,7 +105,7 @@ def test_latency_plan_invariants(built, level, allocation, sample_splits):
     p = plan["predicted_latency_ms"]
     assert plan["achieved"]["level"] == pytest.approx(1 - p["pruned"] / p["unpruned"], abs=1e-3)
     assert plan["round_to"] == "auto" and plan["runtime"]["runtime"] == "litert-float32-1t"
-    if level >= 0.5:
+    if level >= 0.25:
         assert p["pruned"] < p["unpruned"]
     pruned = surgery.apply_plan(model, plan, graph=g)
     for entry in plan["groups"]:

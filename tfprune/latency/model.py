@@ -6,7 +6,7 @@
     cost.total({gid: kept})                       # predicted ms of the model pruned to `kept`
 
 Tile: a stack-free 3x3 conv on 16x16 maps is timed at 16..64 channels; the tile is the
-smallest multiple (4, 8, 16, 32) whose counts run within 10% of the best multiple's
+smallest multiple (4, 8, 16, 32) whose counts run within 5% of the best multiple's
 throughput (16 for XNNPACK float32 on AVX-512). `auto_steps` prunes groups in whole tiles,
 and groups smaller than two tiles in halves of their largest power of two (a 16-channel
 stage may drop to 8).
@@ -22,6 +22,7 @@ alone miss the caches they share inside the model), offset is 0 and scale shrink
 """
 from __future__ import annotations
 
+import json
 import time
 
 import numpy as np
@@ -114,7 +115,6 @@ class LatencyModel:
 
     def _blob(self, build, what) -> bytes:
         """The .tflite of `build()`; `what` (JSON data) names it for the in-process memo."""
-        import json
         key = (self.rt.precision, json.dumps(what, sort_keys=True, default=str))
         if key not in _BLOBS:
             if len(_BLOBS) > 4000:
@@ -161,7 +161,7 @@ class LatencyModel:
             med = {m: float(np.median([v for c, v in thr.items() if c % m == 0]))
                    for m in TILE_CANDIDATES}
             best = max(med.values())
-            tile = min(m for m in TILE_CANDIDATES if med[m] >= 0.9 * best)
+            tile = min(m for m in TILE_CANDIDATES if med[m] >= 0.95 * best)
             entry = {"runtime": self.rt.name, "tile": tile, "macs_per_ns": thr,
                      "median_by_multiple": med}
             self.cache.put(key, entry)
@@ -217,11 +217,21 @@ class LatencyModel:
         return Table(cins, entry["couts"], entry["ms"])
 
     def whole_ms(self, graph, model) -> float:
+        """The unpruned model, converted the way it ships (`tfprune.litert.convert`)."""
         key = self._key({"model": graph.fingerprint()})
         if self.cache.get(key) is None:
-            self.cache.put(key, {"runtime": self.rt.name, "model": graph.spec.name,
-                                 "ms": self._time(lambda: model, ["model", graph.fingerprint()],
-                                                  9, 20)})
+            from tfprune.litert import convert
+
+            def build():
+                shape = tuple(model.inputs[0].shape[1:])
+                cal = np.random.default_rng(0).normal(size=(8, *shape)).astype(np.float32)
+                return convert.convert(model, self.rt.precision, calibration=cal)
+            what = ["model", graph.fingerprint()]
+            memo = (self.rt.precision, json.dumps(what, sort_keys=True))
+            if memo not in _BLOBS:
+                _BLOBS[memo] = build()
+            ms = timing.time_ms(_BLOBS[memo], self.rt.threads, 9, 20)
+            self.cache.put(key, {"runtime": self.rt.name, "model": graph.spec.name, "ms": ms})
         return self.cache.get(key)["ms"]
 
     def graph_cost(self, graph, steps: dict, model) -> GraphCost:
