@@ -23,7 +23,8 @@ def test_chain_runs_and_resumes(tmp_path):
     import android_export
 
     _small_cnn(tmp_path / "small.keras")
-    cfg = chain.ChainConfig(model=str(tmp_path / "small.keras"), finetune_epochs=1,
+    # level 0.2: the per-op cost of this tiny CNN caps its predicted latency cut near 0.25
+    cfg = chain.ChainConfig(model=str(tmp_path / "small.keras"), level=0.2, finetune_epochs=1,
                             calibration_batches=2, bn_batches=2, calibration_samples=20,
                             latency_runs=2, device_epochs=2)
     run = tmp_path / "run"
@@ -40,7 +41,7 @@ def test_chain_runs_and_resumes(tmp_path):
     plan = json.loads((run / "plan.json").read_text())
     assert plan["target"] == "latency" and plan["round_to"] == "auto"
     assert plan["runtime"]["runtime"] == "litert-float32-1t"
-    assert 0 < summary["pruned"]["achieved"]["level"] < 0.9
+    assert 0.1 < summary["pruned"]["achieved"]["level"] < 0.3
     assert set(summary["pruned"]["predicted_latency_ms"]) == {
         "litert-float32-1t", "litert-float32-2t", "litert-int8-1t", "litert-int8-2t"}
     assert summary["subset"] == {"classes": 10, "train": 400, "val": 100, "test": 300}
