@@ -161,11 +161,14 @@ def _target_grid():
     from tfprune.latency.runtimes import environment
     from tfprune.models import cards as card
 
-    cache, rows, started = LatencyCache(FLAGS.latency_cache), [], time.time()
+    cache, started = LatencyCache(FLAGS.latency_cache), time.time()
     out = Path(FLAGS.output).with_name("latency_target.json")
-    for name in FLAGS.target_models:
-        rows += latency_target.run_model(name, FLAGS.runtimes, [float(c) for c in FLAGS.cuts],
-                                         cache, FLAGS.rounds, FLAGS.invokes)
+    done = {(m, r) for m in FLAGS.target_models for r in FLAGS.runtimes}
+    rows = [r for r in json.loads(out.read_text())["rows"] if (r["model"], r["runtime"])
+            not in done] if out.exists() else []  # other models' and runtimes' rows stay
+    for name, rt in ((m, r) for m in FLAGS.target_models for r in FLAGS.runtimes):
+        rows += latency_target.run_model(name, [rt], [float(c) for c in FLAGS.cuts], cache,
+                                         FLAGS.rounds, FLAGS.invokes)
         result = {"benchmark": "latency target", "rounds": FLAGS.rounds,
                   "invokes": FLAGS.invokes, "criterion": "l1", "round_to": "auto",
                   "weights": "random (seed 0)", "environment": environment(),
