@@ -125,8 +125,8 @@ def run() -> dict:
     check_output(FLAGS.output, FLAGS.model, FLAGS.overwrite)
     plan_mod.check_level(FLAGS.level)
     try:
-        round_to = pruning.check_round_to(FLAGS.round_to)
-    except ValueError as err:
+        latency.parse_round_to(FLAGS.round_to)
+    except latency.LatencyError as err:
         raise PruneError(f"--round_to: {err}") from None
     if FLAGS.runtime is not None:
         latency.parse_runtime(FLAGS.runtime)
@@ -143,11 +143,13 @@ def run() -> dict:
     splits = load_splits()
     scores, scored, original = {}, None, model
     if plan is None:
+        round_to, cost = latency.plan_terms(model, FLAGS.target, FLAGS.round_to, FLAGS.runtime,
+                                            FLAGS.ignore, LatencyCache(FLAGS.latency_cache))
         result = pruning.prune_model(
             model, FLAGS.criterion, FLAGS.level, FLAGS.target, FLAGS.allocation,
             FLAGS.min_channels, round_to, FLAGS.ignore, FLAGS.seed, splits,
             FLAGS.calibration_batches, FLAGS.batch_size, FLAGS.normalizer, FLAGS.bn_batches,
-            runtime=FLAGS.runtime, latency_cache=LatencyCache(FLAGS.latency_cache))
+            cost=cost)
         model, g, plan, pruned = result.source, result.graph, result.plan, result.pruned
         scores, scored = result.scores, result.scored
     else:

@@ -62,12 +62,12 @@ def main(argv):
     from tfprune.core import plan
     from tfprune.ondevice import forward, runtime
 
-    from tfprune import latency, pruner
+    from tfprune import latency
     cfg = ChainConfig(**{f.name: getattr(FLAGS, f.name) for f in dataclasses.fields(ChainConfig)})
     try:
-        cfg.round_to = pruner.check_round_to(cfg.round_to)
+        cfg.round_to = latency.parse_round_to(cfg.round_to)
         latency.parse_runtime(cfg.runtime)
-    except ValueError as err:
+    except latency.LatencyError as err:
         sys.exit(f"run: {err}")
     known = (data.DataError, modelio.ModelSpecError, modelspec.ModelReadError, graph.GraphError,
              plan.PlanError, scoring.ScoringError, convert.ConvertError, litert.TFLiteFileError,

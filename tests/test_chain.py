@@ -23,8 +23,10 @@ def test_chain_runs_and_resumes(tmp_path):
     import android_export
 
     _small_cnn(tmp_path / "small.keras")
-    # level 0.2: the per-op cost of this tiny CNN caps its predicted latency cut near 0.25
-    cfg = chain.ChainConfig(model=str(tmp_path / "small.keras"), level=0.2, finetune_epochs=1,
+    # target params: this tiny CNN's blocks take microseconds, below the timing noise of a
+    # shared machine (tests/test_latency.py and the benchmark test the latency target)
+    cfg = chain.ChainConfig(model=str(tmp_path / "small.keras"), target="params",
+                            finetune_epochs=1,
                             calibration_batches=2, bn_batches=2, calibration_samples=20,
                             latency_runs=2, device_epochs=2)
     run = tmp_path / "run"
@@ -37,11 +39,10 @@ def test_chain_runs_and_resumes(tmp_path):
     assert all(ok for key, ok in gates.items() if key != ("model_int8.tflite", "parity")), gates
     assert summary["validation_passed"] == all(gates.values())
     assert summary["pruned"]["params"] < summary["original"]["params"]
-    # the default prunes for predicted float32 latency, channel counts in whole tiles
+    # channel counts in whole tiles (round_to=auto), the plan priced on the default runtime
     plan = json.loads((run / "plan.json").read_text())
-    assert plan["target"] == "latency" and plan["round_to"] == "auto"
-    assert plan["runtime"]["runtime"] == "litert-float32-1t"
-    assert 0.1 < summary["pruned"]["achieved"]["level"] < 0.3
+    assert plan["round_to"] == "auto" and plan["runtime"]["runtime"] == "litert-float32-1t"
+    assert abs(summary["pruned"]["achieved"]["level"] - 0.5) < 0.1
     assert set(summary["pruned"]["predicted_latency_ms"]) == {
         "litert-float32-1t", "litert-float32-2t", "litert-int8-1t", "litert-int8-2t"}
     assert summary["subset"] == {"classes": 10, "train": 400, "val": 100, "test": 300}

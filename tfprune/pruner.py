@@ -47,14 +47,12 @@ def prune_model(model, criterion: str, level: float, target: str = "params",
                 allocation: str = "global", min_channels: int = 2, round_to=1,
                 ignore=(), seed: int = 0, splits=None, calibration_batches: int | None = 10,
                 batch_size: int = 64, normalizer: str = "mean", bn_batches: int = 0,
-                options: dict | None = None, runtime: str | None = None,
-                latency_cache=None, log=print) -> PruneResult:
+                options: dict | None = None, cost=None) -> PruneResult:
     """Score `model`'s filters with `criterion`, plan `level` of `target` away, cut them out,
     and (with `bn_batches` > 0 and `splits`) re-estimate BatchNorm statistics on that many
     augmented training batches. `options` go to the criterion (e.g. finetune_l1_epochs).
-    `round_to="auto"` takes each group's step from the latency model of `runtime`; with
-    `target="latency"` or a `runtime`, the latency model (built or read from
-    `latency_cache`, a `tfprune.latency.cache.LatencyCache`) prices the plan."""
+    `round_to` is an int or {group id: step}; `cost` prices the plan in predicted latency
+    (both from `tfprune.latency.plan_terms`, which resolves round_to=auto and --runtime)."""
     from tfprune.core import graph as graph_mod
     from tfprune.core import plan as plan_mod
     from tfprune import scoring
@@ -72,8 +70,7 @@ def prune_model(model, criterion: str, level: float, target: str = "params",
     if scored.tuned_model is not None:  # finetune_l1: the paper prunes the tuned model
         model = scored.tuned_model
         g = graph_mod.build_graph(model, ignore=ignore)
-    steps, cost = latency_terms(model, g, target, round_to, runtime, latency_cache, log)
-    plan = plan_mod.make_plan(g, scores, level, target, allocation, steps, min_channels,
+    plan = plan_mod.make_plan(g, scores, level, target, allocation, round_to, min_channels,
                               criterion, normalizer, seed, cost)
     pruned = surgery.apply_plan(model, plan, graph=g)
     done = 0
@@ -82,36 +79,6 @@ def prune_model(model, criterion: str, level: float, target: str = "params",
         done = reestimate_batchnorm(pruned, data.as_dataset(
             splits.train, batch_size, training=True, seed=seed), bn_batches)
     return PruneResult(pruned, plan, scores, g, model, scored, done)
-
-
-def latency_terms(model, g, target: str, round_to, runtime: str | None, cache=None,
-                  log=print):
-    """(round_to for make_plan, cost or None): `auto` resolved to per-group steps, and the
-    runtime's GraphCost when the target is latency or a runtime is named."""
-    if round_to != "auto" and target != "latency" and runtime is None:
-        return int(round_to), None
-    from tfprune.latency import DEFAULT
-    from tfprune.latency.model import LatencyModel
-
-    lm = LatencyModel(runtime or DEFAULT, cache, log)
-    steps = lm.auto_steps(g) if round_to == "auto" else int(round_to)
-    if target != "latency" and runtime is None:
-        return steps, None
-    per_group = steps if isinstance(steps, dict) else {x.id: steps for x in g.prunable_groups()}
-    return steps, lm.graph_cost(g, per_group, model)
-
-
-def check_round_to(value) -> int | str:
-    """A --round_to flag value: "auto" or a positive integer; ValueError otherwise."""
-    if str(value) == "auto":
-        return "auto"
-    try:
-        n = int(value)
-    except (TypeError, ValueError):
-        n = 0
-    if n < 1:
-        raise ValueError(f"round_to must be auto or a positive integer, got {value!r}")
-    return n
 
 
 def batchnorm_layers(model) -> list:

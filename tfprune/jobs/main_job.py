@@ -93,10 +93,13 @@ def run_chain(cfg: ChainConfig, run_dir, log=print, bundler=None) -> dict:
             "test_accuracy": train.accuracy(model, splits.test), **_totals(metrics, model)})
 
     def prune():
+        from tfprune.latency import plan_terms
+        original = load("original.keras")
+        round_to, cost = plan_terms(original, cfg.target, cfg.round_to, cfg.runtime, log=log)
         result = pruning.prune_model(
-            load("original.keras"), cfg.criterion, cfg.level, cfg.target, round_to=cfg.round_to,
+            original, cfg.criterion, cfg.level, cfg.target, round_to=round_to,
             seed=cfg.seed, splits=splits, calibration_batches=cfg.calibration_batches,
-            batch_size=cfg.batch_size, bn_batches=cfg.bn_batches, runtime=cfg.runtime, log=log)
+            batch_size=cfg.batch_size, bn_batches=cfg.bn_batches, cost=cost)
         from tfprune.core import plan as plan_mod
         plan_mod.save_plan(result.plan, run_dir / "plan.json")
         train.atomic_save(result.pruned, run_dir / "pruned.keras")

@@ -29,6 +29,19 @@ def parse_runtime(name: str) -> Runtime:
     return Runtime(name, precision, int(threads[:-1]))
 
 
+def parse_round_to(value):
+    """A round_to value: "auto" or a positive integer; LatencyError otherwise."""
+    if str(value) == "auto":
+        return "auto"
+    try:
+        n = int(value)
+    except (TypeError, ValueError):
+        n = 0
+    if n < 1:
+        raise LatencyError(f"round_to must be auto or a positive integer, got {value!r}")
+    return n
+
+
 @functools.lru_cache(maxsize=1)
 def environment() -> dict:
     """What the measurements depend on besides the block: LiteRT version and the CPU."""
