@@ -1,8 +1,7 @@
 """A model cut into timed blocks, and one block rebuilt alone at chosen channel counts.
 
-A block is a layer with the single-consumer BatchNorm/activation layers after it
-(`ChannelGraph.activation_point`): LiteRT folds those into the layer's op, so they are timed
-with it. Reshapes, dropout and input layers are free (no block). A block's cost depends on
+A block is a layer with the single-consumer BatchNorm/activation layers after it: LiteRT
+folds those into the layer's op, so they are timed with it. Reshapes, dropout and input layers are free (no block). A block's cost depends on
 `cin` (kept channels of its first input) and `cout` (kept channels of its output); each is a
 mix of fixed channels and prunable groups (`Dims`: counts follow the groups' kept counts).
 Blocks whose channels never change are constant: the whole-model calibration carries them.
@@ -16,6 +15,21 @@ import numpy as np
 FREE = {"InputLayer", "Dropout", "SpatialDropout1D", "SpatialDropout2D", "SpatialDropout3D",
         "GaussianNoise", "GaussianDropout", "AlphaDropout", "ActivityRegularization",
         "Flatten", "Reshape", "Identity"}
+
+
+FUSED = {"BatchNormalization", "Activation", "ReLU", "LeakyReLU", "ELU", "PReLU",
+         "ThresholdedReLU"}
+
+
+def _chain(graph, name) -> list:
+    """`name` and the single-consumer BatchNorm/activation layers after it."""
+    chain = [name]
+    while True:
+        nxt = graph.consumers_of(chain[-1])
+        if len(nxt) != 1 or graph.spec.layers[nxt[0]].class_name not in FUSED or \
+                graph.spec.layers[nxt[0]].config.get("activation") == "softmax":
+            return chain
+        chain.append(nxt[0])
 
 
 @dataclasses.dataclass
@@ -72,9 +86,8 @@ def decompose(graph) -> list:
             continue
         if isinstance(graph.prov.get(name), np.ndarray) and name in getattr(graph, "_multi", {}):
             continue
-        end, chain = graph.activation_point(name), [name]
-        while chain[-1] != end:
-            chain.append(graph.consumers_of(chain[-1])[0])
+        chain = _chain(graph, name)
+        end = chain[-1]
         absorbed.update(chain)
         cin = _dims(graph, graph.input_provs(name)[0])
         cout = _dims(graph, graph.prov[end])
