@@ -17,6 +17,10 @@ the FLOPs reduction. Writes benchmarks/results/latency.json, latency.md and late
 channel counts, float32 and int8, and reports MACs per ns: how LiteRT's kernels' efficiency
 depends on the channel count (tiles of 8/16 channels), which is what rounding controls.
 Writes benchmarks/results/latency_channels.json and .md.
+`--target_grid` prunes to requested cuts of predicted latency (`--target=latency`) on every
+`--runtimes` entry and measures the cut and the latency model's error
+(benchmarks/latency_target.py); writes benchmarks/results/latency_target.json and .md:
+flock /tmp/tfprune_bench.lock nice -n 10 .venv/bin/python -m benchmarks.latency --target_grid
 """
 import json
 import statistics
@@ -38,6 +42,14 @@ flags.DEFINE_string("output", "benchmarks/results/latency.json", "JSON result pa
 flags.DEFINE_bool("channel_sweep", False, "Run the conv channel-count sweep instead.")
 flags.DEFINE_list("channels", ["8", "12", "15", "16", "20", "24", "31", "32", "40", "48", "63",
                                "64"], "Channel counts for --channel_sweep.")
+flags.DEFINE_bool("target_grid", False, "Run the --target=latency grid instead.")
+flags.DEFINE_list("target_models", ["resnet20", "resnet56", "mobilenetv2", "mobilenetv3small_96"],
+                  "Models of --target_grid (zoo names, mobilenetv3small_96: keras.applications "
+                  "MobileNetV3Small at 96 px, random weights).")
+flags.DEFINE_list("cuts", ["0.3", "0.5", "0.7"], "Latency fractions to remove (--target_grid).")
+flags.DEFINE_list("runtimes", ["litert-float32-1t", "litert-float32-2t", "litert-int8-1t",
+                               "litert-int8-2t"], "Runtimes of --target_grid.")
+flags.DEFINE_string("latency_cache", None, "Latency table cache (default: the user cache).")
 FLAGS = flags.FLAGS
 GOAL = 0.9
 
@@ -94,6 +106,8 @@ def main(argv):
     logging.set_verbosity(logging.WARNING)
     if FLAGS.channel_sweep:
         return _channel_sweep()
+    if FLAGS.target_grid:
+        return _target_grid()
     from tfprune import data, litert
     from tfprune.models import cards as card
     from tfprune.litert import convert
@@ -139,6 +153,30 @@ def main(argv):
     fileio.atomic_write_text(out.with_suffix(".md"), _markdown(result))
     _plot(rows, out.with_suffix(".png"))
     print(f"latency: wrote {out}, {out.with_suffix('.md')} and {out.with_suffix('.png')}")
+
+
+def _target_grid():
+    from benchmarks import latency_target
+    from tfprune.latency.cache import LatencyCache
+    from tfprune.latency.runtimes import environment
+    from tfprune.models import cards as card
+
+    cache, started = LatencyCache(FLAGS.latency_cache), time.time()
+    out = Path(FLAGS.output).with_name("latency_target.json")
+    done = {(m, r) for m in FLAGS.target_models for r in FLAGS.runtimes}
+    rows = [r for r in json.loads(out.read_text())["rows"] if (r["model"], r["runtime"])
+            not in done] if out.exists() else []  # other models' and runtimes' rows stay
+    for name, rt in ((m, r) for m in FLAGS.target_models for r in FLAGS.runtimes):
+        rows += latency_target.run_model(name, [rt], [float(c) for c in FLAGS.cuts], cache,
+                                         FLAGS.rounds, FLAGS.invokes)
+        result = {"benchmark": "latency target", "rounds": FLAGS.rounds,
+                  "invokes": FLAGS.invokes, "criterion": "l1", "round_to": "auto",
+                  "weights": "random (seed 0)", "environment": environment(),
+                  "wall_s": round(time.time() - started, 1), "versions": card.versions(),
+                  "rows": rows}
+        fileio.atomic_write_text(out, json.dumps(result, indent=2))
+        fileio.atomic_write_text(out.with_suffix(".md"), latency_target.markdown(result))
+    print(f"latency: wrote {out} and {out.with_suffix('.md')}")
 
 
 def _channel_sweep():

@@ -2,6 +2,9 @@
 
 python -m pipelines.prune --model=pretrained:resnet20 --criterion=l1 --level=0.5 \
     --target=params --allocation=global --output=runs/prune_r20
+`--target=latency` removes `--level` of the predicted LiteRT latency on `--runtime`
+(tfprune.latency; tables measured once and cached); `--round_to=auto` (default) keeps channel
+counts in the runtime's kernel tiles. A level no plan reaches exits 1 naming the highest one.
 Writes OUTPUT/pruned.keras, plan.json, metrics.json, scores.json (data-aware criteria:
 stats.json, the channel statistics behind them), report.md and layers.png.
 `--plan=plan.json` applies an existing plan instead of scoring and planning. `--head=subset`
@@ -24,11 +27,19 @@ flags.DEFINE_string("model", None, "A .keras file, pretrained:NAME or a zoo name
 flags.DEFINE_string("criterion", "l1", "Filter importance criterion (tfprune.scoring.registry).")
 flags.DEFINE_float("level", 0.5, "Fraction in [0, 1) of the target measure to remove.")
 flags.register_validator("level", lambda v: 0 <= v < 1, "--level must be in [0, 1)")
-flags.DEFINE_enum("target", "params", ["params", "flops", "filters"], "What the level counts.")
+flags.DEFINE_enum("target", "params", ["params", "flops", "filters", "latency"],
+                  "What the level counts (filters: only those in prunable groups; latency: "
+                  "predicted ms on --runtime).")
 flags.DEFINE_enum("allocation", "global", ["global", "uniform"], "One global ranking, or the "
                   "same fraction from every group.")
 flags.DEFINE_enum("normalizer", "mean", ["mean", "max", "none"], "Per-layer score normalisation.")
-flags.DEFINE_integer("round_to", 1, "Keep channel counts multiples of this.", lower_bound=1)
+flags.DEFINE_string("round_to", "auto", "Keep channel counts multiples of this integer, or "
+                    "auto: the channel tile the latency model finds cheapest on --runtime.")
+flags.DEFINE_string("runtime", None, "Latency model runtime for --target=latency, "
+                    "--round_to=auto and the predicted latency in the plan: litert-float32-1t "
+                    "(default), litert-float32-2t, litert-int8-1t or litert-int8-2t.")
+flags.DEFINE_string("latency_cache", None, "Latency table cache (JSON); default "
+                    "$TFPRUNE_LATENCY_CACHE or ~/.cache/tfprune/latency.json.")
 flags.DEFINE_integer("min_channels", 2, "Channels every group keeps at least.", lower_bound=1)
 flags.DEFINE_list("ignore", [], "Layers whose output channels are never pruned.")
 flags.DEFINE_integer("seed", 0, "Seed (random criterion, data order, fine-tuning).")
@@ -88,6 +99,15 @@ def report(plan: dict, comparison: dict, extra: dict) -> str:
              f"- level: target {plan['level']:.3f}, achieved {achieved['level']:.3f} "
              f"(params {achieved['params_level']:.3f}, MACs {achieved['flops_level']:.3f}, "
              f"filters {achieved['filters_level']:.3f})"]
+    if plan["target"] == "filters":
+        d = plan["denominator"]
+        lines.append(f"- filters counted: {d['filters']:,} of {d['filters_all']:,} (left out: "
+                     f"{', '.join(d['filters_left_out']) or 'none'}: blocked or ignored)")
+    if plan.get("predicted_latency_ms"):
+        p, rt = plan["predicted_latency_ms"], plan["runtime"]
+        lines.append(f"- predicted latency on {rt['runtime']} (LiteRT {rt['litert']}): "
+                     f"{p['unpruned']:.3f} -> {p['pruned']:.3f} ms "
+                     f"({achieved['latency_level']:.1%} removed); channel tile {rt['tile']}")
     lines += [f"- {k.replace('_', ' ')}: {v}" for k, v in extra.items()]
     lines += [f"- note: {n}" for n in plan.get("notes", [])]
     lines += ["", "## Totals", "", metrics.summary_table(comparison), "", "## Blocked groups", ""]
@@ -110,8 +130,17 @@ def run() -> dict:
     from tfprune.training import fit as train
     from tfprune.core import plan as plan_mod
 
+    from tfprune import latency
+    from tfprune.latency.cache import LatencyCache
+
     check_output(FLAGS.output, FLAGS.model, FLAGS.overwrite)
     plan_mod.check_level(FLAGS.level)
+    try:
+        latency.parse_round_to(FLAGS.round_to)
+    except latency.LatencyError as err:
+        raise PruneError(f"--round_to: {err}") from None
+    if FLAGS.runtime is not None:
+        latency.parse_runtime(FLAGS.runtime)
     if FLAGS.finetune_epochs > 0 and not FLAGS.data:
         raise PruneError("--finetune_epochs needs --data (and --subset)")
     if FLAGS.head == "subset" and not FLAGS.data and not FLAGS.plan:
@@ -135,11 +164,13 @@ def run() -> dict:
         original = head.slice_head(model, head_classes, class_names=class_names)
         splits = data.relabel(splits)
     if plan is None:
+        round_to, cost = latency.plan_terms(model, FLAGS.target, FLAGS.round_to, FLAGS.runtime,
+                                            FLAGS.ignore, LatencyCache(FLAGS.latency_cache))
         result = pruning.prune_model(
             model, FLAGS.criterion, FLAGS.level, FLAGS.target, FLAGS.allocation,
-            FLAGS.min_channels, FLAGS.round_to, FLAGS.ignore, FLAGS.seed, splits,
+            FLAGS.min_channels, round_to, FLAGS.ignore, FLAGS.seed, splits,
             FLAGS.calibration_batches, FLAGS.batch_size, FLAGS.normalizer, FLAGS.bn_batches,
-            head_classes=head_classes, class_names=class_names)
+            head_classes=head_classes, class_names=class_names, cost=cost)
         model, g, plan, pruned = result.source, result.graph, result.plan, result.pruned
         scores, scored = result.scores, result.scored
     else:

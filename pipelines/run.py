@@ -4,8 +4,9 @@ on-device fine-tuning of the bundle, and report against the unpruned model.
 
 python -m pipelines.run --output=runs/main
 Defaults: the shipped pretrained ResNet-20, the bundled real `aquatic` sample, the classifier
-cut to the subset's classes, 50% of the parameters removed, criterion `act_l2`, fine-tuned
-with distillation from the original restricted to the subset, against an `l1` baseline. Every
+cut to the subset's classes, 50% of the predicted LiteRT float32 single-thread latency removed
+(channel counts in whole kernel tiles, round_to=auto), criterion `act_l2`, fine-tuned with
+distillation from the original restricted to the subset, against an `l1` baseline. Every
 stage writes into --output and is skipped when its outputs exist, so a stopped run resumes;
 runs/main/report.md shows the result. --output records the run's settings (run_config.json):
 a rerun with other settings, or a non-empty directory that holds no run, is refused before
@@ -26,9 +27,12 @@ flags.DEFINE_enum("head", _D.head, ["subset", "full"], "subset: cut the classifi
                   "subset's classes (labels 0..k-1 in subset order); full: keep every class.")
 flags.DEFINE_string("criterion", _D.criterion, "Filter importance criterion.")
 flags.DEFINE_float("level", _D.level, "Fraction of --target to remove, in [0, 1).")
-flags.DEFINE_enum("target", _D.target, ["params", "flops", "filters"], "What --level counts.")
-flags.DEFINE_integer("round_to", _D.round_to, "Keep channel counts multiples of this.",
-                     lower_bound=1)
+flags.DEFINE_enum("target", _D.target, ["params", "flops", "filters", "latency"],
+                  "What --level counts (latency: predicted ms on --runtime).")
+flags.DEFINE_string("round_to", _D.round_to, "Keep channel counts multiples of this integer, "
+                    "or auto: the channel tile the latency model finds cheapest on --runtime.")
+flags.DEFINE_string("runtime", _D.runtime, "Latency model runtime: litert-float32-1t, "
+                    "litert-float32-2t, litert-int8-1t or litert-int8-2t.")
 flags.DEFINE_integer("calibration_batches", _D.calibration_batches, "Scoring batches.",
                      lower_bound=1)
 flags.DEFINE_integer("bn_batches", _D.bn_batches, "Batches to re-estimate BatchNorm on.",
@@ -93,7 +97,10 @@ def main(argv):
     from tfprune.jobs import main_job as chain
     from tfprune.jobs import run_dir
 
+    from tfprune import latency
     cfg = ChainConfig(**{f.name: getattr(FLAGS, f.name) for f in dataclasses.fields(ChainConfig)})
+    cfg.round_to = latency.parse_round_to(cfg.round_to)
+    latency.parse_runtime(cfg.runtime)
     run_dir.prepare(FLAGS.output, dataclasses.asdict(cfg),
                     defaults=dataclasses.asdict(ChainConfig()), restart=FLAGS.restart,
                     inputs={"model": cfg.model}, ignore=RESUMABLE_CHANGES, log=print)

@@ -63,9 +63,26 @@ def test_round_to_and_min_channels(mobilenet, resnet56):
         assert len(e["kept"]) >= min(8, e["channels"])
     plan = plan_mod.make_plan(g, scores, 0.99, "params", "global", min_channels=3)
     assert min(len(e["kept"]) for e in plan["groups"]) == 3
-    _, g56 = resnet56  # 100 logits filters stay: 99% of all filters is out of reach
-    plan = plan_mod.make_plan(g56, {}, 0.99, "filters", "uniform", min_channels=3)
-    assert plan["achieved"]["level"] < 0.95 and "not reached" in plan["notes"][0]
+    _, g56 = resnet56  # every group at 3 channels: 99% of the prunable filters is out of reach
+    with pytest.raises(plan_mod.PlanError, match=r"highest reachable level is 0\.9\d\d "):
+        plan_mod.make_plan(g56, {}, 0.99, "filters", "uniform", min_channels=3)
+
+
+def test_filters_count_only_prunable_channels_and_uniform_is_uniform():
+    """The #15 case: two 16-filter convs and a 100-unit output: half the filters is reachable
+    (the output is left out of the count), uniform removes half of each conv, nothing else."""
+    inp = keras.Input((8, 8, 3))
+    x = keras.layers.Conv2D(16, 3, activation="relu", name="c1")(inp)
+    x = keras.layers.Conv2D(16, 3, activation="relu", name="c2")(x)
+    out = keras.layers.Dense(100, name="logits")(keras.layers.GlobalAveragePooling2D()(x))
+    g = graph_mod.build_graph(keras.Model(inp, out))
+    plan = plan_mod.make_plan(g, {}, 0.5, "filters", "uniform")
+    assert [len(e["kept"]) for e in plan["groups"]] == [8, 8]
+    assert plan["achieved"]["level"] == 0.5
+    assert plan["denominator"] == {"filters": 32, "filters_all": 132,
+                                   "filters_left_out": ["logits"]}
+    with pytest.raises(plan_mod.PlanError, match="highest reachable level is 0.875"):
+        plan_mod.make_plan(g, {}, 0.9, "filters", "uniform")
 
 
 def test_global_keeps_the_highest_scores(resnet56):
@@ -127,6 +144,8 @@ def test_nothing_prunable_refused():
 def test_bad_target_allocation_refused(resnet56):
     _, g = resnet56
     with pytest.raises(plan_mod.PlanError, match="unknown target"):
+        plan_mod.make_plan(g, {}, 0.5, target="energy")
+    with pytest.raises(plan_mod.PlanError, match="target latency needs a latency model"):
         plan_mod.make_plan(g, {}, 0.5, target="latency")
     with pytest.raises(plan_mod.PlanError, match="unknown allocation"):
         plan_mod.make_plan(g, {}, 0.5, allocation="layerwise")

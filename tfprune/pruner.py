@@ -44,14 +44,16 @@ def scoring_context(splits=None, calibration_batches: int | None = 10, batch_siz
 
 
 def prune_model(model, criterion: str, level: float, target: str = "params",
-                allocation: str = "global", min_channels: int = 2, round_to: int = 1,
+                allocation: str = "global", min_channels: int = 2, round_to=1,
                 ignore=(), seed: int = 0, splits=None, calibration_batches: int | None = 10,
                 batch_size: int = 64, normalizer: str = "mean", bn_batches: int = 0,
                 options: dict | None = None, head_classes=None,
-                class_names=None) -> PruneResult:
+                class_names=None, cost=None) -> PruneResult:
     """Score `model`'s filters with `criterion`, plan `level` of `target` away, cut them out,
     and (with `bn_batches` > 0 and `splits`) re-estimate BatchNorm statistics on that many
     augmented training batches. `options` go to the criterion (e.g. finetune_l1_epochs).
+    `round_to` is an int or {group id: step}; `cost` prices the plan in predicted latency
+    (both from `tfprune.latency.plan_terms`, which resolves round_to=auto and --runtime).
 
     `head_classes` (the subset head): the classifier is first cut to these classes of
     `model` (tfprune.core.head), and everything after, scoring included, works on the cut
@@ -87,7 +89,7 @@ def prune_model(model, criterion: str, level: float, target: str = "params",
         model = scored.tuned_model
         g = graph_mod.build_graph(model, ignore=ignore)
     plan = plan_mod.make_plan(g, scores, level, target, allocation, round_to, min_channels,
-                              criterion, normalizer, seed)
+                              criterion, normalizer, seed, cost)
     if level > 0 and plan["achieved"]["filters"] == plan["model"]["filters"]:
         raise plan_mod.PlanError(f"the plan for level {level} removes nothing: "
                                  + "; ".join(plan.get("notes", ["no group could shrink"])))

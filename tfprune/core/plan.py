@@ -1,16 +1,26 @@
 """Prune plans: which channels of which group to keep, chosen to meet a target, as JSON data.
 
 `make_plan(graph, scores, level, target="params", allocation="global", round_to=1,
-min_channels=2, criterion=None, normalizer="mean", seed=None)` returns a plain dict:
+min_channels=2, criterion=None, normalizer="mean", seed=None, cost=None)` returns a plain dict:
 
 - `level` is the fraction in [0, 1) of the whole model's `target` measure to remove:
-  `params` (all weights, the paper's pruning level), `flops` (multiply-accumulates) or
-  `filters` (output channels of producer layers). The level reached is reported in
-  `achieved` next to the target (blocked groups, `round_to` and `min_channels` limit it).
+  `params` (all weights, the paper's pruning level), `flops` (multiply-accumulates),
+  `filters` (output channels of producers in prunable groups: the blocked model output and
+  `ignore`d layers are left out of the count, the plan's `denominator` says what was counted)
+  or `latency` (the predicted latency of `cost`, e.g. `tfprune.latency.model.GraphCost`).
+  A level no plan can reach raises PlanError naming the highest reachable level; a level
+  within reach but missed by the rounding steps is reported in `achieved` and a note.
 - `global`: one ranking of all channels of all prunable groups by their group scores
   (`tfprune.core.group_scores`, normalised per group); the lowest are removed until the
-  target is met. `uniform`: the same fraction removed from every group.
-- every group keeps at least `min_channels` channels, and a multiple of `round_to` (or all).
+  target is met. For `latency` the ranking is greedy by importance lost per predicted
+  millisecond saved: each step takes the group reduction (to one of its allowed counts) with
+  the lowest sum of removed scores per ms. `uniform`: the same fraction removed from every
+  prunable group.
+- every group keeps at least `min_channels` channels, and a multiple of `round_to` (or all);
+  `round_to` is an int or {group id: step} (`round_to=auto`, resolved by the caller).
+- `cost` (an object with `total(counts)`, `delta(counts, gid, new)` and `describe()`, counts
+  being {group id: kept channels}) makes the plan record the runtime and the predicted
+  latency before and after.
 
 The plan holds the model fingerprint (architecture hash; `check_plan` refuses another model),
 the kept channel indices per group and the kept input/output indices per changed layer, the
@@ -26,9 +36,9 @@ from tfprune.core.group_scores import group_scores
 from tfprune.errors import TfpruneError
 
 FORMAT = "tfprune.core.plan/1"
-TARGETS = ("params", "flops", "filters")
+TARGETS = ("params", "flops", "filters", "latency")
 ALLOCATIONS = ("global", "uniform")
-_MEASURE = {"params": "params", "flops": "macs", "filters": "filters"}
+_MEASURE = {"params": "params", "flops": "macs", "filters": "prunable_filters"}
 
 
 class PlanError(TfpruneError):
@@ -62,16 +72,40 @@ def _top(order: np.ndarray, keep: int, blocks: int) -> np.ndarray:
     return np.sort(np.asarray(out, dtype=np.int64))
 
 
+def _counts(graph, keep=None) -> dict:
+    """graph.counts plus `prunable_filters`: filters of producers in prunable groups."""
+    out = graph.counts(keep)
+    keep = np.ones(len(graph.atom_group), dtype=bool) if keep is None else keep
+    out["prunable_filters"] = int(sum(keep[slice(*_span(graph.producers[m]))].sum()
+                                      for g in graph.prunable_groups() for m in g.members))
+    return out
+
+
+def _span(producer):
+    start, n = producer
+    return start, start + n
+
+
+def _steps(groups, round_to) -> np.ndarray:
+    per = [round_to.get(g.id, 1) if isinstance(round_to, dict) else round_to for g in groups]
+    if min(per) < 1:
+        raise PlanError("round_to and min_channels must be at least 1")
+    return np.array([np.lcm(int(r), g.blocks) for r, g in zip(per, groups)])
+
+
 def make_plan(graph, scores: dict, level: float, target: str = "params",
-              allocation: str = "global", round_to: int = 1, min_channels: int = 2,
-              criterion: str | None = None, normalizer: str = "mean", seed=None) -> dict:
+              allocation: str = "global", round_to=1, min_channels: int = 2,
+              criterion: str | None = None, normalizer: str = "mean", seed=None,
+              cost=None) -> dict:
     """A plan removing `level` of the model's `target` measure (see module doc)."""
     level = check_level(level)
     if target not in TARGETS:
         raise PlanError(f"unknown target {target!r}; choose one of {', '.join(TARGETS)}")
     if allocation not in ALLOCATIONS:
         raise PlanError(f"unknown allocation {allocation!r}; choose {', '.join(ALLOCATIONS)}")
-    if round_to < 1 or min_channels < 1:
+    if target == "latency" and cost is None:
+        raise PlanError("target latency needs a latency model of the runtime (cost)")
+    if (not isinstance(round_to, dict) and round_to < 1) or min_channels < 1:
         raise PlanError("round_to and min_channels must be at least 1")
     groups = [g for g in graph.prunable_groups() if g.size > min_channels]
     if not groups:
@@ -81,39 +115,101 @@ def make_plan(graph, scores: dict, level: float, target: str = "params",
         raise PlanError(f"nothing is prunable in model {graph.spec.name!r}: {reasons or 'no filters'}")
     gscores = group_scores(graph, scores, normalizer) if scores else {}
     sizes = np.array([g.size for g in groups])
-    steps = np.array([np.lcm(round_to, g.blocks) for g in groups])
+    steps = _steps(groups, round_to)
     order = {g.id: np.lexsort((np.arange(g.size), gscores.get(g.id, np.zeros(g.size))))
              for g in groups}  # ascending score: first = removed first
-    measure = _MEASURE[target]
-    before = graph.counts()
-    total = before[measure]
+    before = _counts(graph)
 
     def keeps_for(keep_counts):
         return {g.id: _top(order[g.id], k, g.blocks) for g, k in zip(groups, keep_counts)}
 
-    def reached(keep_counts):
-        kept = graph.keep_mask(keeps_for(keep_counts))
-        return 1.0 - graph.counts(kept)[measure] / total if total else 0.0
+    if target == "latency":
+        base = cost.total({})
 
-    if allocation == "uniform":
-        def counts_at(x):
-            return _allowed(np.round(sizes * (1.0 - x)).astype(np.int64), sizes, steps,
-                            min_channels)
-        grid = np.linspace(0.0, 1.0, 201)
+        def reached(keep_counts):
+            return 1.0 - cost.total({g.id: int(k) for g, k in zip(groups, keep_counts)}) / base
     else:
-        flat = np.concatenate([gscores[g.id] for g in groups]) if gscores else np.zeros(sizes.sum())
-        owner = np.repeat(np.arange(len(groups)), sizes)
-        ranked = owner[np.lexsort((np.arange(len(flat)), flat))]
+        measure = _MEASURE[target]
+        total = before[measure]
 
-        def counts_at(i):
-            removed = np.bincount(ranked[:int(i)], minlength=len(groups))
-            return _allowed(sizes - removed, sizes, steps, min_channels)
-        grid = np.arange(len(ranked) + 1)
-    best = _search(grid, lambda x: reached(counts_at(x)), level)
-    keep_counts = counts_at(best)
+        def reached(keep_counts):
+            kept = graph.keep_mask(keeps_for(keep_counts))
+            return 1.0 - _counts(graph, kept)[measure] / total if total else 0.0
+
+    floor = _allowed(np.zeros(len(groups), np.int64), sizes, steps, min_channels)
+    highest = reached(floor)
+    if level > highest + 1e-9:
+        raise PlanError(f"level {level:.3f} of {target} cannot be reached: the highest reachable "
+                        f"level is {highest:.3f} (every prunable group at min_channels "
+                        f"{min_channels} / its round_to step; blocked groups are left out)")
+    if target == "latency" and allocation == "global":
+        keep_counts = _greedy_latency(groups, sizes, steps, min_channels, order, gscores, cost,
+                                      level)
+    else:
+        if allocation == "uniform":
+            def counts_at(x):
+                return _allowed(np.round(sizes * (1.0 - x)).astype(np.int64), sizes, steps,
+                                min_channels)
+            grid = np.linspace(0.0, 1.0, 201)
+        else:
+            flat = np.concatenate([gscores[g.id] for g in groups]) if gscores else np.zeros(sizes.sum())
+            owner = np.repeat(np.arange(len(groups)), sizes)
+            ranked = owner[np.lexsort((np.arange(len(flat)), flat))]
+
+            def counts_at(i):
+                removed = np.bincount(ranked[:int(i)], minlength=len(groups))
+                return _allowed(sizes - removed, sizes, steps, min_channels)
+            grid = np.arange(len(ranked) + 1)
+        keep_counts = counts_at(_search(grid, lambda x: reached(counts_at(x)), level))
     kept = keeps_for(keep_counts)
-    return _plan_dict(graph, kept, before, level, target, allocation, round_to, min_channels,
-                      criterion, normalizer, seed)
+    plan = _plan_dict(graph, kept, before, level, target, allocation, round_to, min_channels,
+                      criterion, normalizer, seed, cost)
+    if isinstance(round_to, dict):
+        for entry in plan["groups"]:
+            entry["step"] = int(round_to.get(entry["id"], 1))
+    return plan
+
+
+def _greedy_latency(groups, sizes, steps, min_channels, order, gscores, cost, level):
+    """Keep counts removing `level` of the predicted latency: repeatedly take the group
+    reduction with the least importance lost per predicted ms saved (NetAdapt/HALP-style
+    lookup-table pruning in one shot); the last step is kept only if it lands closer."""
+    counts = {g.id: int(g.size) for g in groups}
+    base = cost.total({})
+    goal = base * (1.0 - level)
+    prefix = {}
+    for g in groups:
+        s = np.asarray(gscores.get(g.id, np.zeros(g.size)), float)[order[g.id]]
+        prefix[g.id] = np.concatenate([[0.0], np.cumsum(s)])
+    allowed = {}
+    for g, size, step in zip(groups, sizes, steps):
+        low = max(min_channels, 1)
+        low = -(-low // step) * step
+        allowed[g.id] = sorted({int(size)} | set(range(int(low), int(size), int(step))))
+    now, prev = base, (dict(counts), base)
+    while now > goal:
+        best = None
+        for g in groups:
+            c = counts[g.id]
+            lower = [k for k in allowed[g.id] if k < c][-8:]
+            for k in lower:
+                saved = -cost.delta(counts, g.id, k)
+                if saved <= 1e-9:
+                    continue
+                lost = prefix[g.id][g.size - k] - prefix[g.id][g.size - c]
+                key = (lost / saved, -saved)
+                if best is None or key < best[0]:
+                    best = (key, g.id, k, saved)
+        if best is None:
+            raise PlanError(f"level {level:.3f} of latency cannot be reached: the highest "
+                            f"reachable level is {1 - now / base:.3f} (no further reduction "
+                            "saves predicted time)")
+        prev = (dict(counts), now)
+        counts[best[1]] = best[2]
+        now -= best[3]
+    if abs(prev[1] - goal) < abs(now - goal):
+        counts = prev[0]
+    return np.array([counts[g.id] for g in groups])
 
 
 def _search(grid, level_at, target):
@@ -131,11 +227,15 @@ def _search(grid, level_at, target):
 
 
 def _plan_dict(graph, kept, before, level, target, allocation, round_to, min_channels,
-               criterion, normalizer, seed) -> dict:
+               criterion, normalizer, seed, cost=None) -> dict:
     mask = graph.keep_mask(kept)
-    after = graph.counts(mask)
+    after = _counts(graph, mask)
     achieved = {k: (1.0 - after[v] / before[v]) if before[v] else 0.0
                 for k, v in _MEASURE.items()}
+    if cost is not None:
+        counts = {gid: len(idx) for gid, idx in kept.items()}
+        predicted = {"unpruned": cost.total({}), "pruned": cost.total(counts)}
+        achieved["latency"] = 1.0 - predicted["pruned"] / predicted["unpruned"]
     layers = {}
     for name, layer in graph.spec.layers.items():
         out = mask[graph.prov[name]]
@@ -149,20 +249,28 @@ def _plan_dict(graph, kept, before, level, target, allocation, round_to, min_cha
         "model": {"name": graph.spec.name, "fingerprint": graph.fingerprint(),
                   **{k: before[k] for k in ("params", "macs", "bytes", "filters")}},
         "criterion": criterion, "target": target, "level": level, "allocation": allocation,
-        "round_to": round_to, "min_channels": min_channels, "normalizer": normalizer,
+        "round_to": round_to if not isinstance(round_to, dict) else "auto",
+        "min_channels": min_channels, "normalizer": normalizer,
         "seed": seed, "ignore": list(graph.ignore),
         "achieved": {"level": round(achieved[target], 6),
                      **{f"{k}_level": round(v, 6) for k, v in achieved.items()},
                      **{k: after[k] for k in ("params", "macs", "bytes", "filters")}},
+        "denominator": {"filters": before["prunable_filters"],
+                        "filters_all": before["filters"],
+                        "filters_left_out": sorted(
+                            m for g in graph.groups if not g.prunable for m in g.members)},
         "groups": [{"id": g.id, "members": list(g.members), "channels": g.size,
                     "kept": np.asarray(kept.get(g.id, np.arange(g.size))).tolist()}
                    for g in graph.prunable_groups()],
         "blocked": graph.describe_blocked(),
         "layers": layers,
     }
+    if cost is not None:
+        plan["runtime"] = cost.describe()
+        plan["predicted_latency_ms"] = {k: round(v, 5) for k, v in predicted.items()}
     if achieved[target] < level - 0.02:
         plan["notes"] = [f"target {target} level {level:.3f} not reached ({achieved[target]:.3f}):"
-                         " blocked groups, min_channels or round_to limit it"]
+                         " the round_to steps of the groups are too coarse for it"]
     return plan
 
 

@@ -37,8 +37,9 @@ class ChainConfig:
     head: str = "subset"
     criterion: str = "act_l2"
     level: float = 0.5
-    target: str = "params"
-    round_to: int = 1
+    target: str = "latency"
+    round_to: int | str = "auto"
+    runtime: str = "litert-float32-1t"
     calibration_batches: int = 8
     bn_batches: int = 8
     finetune_epochs: int = 80
@@ -135,13 +136,16 @@ def evaluate(run: Run) -> None:
 
 def _prune(run: Run, criterion: str):
     from tfprune import pruner
+    from tfprune.latency import plan_terms
     cfg = run.cfg
+    original = run.load("original.keras")
+    round_to, cost = plan_terms(original, cfg.target, cfg.round_to, cfg.runtime, log=run.log)
     return pruner.prune_model(
-        run.load("original.keras"), criterion, cfg.level, cfg.target, round_to=cfg.round_to,
+        original, criterion, cfg.level, cfg.target, round_to=round_to,
         seed=cfg.seed, splits=run.head_splits, calibration_batches=cfg.calibration_batches,
         batch_size=cfg.batch_size, bn_batches=cfg.bn_batches,
         head_classes=run.splits.classes if run.subset_head else None,
-        class_names=run.splits.class_names)
+        class_names=run.splits.class_names, cost=cost)
 
 
 def prune(run: Run) -> None:
@@ -151,7 +155,17 @@ def prune(run: Run) -> None:
     train.atomic_save(result.pruned, run.dir / "pruned.keras")
     run.write_json("pruned.json", {
         "test_accuracy": train.accuracy(result.pruned, run.head_splits.test),
-        "achieved": result.plan["achieved"], **_totals(result.pruned)})
+        "achieved": result.plan["achieved"], **_totals(result.pruned),
+        **_predicted_latency(result, run.log)})
+
+
+def _predicted_latency(result, log) -> dict:
+    """Latency model predictions of the plan on every runtime (for the report's predicted vs
+    measured table)."""
+    from tfprune.latency.report import predict_plan
+
+    return {"runtime": result.plan.get("runtime"), "predicted_latency_ms": predict_plan(
+        result.source, result.graph, result.plan, log=log)}
 
 
 def _transfer_images(run: Run):

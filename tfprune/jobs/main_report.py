@@ -23,7 +23,8 @@ def report_markdown(s: dict) -> str:
         f"Model `{cfg['model']}` on `{cfg['data']}` subset `{cfg['subset']}` "
         f"({sub['classes']} classes; {sub['train']} train / {sub['val']} val / {sub['test']} "
         f"test images). Criterion `{cfg['criterion']}`, level {cfg['level']:.0%} of "
-        f"{cfg['target']} (achieved {p['achieved']['level']:.1%}), fine-tuned "
+        f"{cfg['target']}{' on ' + cfg['runtime'] if cfg.get('runtime') else ''} "
+        f"(achieved {p['achieved']['level']:.1%}, round_to {cfg.get('round_to', 1)}), fine-tuned "
         f"{cfg['finetune_epochs']} epochs" + (
             f" with distillation from the restricted original (alpha {cfg['distill_alpha']}, "
             f"T {cfg['distill_temperature']})" if cfg.get("distill_alpha") else "")
@@ -50,6 +51,11 @@ def report_markdown(s: dict) -> str:
     verdict = "passed" if s["validation_passed"] else "FAILED: " + "; ".join(s["failed_gates"])
     lines += ["", f"Validation gate of the shipped models: {verdict} (details: validation.md; "
               "the unpruned model's: original/validation.md).", ""]
+    if p.get("predicted_latency_ms"):
+        from tfprune.latency.report import markdown as latency_table
+        lines += ["## Latency: predicted and measured, next to the FLOPs reduction", ""]
+        lines += latency_table(p["predicted_latency_ms"], s["tflite"], before, o["macs"],
+                               f["macs"]) + [""]
     if s.get("bundle"):
         b = s["bundle"]
         lines += ["## Android bundle", "", f"`bundle/` in the run directory (start with its android/README.md):", "",

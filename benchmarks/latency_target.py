@@ -1,0 +1,159 @@
+"""The `--target_grid` run of benchmarks/latency.py: pruning to a requested cut of predicted
+LiteRT latency (`--target=latency`, round_to=auto), then measuring what was cut.
+
+For each model and runtime (float32/int8 x 1/2 threads) the latency model of the runtime is
+built (or read from the cache) and the model is pruned (l1 scores, random weights: latency does
+not depend on their values) to each requested cut. Each pruned model and the unpruned one are
+converted the shipped way (`tfprune.litert.convert`, static batch 1) and timed side by side in
+interleaved rounds at the runtime's thread count; a model's latency is its best round median,
+and the paired per-round ratio pruned/unpruned gives the measured cut (median over rounds;
+its spread over rounds is the noise reported). Prediction error = predicted / measured - 1.
+"""
+from __future__ import annotations
+
+import statistics
+import time
+
+
+def build_model(name: str):
+    import keras
+
+    from tfprune.models import zoo
+
+    keras.utils.set_random_seed(0)
+    if name == "mobilenetv3small_96":
+        return keras.applications.MobileNetV3Small(input_shape=(96, 96, 3), weights=None,
+                                                   classes=100)
+    return zoo.build(name)
+
+
+def run_model(name, runtimes, cuts, cache, rounds, invokes, log=print) -> list:
+    import numpy as np
+
+    from tfprune import scoring
+    from tfprune.core import graph as graph_mod
+    from tfprune.core import plan as plan_mod
+    from tfprune.core import surgery
+    from tfprune.latency import parse_runtime, timing
+    from tfprune.latency.model import LatencyModel
+    from tfprune.litert import convert
+
+    model = build_model(name)
+    g = graph_mod.build_graph(model)
+    scores = scoring.compute_scores("l1", model, g)
+    shape = tuple(model.inputs[0].shape[1:])
+    calibration = np.random.default_rng(0).normal(size=(16, *shape)).astype(np.float32)
+    blobs, rows = {}, []
+    for rt_name in runtimes:
+        rt = parse_runtime(rt_name)
+        start = time.time()
+        lm = LatencyModel(rt_name, cache, log)
+        steps = lm.auto_steps(g)
+        cost = lm.graph_cost(g, steps, model)
+        build_s = time.time() - start
+        if ("unpruned", rt.precision) not in blobs:
+            blobs["unpruned", rt.precision] = convert.convert(model, rt.precision,
+                                                              calibration=calibration)
+        variants, plans = {"unpruned": blobs["unpruned", rt.precision]}, {}
+        for cut in cuts:
+            try:
+                p = plan_mod.make_plan(g, scores, cut, "latency", "global", steps,
+                                       criterion="l1", cost=cost)
+            except plan_mod.PlanError as err:
+                rows.append({"model": name, "runtime": rt_name, "requested_cut": cut,
+                             "error": str(err)})
+                continue
+            pruned = surgery.apply_plan(model, p, graph=g)
+            variants[cut] = convert.convert(pruned, rt.precision, calibration=calibration)
+            plans[cut] = p
+        log(f"latency_target: {name} {rt_name}: timing {len(variants)} models "
+            f"(model built in {build_s / 60:.1f} min)")
+        per_round = timing.time_interleaved(variants, rt.threads, rounds, invokes)
+        base = min(per_round["unpruned"])
+        rows.append({"model": name, "runtime": rt_name, "requested_cut": 0.0,
+                     "predicted_ms": round(cost.total({}), 4), "measured_ms": round(base, 4),
+                     "prediction_error": round(cost.total({}) / base - 1, 4),
+                     "round_medians_ms": [round(v, 4) for v in per_round["unpruned"]],
+                     "tile": cost.tile, "build_min": round(build_s / 60, 2)})
+        from tfprune.litert import inspect
+        macs0 = sum(op.macs for op in inspect(variants["unpruned"]).ops)
+        for cut, p in plans.items():
+            best = min(per_round[cut])
+            ratios = [v / u for u, v in zip(per_round["unpruned"], per_round[cut])]
+            macs = sum(op.macs for op in inspect(variants[cut]).ops)
+            predicted = p["predicted_latency_ms"]["pruned"]
+            measured_cut = 1 - statistics.median(ratios)
+            rows.append({
+                "model": name, "runtime": rt_name, "requested_cut": cut,
+                "predicted_cut": round(p["achieved"]["latency_level"], 4),
+                "measured_cut": round(measured_cut, 4),
+                "measured_cut_best": round(1 - best / base, 4),
+                "cut_rounds_min_max": [round(1 - max(ratios), 4), round(1 - min(ratios), 4)],
+                "cut_relative_error": round(measured_cut / cut - 1, 4),
+                "predicted_ms": round(predicted, 4), "measured_ms": round(best, 4),
+                "prediction_error": round(predicted / best - 1, 4),
+                "flops_reduction": round(macs0 / macs, 4),
+                "speedup": round(base / best, 4),
+                "efficiency": round(base / best / (macs0 / macs), 4),
+                "params_level": p["achieved"]["params_level"],
+                "kept": {e["members"][0]: len(e["kept"]) for e in p["groups"]}})
+            r = rows[-1]
+            log(f"  cut {cut:.0%}: predicted {r['predicted_cut']:.1%}, measured "
+                f"{r['measured_cut']:.1%} (rounds {r['cut_rounds_min_max']}), pred err "
+                f"{r['prediction_error']:+.1%}, speed-up {r['speedup']:.2f}x for FLOPs "
+                f"{r['flops_reduction']:.2f}x")
+    return rows
+
+
+def _side_by_side(r) -> float:
+    return (1 - r["predicted_cut"]) / (1 - r["measured_cut"]) - 1
+
+
+def markdown(result) -> str:
+    rows = [r for r in result["rows"] if "error" not in r]
+    lines = ["# Pruning to a requested cut of LiteRT latency (`--target=latency`)", "",
+             f"Random weights, l1 scores, round_to=auto, one shot. Timing: {result['rounds']} "
+             f"interleaved rounds of {result['invokes']} invokes; measured cut = 1 - median over "
+             "rounds of the paired ratio pruned/unpruned (min..max over rounds shown as noise); "
+             "prediction error = predicted / best round median - 1. Goals: measured cut within "
+             "10% (relative) of the request, prediction error within 10%.", "",
+             "The latency model is calibrated on the unpruned model timed when it was built; "
+             "load on this shared machine moves whole-model times between sessions (see the "
+             "unpruned rows), so `pred. error, side by side` also shows the prediction "
+             "calibrated on the unpruned model timed in the same rounds: "
+             "(1 - predicted cut) / (1 - measured cut) - 1.", "",
+             "| model | runtime | requested | predicted cut | measured cut (rounds) | "
+             "relative | predicted ms | measured ms | pred. error | pred. error, side by side "
+             "| FLOPs x | speed-up | speed-up / FLOPs x |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        if r["requested_cut"] == 0:
+            lines.append(f"| {r['model']} | {r['runtime']} | unpruned (tile {r['tile']}, "
+                         f"built {r['build_min']:.1f} min) | | | | {r['predicted_ms']:.3f} | "
+                         f"{r['measured_ms']:.3f} | {r['prediction_error']:+.1%} | | | | |")
+            continue
+        lo, hi = r["cut_rounds_min_max"]
+        lines.append(
+            f"| {r['model']} | {r['runtime']} | {r['requested_cut']:.0%} | "
+            f"{r['predicted_cut']:.1%} | {r['measured_cut']:.1%} ({lo:.0%}..{hi:.0%}) | "
+            f"{r['cut_relative_error']:+.1%} | {r['predicted_ms']:.3f} | {r['measured_ms']:.3f} "
+            f"| {r['prediction_error']:+.1%} | {_side_by_side(r):+.1%} | "
+            f"{r['flops_reduction']:.2f} | {r['speedup']:.2f} | "
+            f"{r['efficiency']:.2f} |")
+    errors = [r for r in result["rows"] if "error" in r]
+    if errors:
+        lines += ["", "Refused (unreachable) cuts:", ""]
+        lines += [f"- {r['model']} {r['runtime']} {r['requested_cut']:.0%}: {r['error']}"
+                  for r in errors]
+    pruned = [r for r in rows if r["requested_cut"]]
+    if pruned:
+        ok_cut = sum(abs(r["cut_relative_error"]) <= 0.1 for r in pruned)
+        ok_pred = sum(abs(r["prediction_error"]) <= 0.1 for r in pruned)
+        ok_side = sum(abs(_side_by_side(r)) <= 0.1 for r in pruned)
+        lines += ["", f"Summary: measured cut within 10% of the request in {ok_cut}/"
+                  f"{len(pruned)} cases; prediction error within 10% in {ok_pred}/{len(pruned)} "
+                  f"(median |error| "
+                  f"{statistics.median(abs(r['prediction_error']) for r in pruned):.1%}), "
+                  f"side by side in {ok_side}/{len(pruned)} (median |error| "
+                  f"{statistics.median(abs(_side_by_side(r)) for r in pruned):.1%})."]
+    return "\n".join(lines) + "\n"

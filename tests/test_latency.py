@@ -1,0 +1,154 @@
+"""The latency model (real LiteRT timing of a small residual CNN), the `latency` target and
+`round_to=auto` in the planner, and the prune app's --runtime / unreachable-level refusals."""
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import keras
+
+from pruning_utils import randomize
+from tfprune.core import graph as graph_mod
+from tfprune.core import plan as plan_mod
+from tfprune.core import surgery
+from tfprune import scoring
+from tfprune.latency import blocks, cache as cache_mod
+from tfprune.latency.model import LatencyModel
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def small_resnet():
+    keras.utils.set_random_seed(0)
+    L = keras.layers
+    inp = keras.Input((32, 32, 3), name="image")
+    x = L.ReLU(name="r0")(L.BatchNormalization(name="b0")(L.Conv2D(16, 3, 2, padding="same",
+                                                                   name="stem")(inp)))
+    y = L.ReLU(name="r1")(L.BatchNormalization(name="b1")(L.Conv2D(16, 3, padding="same",
+                                                                   name="c1")(x)))
+    y = L.BatchNormalization(name="b2")(L.Conv2D(16, 3, padding="same", name="c2")(y))
+    x = L.ReLU(name="r2")(L.Add(name="add")([x, y]))
+    x = L.Conv2D(32, 3, strides=2, padding="same", activation="relu", name="c3")(x)
+    x = L.DepthwiseConv2D(3, padding="same", activation="relu", name="dw")(x)
+    x = L.Conv2D(32, 1, activation="relu", name="pw")(x)
+    out = L.Dense(10, name="logits")(L.GlobalAveragePooling2D(name="gap")(x))
+    return randomize(keras.Model(inp, out, name="small_resnet"), seed=1)
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    """(model, graph, cache path, GraphCost) for litert-float32-1t, round_to=auto."""
+    path = tmp_path_factory.mktemp("latency") / "cache.json"
+    model = small_resnet()
+    g = graph_mod.build_graph(model)
+    lm = LatencyModel("litert-float32-1t", cache_mod.LatencyCache(path), log=None)
+    steps = lm.auto_steps(g)
+    return model, g, path, steps, lm.graph_cost(g, steps, model)
+
+
+def test_cache_round_trip_gives_the_same_model(built):
+    model, g, path, steps, cost = built
+    n = len(json.loads(path.read_text())["entries"])
+    again = LatencyModel("litert-float32-1t", cache_mod.LatencyCache(path), log=None)
+    cost2 = again.graph_cost(g, steps, model)  # all from the cache: nothing re-timed
+    assert len(json.loads(path.read_text())["entries"]) == n
+    counts = {gid: max(1, s) for gid, s in steps.items()}
+    assert cost2.total({}) == cost.total({}) and cost2.total(counts) == cost.total(counts)
+    assert cost.total(counts) < cost.total({})
+    assert abs(cost.total({}) - cost.measured_ms) < 1e-9  # calibrated to the measured model
+
+
+def test_keys_change_with_layer_and_runtime():
+    g = graph_mod.build_graph(small_resnet())
+    sig = {b.head: b.signature for b in blocks.decompose(g)}
+    assert cache_mod.cache_key(sig["c1"], "litert-float32-1t") != \
+        cache_mod.cache_key(sig["c1"], "litert-int8-1t")
+    assert cache_mod.cache_key(sig["c1"], "litert-float32-1t") != \
+        cache_mod.cache_key(sig["c1"], "litert-float32-2t")
+    assert cache_mod.cache_key(sig["c1"], "litert-float32-1t") == \
+        cache_mod.cache_key(json.loads(json.dumps(sig["c1"])), "litert-float32-1t")
+    wider = small_resnet()
+    cfg = wider.get_config()
+    for layer in cfg["layers"]:
+        if layer["name"] == "c1":
+            layer["config"]["kernel_size"] = [5, 5]
+    g5 = graph_mod.build_graph(keras.Model.from_config(cfg))
+    sig5 = {b.head: b.signature for b in blocks.decompose(g5)}
+    assert cache_mod.cache_key(sig5["c1"], "litert-float32-1t") != \
+        cache_mod.cache_key(sig["c1"], "litert-float32-1t")
+    env = dict(cache_mod.environment(), litert="0.0.0")
+    assert cache_mod.cache_key(sig["c1"], "litert-float32-1t", env) != \
+        cache_mod.cache_key(sig["c1"], "litert-float32-1t")
+
+
+def test_blocks_fuse_batchnorm_and_activation():
+    g = graph_mod.build_graph(small_resnet())
+    found = {b.head: b for b in blocks.decompose(g)}
+    assert found["stem"].layers == ("stem", "b0", "r0") and found["add"].layers == ("add", "r2")
+    assert found["dw"].tied and found["add"].tied and not found["c1"].tied
+    assert not found["stem"].cin.varies and found["stem"].cout.varies
+    assert "b1" not in found and "gap" in found
+
+
+@pytest.mark.parametrize("level,allocation", [(0.15, "global"), (0.3, "global"),
+                                              (0.25, "uniform")])
+def test_latency_plan_invariants(built, level, allocation, sample_splits):
+    """A small model has coarse steps: the level is only as close as they allow; the
+    benchmark (benchmarks/results/latency_target.md) measures how close on real networks."""
+    model, g, _, steps, cost = built
+    scores = scoring.compute_scores("l1", model, g)
+    plan = plan_mod.make_plan(g, scores, level, "latency", allocation, steps, cost=cost)
+    p = plan["predicted_latency_ms"]
+    assert plan["achieved"]["level"] == pytest.approx(1 - p["pruned"] / p["unpruned"], abs=1e-3)
+    assert plan["round_to"] == "auto" and plan["runtime"]["runtime"] == "litert-float32-1t"
+    if level >= 0.25:
+        assert p["pruned"] < p["unpruned"]
+    pruned = surgery.apply_plan(model, plan, graph=g)
+    for entry in plan["groups"]:
+        kept = len(entry["kept"])
+        assert kept == entry["channels"] or kept % entry["step"] == 0
+        for member in entry["members"]:  # one count per group, in every member
+            assert pruned.get_layer(member).get_config().get("filters", kept) == kept
+    from tfprune import data
+    x = data.normalize_np(sample_splits.test.x[:8])
+    zeroed = surgery.zero_dropped(model, plan, graph=g)
+    np.testing.assert_allclose(np.asarray(pruned(x)), np.asarray(zeroed(x)), atol=2e-4)
+
+
+def test_latency_target_unreachable_names_the_highest_level(built):
+    model, g, _, steps, cost = built
+    with pytest.raises(plan_mod.PlanError, match=r"highest reachable level is 0\.\d{3} "):
+        plan_mod.make_plan(g, {}, 0.99, "latency", "global", steps, cost=cost)
+
+
+def _prune(tmp_path, *args):
+    model = tmp_path / "m.keras"
+    if not model.exists():
+        small_resnet().save(model)
+    return subprocess.run([sys.executable, "-m", "pipelines.prune", f"--model={model}",
+                           f"--output={tmp_path / 'out'}", *args], cwd=ROOT,
+                          capture_output=True, text=True, timeout=600)
+
+
+def test_bad_runtime_and_round_to_are_one_line_errors(tmp_path):
+    proc = _prune(tmp_path, "--runtime=litert-fp16-1t")
+    assert proc.returncode != 0
+    assert proc.stderr.strip().splitlines()[-1] == (
+        "prune: unknown runtime 'litert-fp16-1t'; choose one of litert-float32-1t, "
+        "litert-float32-2t, litert-int8-1t, litert-int8-2t")
+    proc = _prune(tmp_path, "--round_to=tile")
+    assert proc.returncode != 0 and proc.stderr.strip().splitlines()[-1].startswith(
+        "prune: --round_to: round_to must be auto or a positive integer")
+
+
+def test_unreachable_level_exits_non_zero_naming_the_highest(tmp_path):
+    proc = _prune(tmp_path, "--target=filters", "--level=0.95", "--round_to=1")
+    assert proc.returncode != 0
+    last = proc.stderr.strip().splitlines()[-1]
+    assert re.fullmatch(r"prune: level 0\.950 of filters cannot be reached: the highest "
+                        r"reachable level is 0\.9[0-4]\d .*", last), last
+    assert not (tmp_path / "out" / "pruned.keras").exists()

@@ -1,0 +1,256 @@
+"""The latency model of one runtime: its channel tile, per-block tables, whole-model cost.
+
+    lm = LatencyModel("litert-int8-1t")          # cache: tfprune.latency.cache.default_path()
+    steps = lm.auto_steps(graph)                  # round_to=auto: {group id: channel step}
+    cost = lm.graph_cost(graph, steps, model)     # times what the cache lacks, with progress
+    cost.total({gid: kept})                       # predicted ms of the model pruned to `kept`
+
+Tile: a stack-free 3x3 conv on 16x16 maps is timed at 16..64 channels; the tile is the
+smallest multiple (4, 8, 16, 32) whose counts run within 5% of the best multiple's
+throughput (16 for XNNPACK float32 on AVX-512). `auto_steps` prunes groups in whole tiles,
+and groups smaller than two tiles in halves of their largest power of two (a 16-channel
+stage may drop to 8).
+
+Tables: every block whose channels can change is timed alone (`blocks.block_model`) on a grid
+of at most 3 x 3 (cin, cout) counts taken from its groups' allowed counts; the invoke
+overhead of an empty model is subtracted. Between grid points the table is interpolated
+bilinearly (exact for cost = a + b*cin + c*cout + d*cin*cout; counts between grid points
+that are off the tile are predicted too cheap: use round_to=auto). Whole model: predicted = offset + scale * sum of tables, calibrated on the
+measured unpruned model: when it takes longer than its tables, the excess is fixed cost
+(blocks that never change, ops between blocks) and scale is 1; when shorter (blocks timed
+alone miss the caches they share inside the model), offset is 0 and scale shrinks the tables.
+"""
+from __future__ import annotations
+
+import json
+import time
+
+import numpy as np
+
+from tfprune.latency import blocks as blocks_mod
+from tfprune.latency import timing
+from tfprune.latency.cache import LatencyCache, cache_key
+from tfprune.latency.runtimes import DEFAULT, LatencyError, environment, parse_runtime
+
+TILE_CANDIDATES = (4, 8, 16, 32)
+PROBE_CHANNELS = tuple(range(16, 65, 4))
+MAX_POINTS = 3
+ROUNDS, INVOKES = 5, 15
+_BLOBS: dict = {}   # (precision, what) -> .tflite bytes: 1 and 2 threads share a conversion
+
+
+def _interp(xs, ys, x):
+    xs, ys = np.asarray(xs, float), np.asarray(ys, float)
+    if len(xs) == 1:
+        return ys[0]
+    i = int(np.clip(np.searchsorted(xs, x) - 1, 0, len(xs) - 2))
+    t = (x - xs[i]) / (xs[i + 1] - xs[i])
+    return ys[i] + t * (ys[i + 1] - ys[i])
+
+
+class Table:
+    """Latency (ms, invoke overhead removed) of one block on a (cin, cout) grid."""
+
+    def __init__(self, cins, couts, ms):
+        self.cins, self.couts, self.ms = list(cins), list(couts), np.asarray(ms, float)
+
+    def __call__(self, cin: float, cout: float) -> float:
+        rows = [_interp(self.couts, self.ms[i], cout) for i in range(len(self.cins))]
+        return max(0.0, float(_interp(self.cins, rows, cin)))
+
+
+class GraphCost:
+    """Predicted latency of `graph`'s model as a function of its groups' kept counts; the
+    cost object `tfprune.core.plan.make_plan(..., cost=)` takes (`total`, `delta`)."""
+
+    def __init__(self, graph, runtime, tile, blocks, tables, measured_ms, env):
+        self.runtime, self.tile, self.env = runtime, tile, env
+        self.blocks, self.tables = blocks, tables
+        self.measured_ms = measured_ms
+        self.sizes = {g.id: g.size for g in graph.groups}
+        self.scale, self.offset_ms = 1.0, 0.0
+        full = sum(self._block_ms(i, {}) for i in range(len(blocks)))
+        if measured_ms >= full:    # what the blocks miss is fixed cost
+            self.offset_ms = measured_ms - full
+        elif full > 0:             # blocks timed alone cost more than inside the model
+            self.scale = measured_ms / full
+        self.by_group = {}
+        for i, b in enumerate(blocks):
+            for gid in set(b.cin.share) | set(b.cout.share):
+                self.by_group.setdefault(gid, []).append(i)
+
+    def _block_ms(self, i, counts):
+        b = self.blocks[i]
+        cout = b.cout.kept(counts, self.sizes)
+        cin = cout if b.tied else b.cin.kept(counts, self.sizes)
+        return self.tables[i](cin, cout)
+
+    def total(self, counts: dict) -> float:
+        return self.offset_ms + self.scale * sum(self._block_ms(i, counts)
+                                                 for i in range(len(self.blocks)))
+
+    def delta(self, counts: dict, gid: int, new: int) -> float:
+        """Change of `total` when group `gid` goes from counts[gid] to `new` channels."""
+        after = dict(counts)
+        after[gid] = new
+        return self.scale * sum(self._block_ms(i, after) - self._block_ms(i, counts)
+                                for i in self.by_group.get(gid, ()))
+
+    def describe(self) -> dict:
+        return {"runtime": self.runtime, "tile": self.tile, "litert": self.env["litert"],
+                "cpu": self.env["cpu"], "measured_unpruned_ms": round(self.measured_ms, 5),
+                "offset_ms": round(self.offset_ms, 5), "scale": round(self.scale, 5),
+                "timed_blocks": len(self.blocks)}
+
+
+class LatencyModel:
+    def __init__(self, runtime: str = DEFAULT, cache: LatencyCache | None = None, log=print):
+        self.rt = parse_runtime(runtime)
+        self.cache = cache if cache is not None else LatencyCache()
+        self.log = log or (lambda *_: None)
+        self.env = environment()
+
+    def _key(self, signature) -> str:
+        return cache_key(signature, self.rt.name, self.env)
+
+    def _blob(self, build, what) -> bytes:
+        """The .tflite of `build()`; `what` (JSON data) names it for the in-process memo."""
+        key = (self.rt.precision, json.dumps(what, sort_keys=True, default=str))
+        if key not in _BLOBS:
+            if len(_BLOBS) > 4000:
+                _BLOBS.clear()
+            _BLOBS[key] = timing.to_tflite(build(), self.rt.precision)
+        return _BLOBS[key]
+
+    def _time_all(self, builds: dict, rounds=ROUNDS, invokes=INVOKES) -> dict:
+        """{label: best round median ms} of {label: (build, what)}, timed side by side."""
+        blobs = {k: self._blob(b, w) for k, (b, w) in builds.items()}
+        per_round = timing.time_interleaved(blobs, self.rt.threads, rounds, invokes)
+        return {k: min(v) for k, v in per_round.items()}
+
+    def _time(self, build, what, rounds=ROUNDS, invokes=INVOKES) -> float:
+        return self._time_all({0: (build, what)}, rounds, invokes)[0]
+
+    def overhead_ms(self) -> float:
+        """Invoke time of a model that does (almost) nothing: subtracted from every block."""
+        key = self._key({"probe": "overhead"})
+        if self.cache.get(key) is None:
+            import keras
+
+            def build():
+                inp = keras.Input((1, 1, 1), batch_size=1)
+                return keras.Model(inp, keras.layers.ReLU()(inp))
+            ms = self._time(build, "overhead", 7, 30)
+            self.cache.put(key, {"runtime": self.rt.name, "ms": ms})
+        return self.cache.get(key)["ms"]
+
+    def tile(self) -> int:
+        """The channel multiple this runtime's conv kernels run fastest at (cached)."""
+        key = self._key({"probe": "tile", "channels": PROBE_CHANNELS})
+        entry = self.cache.get(key)
+        if entry is None:
+            import keras
+            start = time.time()
+            def build(c):
+                keras.utils.set_random_seed(0)
+                inp = keras.Input((16, 16, c), batch_size=1)
+                return keras.Model(inp, keras.layers.Conv2D(c, 3, padding="same")(inp))
+            ms = self._time_all({c: (lambda c=c: build(c), ["probe", c])
+                                 for c in PROBE_CHANNELS}, rounds=9, invokes=20)
+            thr = {c: 16 * 16 * 9 * c * c / (ms[c] * 1e6) for c in PROBE_CHANNELS}
+            med = {m: float(np.median([v for c, v in thr.items() if c % m == 0]))
+                   for m in TILE_CANDIDATES}
+            best = max(med.values())
+            tile = min(m for m in TILE_CANDIDATES if med[m] >= 0.95 * best)
+            entry = {"runtime": self.rt.name, "tile": tile, "macs_per_ns": thr,
+                     "median_by_multiple": med}
+            self.cache.put(key, entry)
+            self.log(f"latency: {self.rt.name}: channel tile {tile} "
+                     f"({time.time() - start:.0f} s probe)")
+        return int(entry["tile"])
+
+    def auto_steps(self, graph) -> dict:
+        """round_to=auto: {group id: step}: whole tiles, or halves of a group under two tiles."""
+        tile = self.tile()
+        return {g.id: tile if g.size >= 2 * tile else
+                max(1, 2 ** int(np.floor(np.log2(max(g.size, 2) / 2))))
+                for g in graph.prunable_groups()}
+
+    def _points(self, dims, steps, sizes):
+        if not dims.varies:
+            return [dims.full]
+        gid = max(dims.share, key=dims.share.get)
+        size, step = sizes[gid], steps.get(gid, 1)
+        allowed = sorted(set(list(range(step, size, step)) + [size]))
+        if len(allowed) > MAX_POINTS:
+            idx = np.unique(np.round(np.linspace(0, len(allowed) - 1, MAX_POINTS)).astype(int))
+            allowed = [allowed[i] for i in idx]
+        counts = {g: 0 for g in dims.share}
+        pts = []
+        for k in allowed:
+            counts.update({g: k * sizes[g] / size for g in dims.share})
+            pts.append(int(round(dims.kept(counts, sizes))))
+        return sorted(set(max(1, p) for p in pts))
+
+    def table(self, graph, block, steps) -> Table:
+        sizes = {g.id: g.size for g in graph.groups}
+        couts = self._points(block.cout, steps, sizes)
+        cins = [None] if block.tied else self._points(block.cin, steps, sizes)
+        key = self._key({"block": block.signature, "cins": cins, "couts": couts,
+                         "tied": block.tied})
+        entry = self.cache.get(key)
+        if entry is None:
+            import keras
+            overhead = self.overhead_ms()
+
+            def build(ci, co):
+                keras.utils.set_random_seed(0)
+                return blocks_mod.block_model(graph, block, co if ci is None else ci, co)
+            timed = self._time_all({(ci, co): (lambda ci=ci, co=co: build(ci, co),
+                                               [block.signature, ci, co])
+                                    for ci in cins for co in couts})
+            ms = [[max(0.0, timed[ci, co] - overhead) for co in couts] for ci in cins]
+            entry = {"runtime": self.rt.name, "head": block.head, "cins": cins,
+                     "couts": couts, "ms": ms}
+            self.cache.put(key, entry)
+        cins = [0] if block.tied else entry["cins"]
+        return Table(cins, entry["couts"], entry["ms"])
+
+    def whole_ms(self, graph, model) -> float:
+        """The unpruned model, converted the way it ships (`tfprune.litert.convert`)."""
+        key = self._key({"model": graph.fingerprint()})
+        if self.cache.get(key) is None:
+            from tfprune.litert import convert
+
+            def build():
+                shape = tuple(model.inputs[0].shape[1:])
+                cal = np.random.default_rng(0).normal(size=(8, *shape)).astype(np.float32)
+                return convert.convert(model, self.rt.precision, calibration=cal)
+            what = ["model", graph.fingerprint()]
+            memo = (self.rt.precision, json.dumps(what, sort_keys=True))
+            if memo not in _BLOBS:
+                _BLOBS[memo] = build()
+            ms = timing.time_ms(_BLOBS[memo], self.rt.threads, 9, 20)
+            self.cache.put(key, {"runtime": self.rt.name, "model": graph.spec.name, "ms": ms})
+        return self.cache.get(key)["ms"]
+
+    def graph_cost(self, graph, steps: dict, model) -> GraphCost:
+        """Tables for every changing block of `graph` (timed when not cached, with progress)
+        and the unpruned `model` timed whole for the offset."""
+        found = [b for b in blocks_mod.decompose(graph) if b.varies]
+        tables, start = [], time.time()
+        for i, b in enumerate(found):
+            try:
+                tables.append(self.table(graph, b, steps))
+            except (ValueError, TypeError) as err:
+                raise LatencyError(f"cannot time block {b.head} ({b.signature['layers'][0][0]}) "
+                                   f"alone: {err}") from None
+            if time.time() - start > 5 and (i + 1) % 5 == 0:
+                self.log(f"latency: {graph.spec.name} {self.rt.name}: {i + 1}/{len(found)} "
+                         f"blocks, {(time.time() - start) / 60:.1f} min")
+        cost = GraphCost(graph, self.rt.name, self.tile(), found, tables,
+                         self.whole_ms(graph, model), self.env)
+        if time.time() - start > 5:
+            self.log(f"latency: {graph.spec.name} {self.rt.name}: model built, {len(found)} "
+                     f"blocks in {(time.time() - start) / 60:.1f} min")
+        return cost
