@@ -17,6 +17,7 @@ from pathlib import Path
 
 from tfprune import data
 from tfprune.litert import targets as exports
+from tfprune.litert.validate import gate_failed
 from tfprune.training import fit as train
 
 
@@ -167,9 +168,9 @@ def run_chain(cfg: ChainConfig, run_dir, log=print, bundler=None) -> dict:
     # only the bundled files' gates decide (as in write_bundle); a failed int8 gate does not
     # hold back a float32 bundle, though the run still exits non-zero
     report = json.loads((run_dir / "validation.json").read_text())
-    passed = all(g["passed"] for name in (f"model_{cfg.bundle_model}.tflite",
-                                          "trainable/trainable.tflite")
-                 for f in exports.report_entries(report, run_dir / name) for g in f["gates"])
+    passed = not any(gate_failed(g) for name in (f"model_{cfg.bundle_model}.tflite",
+                                                 "trainable/trainable.tflite")
+                     for f in exports.report_entries(report, run_dir / name) for g in f["gates"])
     bundled = bool(bundler) and (passed or cfg.allow_failed_validation)
     if bundled:
         _stage(run_dir, "bundle", ("bundle/manifest.json",), bundle, log)
@@ -194,7 +195,9 @@ def _tflite_rows(validation: dict) -> dict:
     return {Path(f["path"]).name: {
         "size_bytes": f.get("size_bytes"), "latency": f.get("latency"),
         "accuracy": (f.get("parity") or {}).get("tflite_accuracy"),
-        "gates": {g["gate"]: g["passed"] for g in f["gates"]}} for f in validation["files"]}
+        "gates": {g["gate"]: g.get("status", "pass" if g["passed"] else "fail") for g in f["gates"]},
+        "gpu_check": (f.get("targets", {}).get("android-gpu") or {}).get("summary")}
+        for f in validation["files"]}
 
 
 def _summary(cfg: ChainConfig, run_dir: Path, splits) -> dict:
