@@ -71,9 +71,9 @@ def _android_run_signature(bundle, key, inputs, output_names):
 
     sig = litert.inspect(bundle / "trainable.tflite").signatures[key]
     assert sig["subgraph"] == 0, "only subgraph-0 signatures take this path"
-    interp = Interpreter(model_path=str(bundle / "trainable.tflite"))
+    runner = Interpreter(model_path=str(bundle / "trainable.tflite")).get_signature_runner(key)
+    interp = Interpreter(model_path=str(bundle / "trainable.tflite"))  # as Java: no runner
     interp.allocate_tensors()
-    runner = interp.get_signature_runner(key)
     tensor_of = {name: d["index"] for name, d in runner.get_input_details().items()}
     tensor_of |= {name: d["index"] for name, d in runner.get_output_details().items()}
     in_pos = [d["index"] for d in interp.get_input_details()]
@@ -152,7 +152,7 @@ def test_bundle_files_signatures_and_labels_match_the_manifest(bundle, manifest,
     val = manifest["validation"]
     assert val["passed"] and set(val["files"]) == {"model.tflite", "trainable.tflite"}
     assert {g["gate"] for g in val["files"]["model.tflite"]["gates"]} == {
-        "android-cpu", "edgetpu", "parity"}
+        "signatures", "android-cpu", "edgetpu", "parity"}
     assert "com.google.ai.edge.litert:litert:2.3.0" in (bundle / "android/build.gradle").read_text()
     assert android_export.check_bundle(bundle) == manifest
     # trainable.json sits beside trainable.tflite, so tfprune's Python runtime opens the bundle.
