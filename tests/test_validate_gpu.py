@@ -73,6 +73,13 @@ def test_parity_catches_a_wrong_gpu_result(tmp_path):
     assert "parity FAILED" in result["summary"] and "max relative difference" in result["summary"]
 
 
+def test_values_beyond_fp16_are_named(tmp_path):
+    path = _write(lambda x: tf.square(x * 300.0 + 400.0), (1, 10), tmp_path / "big.tflite")
+    result = gpu.check(path, None, count=4)
+    assert result["status"] == "fail" and "inf/NaN" in result["summary"]
+    assert "beyond fp16's 65504" in result["summary"]
+
+
 def test_without_vulkan_the_check_is_not_run_and_does_not_pass(tmp_path, monkeypatch,
                                                                sample_splits):
     path = _write(_classifier, (1, 32, 32, 3), tmp_path / "conv.tflite")

@@ -32,6 +32,7 @@ MIN_AGREEMENT = 0.97      # top-1 agreement with the CPU; fp16 flips near-ties
 MAX_RELATIVE_DIFF = 0.05  # max |gpu - cpu| / max |cpu| per output
 IMAGES = 64               # real images per check (lavapipe: ~0.5 s per ResNet-20 image)
 TIMEOUT_S = 900
+FP16_MAX = 65504.0
 NO_DEVICE = ("No adapters found", "Found no drivers", "Failed to initialize WebGPU environment")
 HOW_TO_GET = ("install a Vulkan driver, e.g. Mesa's lavapipe: apt-get install -t "
               "bookworm-backports mesa-vulkan-drivers")
@@ -95,7 +96,12 @@ def _parity(arrays: dict, real_images: bool, min_agreement: float,
         diff = float(np.abs(gpu - cpu).max()) if gpu.size else 0.0
         scale = float(np.abs(cpu).max()) if cpu.size else 0.0
         rel = diff / scale if scale else diff
-        entry = {"max_abs_diff": diff, "max_relative_diff": rel}
+        entry = {"max_abs_diff": diff, "max_relative_diff": rel, "cpu_max_abs": scale,
+                 "gpu_finite": bool(np.isfinite(gpu).all())}
+        if not entry["gpu_finite"]:
+            problems.append(f"output {name}: the GPU gave inf/NaN" + (
+                f" (the CPU's values reach {scale:.3g}, beyond fp16's {FP16_MAX:g})"
+                if scale > FP16_MAX else ""))
         if real_images and len(outs) == 1 and cpu.ndim == 2 and cpu.shape[1] > 1:
             agreement = float((gpu.argmax(1) == cpu.argmax(1)).mean())
             entry["top1_agreement"] = agreement
