@@ -22,6 +22,7 @@ from pathlib import Path
 from tfprune import litert
 from tfprune.errors import TfpruneError
 from tfprune.litert import targets as exports
+from tfprune.litert.validate import gate_failed
 from tfprune.litert.validate.parity import model_kind
 
 FORMAT = "tfprune.android_bundle/1"
@@ -96,7 +97,11 @@ def describe(bundle_dir, version: str | None = None) -> dict:
         "runtime": {"litert": version, "flex_required": bool(flex), "flex_ops": flex,
                     "ops": dict(sorted(ops.items())),
                     "android": {"dependency": f"com.google.ai.edge.litert:litert:{version}",
-                                "api": "org.tensorflow.lite.Interpreter.runSignature (CPU)",
+                                "api": {"training": "org.tensorflow.lite.Interpreter.runSignature"
+                                                    " (CPU)",
+                                        "inference": "com.google.ai.edge.litert.CompiledModel: "
+                                                     "GPU first when validation.files"
+                                                     "[model.tflite].gpu.passed, else CPU"},
                                 "select_tf_ops": bool(flex)}},
     }
 
@@ -114,22 +119,46 @@ def _validation_entry(report: dict, source: Path) -> dict:
     return entry
 
 
+def _gpu_record(targets: dict) -> dict:
+    """Which GPU check the file had: `run` (LiteRT's GPU accelerator ran it; `passed` is what
+    the Kotlin helper reads to try the GPU first), `not run` (no Vulkan device where it was
+    validated), or `none`; plus the legacy delegate's rules when they were checked."""
+    run, legacy = targets.get("android-gpu"), targets.get("android-gpu-legacy")
+    record = {"check": "none", "passed": False}
+    if run:
+        record = {"check": run.get("check", "run"), "passed": bool(run["passed"]),
+                  "fully_accelerated": run.get("fully_accelerated"),
+                  "fallback_ops": run.get("fallback_ops", []), "adapter": run.get("adapter"),
+                  "parity": {k: v for k, v in (run.get("parity") or {}).items()
+                             if k in ("top1_agreement", "max_abs_logit_diff")} or None,
+                  "summary": run["summary"]}
+    if legacy:
+        record["legacy_rules"] = {"passed": bool(legacy["passed"]), "summary": legacy["summary"]}
+    return record
+
+
 def validation_summary(report: dict, sources: dict[str, Path], allowed: bool) -> dict:
     """The manifest's validation section for the bundled files {bundle name: source path};
     raises BundleError naming the failed gates unless `allowed`."""
     files, failed = {}, []
     for name, source in sources.items():
         entry = _validation_entry(report, source)
-        gates = [{k: g[k] for k in ("gate", "passed", "why")} for g in entry["gates"]]
-        failed += [f"{name}: {g['gate']}: {g['why']}" for g in gates if not g["passed"]]
-        files[name] = {"validated_as": entry["path"], "passed": all(g["passed"] for g in gates),
+        gates = [{"status": "pass" if g["passed"] else "fail",
+                  **{k: g[k] for k in ("gate", "passed", "why", "status") if k in g}}
+                 for g in entry["gates"]]
+        failed += [f"{name}: {g['gate']}: {g['why']}" for g in gates if gate_failed(g)]
+        files[name] = {"validated_as": entry["path"],
+                       "passed": not any(gate_failed(g) for g in gates),
                        "targets": sorted(entry.get("targets", {})), "gates": gates,
                        "parity": {k: v for k, v in (entry.get("parity") or {}).items()
-                                  if k != "summary"} or None}
+                                  if k != "summary"} or None,
+                       "gpu": _gpu_record(entry.get("targets", {}))}
     if failed and not allowed:
         raise BundleError("refusing to bundle: validation failed: " + "; ".join(failed)
                           + " (allow_failed_validation bundles it anyway, recorded as failed)")
-    summary = {"passed": not failed, "failed_gates": failed, "files": files,
+    not_run = [f"{name}: {g['gate']}: {g['why']}" for name, f in files.items()
+               for g in f["gates"] if g.get("status") == "not run"]
+    summary = {"passed": not failed, "failed_gates": failed, "not_run": not_run, "files": files,
                "thresholds": report.get("thresholds"), "keras_model": report.get("keras_model"),
                "data": report.get("data")}
     if failed:
@@ -263,8 +292,8 @@ def _replace(new: Path, out: Path) -> None:
 
 def check_bundle(bundle_dir) -> dict:
     """Check a bundle: every listed file present with its sha256 and size, nothing unlisted,
-    the manifest's model description equal to what LiteRT reads from the files now, labels
-    matching, validation passed (or its failure allowed and recorded). Returns the manifest;
+    the manifest's model description equal to what LiteRT reads from the files now, no
+    signature whose output names share a tensor, labels matching, validation passed (or its failure allowed and recorded). Returns the manifest;
     raises BundleError naming every problem."""
     root = Path(bundle_dir)
     try:
@@ -291,6 +320,11 @@ def check_bundle(bundle_dir) -> dict:
         else:
             problems += [f"manifest {key} differs from what LiteRT reads from the files"
                          for key, value in now.items() if manifest.get(key) != value]
+        for name in (MODEL, TRAINABLE):
+            aliased = litert.inspect(root / name).aliased_outputs()
+            problems += [f"{name} signature {key}: output names share a tensor ("
+                         + ", ".join("=".join(g) for g in groups) + "); Android's runSignature "
+                         "fills only one name per tensor" for key, groups in aliased.items()]
         labels = (root / LABELS).read_text().splitlines() if (root / LABELS).is_file() else []
         if len(labels) != manifest.get("labels", {}).get("num_classes"):
             problems.append(f"{LABELS} has {len(labels)} lines for "

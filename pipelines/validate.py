@@ -22,7 +22,9 @@ flags.DEFINE_string("subset", "all", "Class subset whose held-out test images ar
 flags.DEFINE_integer("seed", 0, "Seed of the subset split.")
 flags.DEFINE_integer("max_images", 0, "Use at most this many test images (0 = all).",
                      lower_bound=0)
-flags.DEFINE_string("targets", "android-cpu,android-gpu,edgetpu", "Targets to check.")
+flags.DEFINE_string("targets", "android-cpu,android-gpu,edgetpu", "Targets to check: android-cpu, "
+                    "android-gpu (a run on LiteRT's GPU accelerator), android-gpu-legacy (the old "
+                    "GPU delegate's rules), edgetpu.")
 flags.DEFINE_string("output", None, "Directory for validation.json and validation.md.")
 flags.DEFINE_float("min_agreement", MIN_AGREEMENT, "Float models: minimum top-1 agreement "
                    "with Keras.", lower_bound=0.0, upper_bound=1.0)
@@ -76,11 +78,14 @@ def main(argv):
         max_latency_ms=FLAGS.max_latency_ms)
     js, md = report.write(result, FLAGS.output)
     print(f"validate: wrote {js} and {md}")
+    for line in result.get("not_run", []):  # e.g. android-gpu without a Vulkan device
+        print(f"validate: NOT RUN (not a pass): {line}", file=sys.stderr)
     if not result["passed"]:
         print("validate: FAILED gate(s):\n  " + "\n  ".join(result["failed_gates"]),
               file=sys.stderr)
         return 1
-    print(f"validate: all gates passed for {len(result['files'])} model(s)")
+    print(f"validate: all gates {'that ran ' if result.get('not_run') else ''}passed for "
+          f"{len(result['files'])} model(s)")
     return 0
 
 

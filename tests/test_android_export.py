@@ -24,7 +24,7 @@ REAL = 5  # real rows in the partial batches below (the rest is padding)
 
 
 def _run(*args):
-    return subprocess.run(APP + list(args), capture_output=True, text=True, timeout=400)
+    return subprocess.run(APP + list(args), capture_output=True, text=True, timeout=900)
 
 
 @pytest.fixture(scope="module")
@@ -96,8 +96,39 @@ def keras_model():
 
 
 def _training_interpreter(bundle):
-    # As TfpruneModel.kt: default options (the XNNPACK delegate on).
-    return Interpreter(model_path=str(bundle / "trainable.tflite"))
+    # As TfpruneModel.kt: Interpreter.Options().setNumThreads(n) (the XNNPACK delegate on).
+    return Interpreter(model_path=str(bundle / "trainable.tflite"), num_threads=2)
+
+
+def _android_run_signature(bundle, key, inputs, output_names):
+    """Android's Interpreter.runSignature for a signature of subgraph 0 (LiteRT's
+    NativeInterpreterWrapper.runSignature): inputs go in by their position among subgraph 0's
+    inputs, and each output name becomes the position of its tensor among subgraph 0's
+    outputs, in a map from position to buffer; after one invoke each position's tensor is
+    copied into its buffer. Two names of one tensor share a position, so only one of their
+    buffers is written; the others keep their zeros."""
+    from tfprune import litert
+
+    sig = litert.inspect(bundle / "trainable.tflite").signatures[key]
+    assert sig["subgraph"] == 0, "only subgraph-0 signatures take this path"
+    runner = Interpreter(model_path=str(bundle / "trainable.tflite")).get_signature_runner(key)
+    interp = Interpreter(model_path=str(bundle / "trainable.tflite"))  # as Java: no runner
+    interp.allocate_tensors()
+    tensor_of = {name: d["index"] for name, d in runner.get_input_details().items()}
+    tensor_of |= {name: d["index"] for name, d in runner.get_output_details().items()}
+    in_pos = [d["index"] for d in interp.get_input_details()]
+    out_pos = [d["index"] for d in interp.get_output_details()]
+    by_position = {}
+    for name in output_names:  # TreeMap.put: a later name of the same position replaces
+        by_position[out_pos.index(tensor_of[name])] = name
+    for name, value in inputs.items():
+        interp.set_tensor(in_pos[in_pos.index(tensor_of[name])], value)
+    interp.invoke()
+    details = interp.get_output_details()
+    buffers = {name: None for name in output_names}
+    for position, name in by_position.items():
+        buffers[name] = interp.get_tensor(details[position]["index"]).copy()
+    return buffers
 
 
 def _normalise(manifest, images_uint8):
@@ -161,7 +192,7 @@ def test_bundle_files_signatures_and_labels_match_the_manifest(bundle, manifest,
     val = manifest["validation"]
     assert val["passed"] and set(val["files"]) == {"model.tflite", "trainable.tflite"}
     assert {g["gate"] for g in val["files"]["model.tflite"]["gates"]} == {
-        "android-cpu", "edgetpu", "parity"}
+        "signatures", "android-cpu", "edgetpu", "parity"}
     assert "com.google.ai.edge.litert:litert:2.3.0" in (bundle / "android/build.gradle").read_text()
     assert android_export.check_bundle(bundle) == manifest
     # trainable.json sits beside trainable.tflite, so tfprune's Python runtime opens the bundle.
@@ -272,20 +303,32 @@ def test_overwrite_rules_and_tampered_bundle(bundle, manifest, splits, keras_mod
 
 # ------------------------------------------------------------------ the Kotlin calls, mirrored
 def test_kotlin_classify(bundle, manifest, splits, keras_model):
-    """TfpruneModel.classify: normalise, quantise (floor(x / s + 0.5) + zp), runSignature,
-    dequantise; the top class equals the Keras model's."""
+    """TfpruneModel.classify: normalise, quantise (floor(x / s + 0.5) + zp), CompiledModel on
+    the CPU (an int8 bundle has no GPU check, so the helper does not try the GPU):
+    createInputBuffers, writeInt8, run, readInt8, dequantise; the top class equals the Keras
+    model's."""
+    from ai_edge_litert.compiled_model import CompiledModel, HardwareAccelerator
+
     from tfprune import data
 
     inp, out = manifest["input"], manifest["output"]
+    assert manifest["validation"]["files"]["model.tflite"]["gpu"]["check"] == "none"
     x = _normalise(manifest, splits.test.x)
     np.testing.assert_allclose(x, data.normalize_np(splits.test.x), atol=1e-6)
     qin, qout = inp["quantization"], out["quantization"]
     q = np.clip(np.floor(x / np.float32(qin["scale"]) + np.float32(0.5)) + qin["zero_point"],
                 -128, 127).astype(np.int8)
-    runner = Interpreter(model_path=str(bundle / "model.tflite")).get_signature_runner(
-        inp["signature"])
-    logits = np.stack([(runner(**{inp["name"]: q[i:i + 1]})[out["name"]][0].astype(np.float32)
-                        - qout["zero_point"]) * np.float32(qout["scale"]) for i in range(len(q))])
+    model = CompiledModel.from_file(str(bundle / "model.tflite"),
+                                    hardware_accel=HardwareAccelerator.CPU)
+    inputs, outputs = model.create_input_buffers(0), model.create_output_buffers(0)
+    n = out["shape"][1]
+    logits = []
+    for i in range(len(q)):
+        inputs[0].write(q[i:i + 1])
+        model.run_by_index(0, inputs, outputs)
+        logits.append((outputs[0].read(n, np.int8).astype(np.float32) - qout["zero_point"])
+                      * np.float32(qout["scale"]))
+    logits = np.stack(logits)
     assert logits.shape == (len(x), manifest["labels"]["num_classes"])
     np.testing.assert_array_equal(logits.argmax(1), np.asarray(keras_model(x)).argmax(1))
 
@@ -320,9 +363,13 @@ def test_kotlin_save_restore(bundle, manifest, splits, tmp_path):
     state = a("save")(unused=np.float32(0))["state"]
     assert state.shape == (size,) and state.dtype == np.float32
     path = tmp_path / f"{manifest['training']['fingerprint']}.state"
-    state.astype("<f4").tofile(f"{path}.tmp")
-    (tmp_path / f"{path.name}.tmp").rename(path)
+    state.astype("<f4").tofile(f"{path}.new")  # AtomicFile: write, fsync, rename
+    (tmp_path / f"{path.name}.new").rename(path)
     assert path.stat().st_size == size * 4
+    # restoreState's rule: a file of any other size (a write cut short) is no saved state
+    truncated = tmp_path / "truncated.state"
+    truncated.write_bytes(path.read_bytes()[:size * 2])
+    assert truncated.stat().st_size != size * 4
 
     b = _training_interpreter(bundle).get_signature_runner
     fresh = b("infer")(x=x)["logits"][0].copy()
@@ -349,3 +396,54 @@ def test_kotlin_filter_stats(bundle, manifest, splits):
     other = run(x=images, valid=valid)  # other images in the padding rows
     for key, value in padded.items():
         np.testing.assert_allclose(other[key], value, rtol=1e-5, atol=1e-6)
+
+
+def test_android_subgraph0_output_mapping(bundle, manifest, splits):
+    """filterStats as Android runs it (`_android_run_signature`): every buffer is written and
+    equals Python's signature runner, because the export gives each output name its own
+    tensor (on the old export ResNet-20 had 77 outputs on 61 tensors, and 16 `__count`
+    buffers stayed zero)."""
+    spec = manifest["models"]["trainable.tflite"]["signatures"]["filter_stats"]["outputs"]
+    names = [o["name"] for o in spec]
+    images = _normalise(manifest, splits.train.x[:BATCH])
+    valid = np.array([1.0] * REAL + [0.0] * (BATCH - REAL), np.float32)
+    android = _android_run_signature(bundle, "filter_stats", {"x": images, "valid": valid}, names)
+    python = _training_interpreter(bundle).get_signature_runner("filter_stats")(x=images,
+                                                                              valid=valid)
+    assert [n for n, v in android.items() if v is None] == []
+    for name in names:
+        np.testing.assert_allclose(android[name], python[name], rtol=1e-5, atol=1e-5)
+    layer = manifest["training"]["stats_layers"][0]
+    assert float(android[f"{layer}__count"]) > 0 and float(android["samples"]) == REAL
+
+
+def test_check_bundle_refuses_aliased_signature_outputs(bundle, tmp_path):
+    """A bundle whose trainable.tflite has two output names on one tensor (what Android
+    cannot fill) fails check_bundle, even with a manifest that matches the files."""
+    import tensorflow as tf
+
+    from android_export import bundle as bundle_mod
+
+    class Twice(tf.Module):
+        @tf.function(input_signature=[tf.TensorSpec([1, 4], tf.float32, name="x")])
+        def stats(self, x):
+            total = tf.reduce_sum(x) * 2.0
+            return {"a__count": total, "b__count": total, "c__sum": x + 1.0}
+
+    module = Twice()
+    converter = tf.lite.TFLiteConverter.from_concrete_functions(
+        [module.stats.get_concrete_function()], module)
+    copy = tmp_path / "aliased"
+    shutil.copytree(bundle, copy)
+    (copy / "trainable.tflite").write_bytes(converter.convert())
+    manifest = json.loads((copy / "manifest.json").read_text())
+    manifest.update(bundle_mod.describe(copy, manifest["runtime"]["litert"]))
+    manifest["files"]["trainable.tflite"] = bundle_mod.file_entry(copy / "trainable.tflite")
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(android_export.BundleError, match="a__count=b__count"):
+        android_export.check_bundle(copy)
+    # what an app would get: Android fills one of the two buffers, the other stays unwritten
+    (key,) = manifest["models"]["trainable.tflite"]["signatures"]
+    got = _android_run_signature(copy, key, {"x": np.ones((1, 4), np.float32)},
+                                 ["a__count", "b__count", "c__sum"])
+    assert sorted(n for n, v in got.items() if v is None) in (["a__count"], ["b__count"])

@@ -111,7 +111,7 @@ def test_edgetpu_compiler_failure_and_hang_are_reported(tmp_path):
     assert hung["returncode"] is None and "did not finish within 1 s" in hung["log"]
 
 
-# ---- Android GPU ---------------------------------------------------------------------------
+# ---- Android GPU: the legacy delegate's rules (android-gpu-legacy) -----------------------
 
 @pytest.mark.parametrize("fn, shape, op", [
     (lambda x: tf.math.cumsum(x, axis=1), (1, 8), "CUMSUM"),
@@ -120,7 +120,7 @@ def test_edgetpu_compiler_failure_and_hang_are_reported(tmp_path):
 def test_gpu_rule_table_refuses_ops_the_analyzer_accepts(fn, shape, op, tmp_path):
     path = tmp_path / "model.tflite"  # from a file, so the Analyzer runs too
     path.write_bytes(_tflite(fn, shape, int8=False))
-    result = android.check_gpu(litert.inspect(path))
+    result = android.check_gpu_legacy(litert.inspect(path))
     assert not result["passed"]
     assert result["fallback_ops"][0]["name"] == op
     assert "not in the GPU delegate's supported ops" in result["fallback_ops"][0]["why"]
@@ -130,7 +130,7 @@ def test_gpu_rule_table_refuses_ops_the_analyzer_accepts(fn, shape, op, tmp_path
 def test_gpu_flex_op_and_cpu_needs_select_tf_ops():
     info = _convert(lambda x: tf.linalg.det(tf.reshape(x, (1, 2, 2))), (1, 4), int8=False,
                     flex=True)
-    gpu = android.check_gpu(info, with_analyzer=False)
+    gpu = android.check_gpu_legacy(info, with_analyzer=False)
     assert [f["name"] for f in gpu["fallback_ops"]] == ["FlexMatrixDeterminant"]
     cpu = android.check_cpu(info)
     assert not cpu["passed"] and cpu["requires_select_tf_ops"]
@@ -145,13 +145,13 @@ def test_gpu_flex_op_and_cpu_needs_select_tf_ops():
     (lambda x: tf.reshape(tf.reshape(x, (1, 2, 4, 8, 4)) * 2.0, SHAPE), SHAPE, "rank 5 > 4"),
 ])
 def test_gpu_op_constraints(fn, shape, why):
-    result = android.check_gpu(_convert(fn, shape, int8=False), with_analyzer=False)
+    result = android.check_gpu_legacy(_convert(fn, shape, int8=False), with_analyzer=False)
     assert not result["passed"]
     assert why in result["fallback_ops"][0]["why"], result["fallback_ops"]
 
 
 def test_gpu_and_cpu_pass_a_plain_conv_net():
     info = _convert(lambda x: tf.nn.relu(conv(x)), int8=False)
-    assert android.check_gpu(info)["passed"]
+    assert android.check_gpu_legacy(info)["passed"]
     cpu = android.check_cpu(info)
     assert cpu["passed"] and cpu["builtin_only"]

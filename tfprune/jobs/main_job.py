@@ -25,6 +25,7 @@ from typing import Callable
 
 from tfprune import data
 from tfprune.litert import targets as exports
+from tfprune.litert.validate import gate_failed
 from tfprune.training import fit as train
 from tfprune.errors import TfpruneError
 
@@ -256,9 +257,9 @@ def bundle_allowed(run: Run) -> bool:
     """Only the bundled files' gates decide (as in write_bundle): a failed int8 gate does not
     hold back a float32 bundle, though the run still exits non-zero."""
     report = run.read("validation.json")
-    passed = all(g["passed"] for name in (f"model_{run.cfg.bundle_model}.tflite",
-                                          "trainable/trainable.tflite")
-                 for f in exports.report_entries(report, run.dir / name) for g in f["gates"])
+    passed = not any(gate_failed(g) for name in (f"model_{run.cfg.bundle_model}.tflite",
+                                                 "trainable/trainable.tflite")
+                     for f in exports.report_entries(report, run.dir / name) for g in f["gates"])
     return bool(run.bundler) and (passed or run.cfg.allow_failed_validation)
 
 
@@ -355,7 +356,9 @@ def _tflite_rows(validation: dict) -> dict:
     return {Path(f["path"]).name: {
         "size_bytes": f.get("size_bytes"), "latency": f.get("latency"),
         "accuracy": (f.get("parity") or {}).get("tflite_accuracy"),
-        "gates": {g["gate"]: g["passed"] for g in f["gates"]}} for f in validation["files"]}
+        "gates": {g["gate"]: g.get("status", "pass" if g["passed"] else "fail") for g in f["gates"]},
+        "gpu_check": (f.get("targets", {}).get("android-gpu") or {}).get("summary")}
+        for f in validation["files"]}
 
 
 def _baselines(run: Run, tflite: dict, original_tflite: dict) -> list[dict]:

@@ -11,6 +11,13 @@ def _pct(x) -> str:
     return "-" if x is None else f"{100 * x:.1f}%"
 
 
+def _gate(status) -> str:
+    """A gate's status ("pass", "fail", "not run"; older summaries hold booleans)."""
+    if isinstance(status, bool):
+        status = "pass" if status else "fail"
+    return {"fail": "FAIL", "not run": "NOT RUN"}.get(status, status)
+
+
 def _ms(latency, threads: str) -> str:
     return "-" if not latency else f"{latency[threads]['median_ms']:.2f}"
 
@@ -41,7 +48,7 @@ def report_markdown(s: dict) -> str:
     before = s.get("original_tflite") or {}
     for label, rows in (("unpruned", before), ("pruned + fine-tuned", s["tflite"])):
         for name, t in rows.items():
-            gates = ", ".join(f"{g} {'pass' if ok else 'FAIL'}" for g, ok in t["gates"].items())
+            gates = ", ".join(f"{g} {_gate(status)}" for g, status in t["gates"].items())
             base = before.get(name) if label != "unpruned" else None
             speedup = (f"{_latency(base) / _latency(t):.2f}x"
                        if base and _latency(base) and _latency(t) else "-")
@@ -56,6 +63,10 @@ def report_markdown(s: dict) -> str:
         lines += ["## Latency: predicted and measured, next to the FLOPs reduction", ""]
         lines += latency_table(p["predicted_latency_ms"], s["tflite"], before, o["macs"],
                                f["macs"]) + [""]
+    gpu = [(name, t["gpu_check"]) for name, t in s["tflite"].items() if t.get("gpu_check")]
+    lines += [f"GPU check of {name} (android-gpu: a real run through LiteRT's GPU accelerator; "
+              f"android-gpu-legacy: the old GpuDelegate's rules, not a run): {said}"
+              for name, said in gpu] + ([""] if gpu else [])
     if s.get("bundle"):
         b = s["bundle"]
         lines += ["## Android bundle", "", f"`bundle/` in the run directory (start with its android/README.md):", "",

@@ -125,6 +125,19 @@ class ModelInfo:
     def flex_ops(self) -> dict[str, int]:
         return {k: v for k, v in self.op_counts().items() if k.startswith(FLEX_PREFIX)}
 
+    def aliased_outputs(self) -> dict[str, list[list[str]]]:
+        """{signature: groups of output names that are one tensor}: an Android
+        `Interpreter.runSignature` fills only the first name of each group."""
+        found = {}
+        for key, sig in self.signatures.items():
+            by_tensor = collections.defaultdict(list)
+            for name, tensor in zip(sig["outputs"], sig.get("output_tensors", ())):
+                by_tensor[tensor].append(name)
+            groups = [names for names in by_tensor.values() if len(names) > 1]
+            if groups:
+                found[key] = groups
+        return found
+
     def custom_ops(self) -> dict[str, int]:
         return {k: v for k, v in self.op_counts().items()
                 if k not in OP_NAMES.values() and not k.startswith(FLEX_PREFIX)}
@@ -199,6 +212,7 @@ def inspect(source: Source) -> ModelInfo:
         signatures[_decode(sd.signatureKey)] = {
             "inputs": [_decode(t.name) for t in sd.inputs or []],
             "outputs": [_decode(t.name) for t in sd.outputs or []],
+            "output_tensors": [int(t.tensorIndex) for t in sd.outputs or []],
             "subgraph": int(sd.subgraphIndex)}
     return ModelInfo(
         path=name, size_bytes=len(data), ops=ops,

@@ -6,7 +6,8 @@ Signatures (batch size B fixed at export, images (B, H, W, C) float32 normalised
                                                      no loss; loss = mean over the other rows
   infer(x)                      -> logits, probabilities
   filter_stats(x, valid f32[B]) -> <layer>__sum_abs / __sum_sq / __zeros [C], <layer>__count,
-                                   samples           per-channel sums over rows with valid == 1
+                                   samples           per-channel sums over rows with valid == 1;
+                                                     every output name is its own tensor
   save(unused f32)              -> state f32[S]      every trained variable, optimiser slot,
                                                      the step count and the learning rate
                                                      (`unused` is ignored: Android's
@@ -165,8 +166,11 @@ class TrainingModule(tf.Module):
             out[f"{name}__sum_abs"] = tf.reduce_sum(tf.abs(a) * w, axis=axes)
             out[f"{name}__sum_sq"] = tf.reduce_sum(tf.square(a) * w, axis=axes)
             out[f"{name}__zeros"] = tf.reduce_sum(tf.cast(tf.equal(a, 0.0), tf.float32) * w, axis=axes)
-            per_image = int(a.shape[1:-1].num_elements()) if a.shape.rank > 2 else 1
-            out[f"{name}__count"] = tf.reduce_sum(valid) * float(per_image)
+            # counted from the layer's own activations (its non-NaN values; all of them for a
+            # finite model): `reduce_sum(valid) * pixels` would be one tensor for every layer
+            # of a resolution, and Android's runSignature fills only one name per tensor
+            out[f"{name}__count"] = tf.reduce_sum(
+                tf.cast(tf.equal(a[..., 0], a[..., 0]), tf.float32) * w[..., 0])
         return out
 
     def save(self, unused=None):

@@ -1,10 +1,14 @@
 """The validation gate every converted model passes before it ships.
 
 `validate(paths, targets, ...)` inspects each .tflite (ops, signatures, I/O and quantisation),
-runs the chosen target checks (`android-cpu`, `android-gpu`, `edgetpu`), parity against the
+runs the chosen target checks (`android-cpu`; `android-gpu`, a real run through LiteRT's GPU
+accelerator; `android-gpu-legacy`, the old GpuDelegate's rules; `edgetpu`), parity against the
 Keras source on real held-out images, and single-image latency, and returns a report whose
-`failed_gates` name every gate that failed and why. `report.write` renders it as
-validation.json and validation.md.
+`failed_gates` name every gate that failed and why. Every file also passes `signatures`: no
+two output names of a signature may be one tensor (Android's `Interpreter.runSignature` fills
+only one of them). A check that could not run here (`android-gpu` without a Vulkan device)
+has status "not run": it does not pass, and the report lists it in `not_run`, apart from the
+failures. `report.write` renders the report as validation.json and validation.md.
 """
 from __future__ import annotations
 
@@ -15,7 +19,7 @@ from tfprune.errors import TfpruneError
 from tfprune.litert.validate import android, edgetpu
 from tfprune.litert.validate.parity import MAX_ACCURACY_DROP_PP, MIN_AGREEMENT
 
-TARGETS = ("android-cpu", "android-gpu", "edgetpu")
+TARGETS = ("android-cpu", "android-gpu", "android-gpu-legacy", "edgetpu")
 
 
 def parse_targets(spec: str) -> tuple[str, ...]:
@@ -26,17 +30,34 @@ def parse_targets(spec: str) -> tuple[str, ...]:
     return targets
 
 
-def _gate(name: str, passed: bool, why: str) -> dict:
-    return {"gate": name, "passed": bool(passed), "why": why}
+def _gate(name: str, passed: bool, why: str, status: str | None = None) -> dict:
+    return {"gate": name, "passed": bool(passed), "why": why,
+            "status": status or ("pass" if passed else "fail")}
+
+
+def gate_failed(gate: dict) -> bool:
+    """A gate that ran and failed (a "not run" gate did not pass, but did not fail either)."""
+    return not gate["passed"] and gate.get("status") != "not run"
+
+
+def aliased_outputs_gate(info) -> dict:
+    aliased = info.aliased_outputs()
+    return _gate("signatures", not aliased, "every signature output is its own tensor"
+                 if not aliased else "output names share a tensor (Android's runSignature "
+                 "fills only one name per tensor, the others stay unwritten): " + "; ".join(
+                     f"{key}: " + ", ".join("=".join(g) for g in groups)
+                     for key, groups in aliased.items()))
 
 
 def validate_file(path, targets=TARGETS, *, keras_model=None, images=None,
                   min_agreement: float = MIN_AGREEMENT,
                   max_accuracy_drop_pp: float = MAX_ACCURACY_DROP_PP,
                   latency_runs: int = 50, threads=(1, 2), edgetpu_compiler: str | None = None,
-                  allow_flex: bool = False, max_latency_ms: float | None = None) -> dict:
-    """One file's section of the report; never raises for a bad model file."""
-    from tfprune.litert.validate import latency, parity
+                  allow_flex: bool = False, max_latency_ms: float | None = None,
+                  gpu_images: int | None = None) -> dict:
+    """One file's section of the report; never raises for a bad model file. `gpu_images`:
+    real images for the `android-gpu` run (default `gpu.IMAGES`)."""
+    from tfprune.litert.validate import gpu, latency, parity
 
     section: dict = {"path": os.fspath(path), "gates": []}
     gates = section["gates"]
@@ -58,17 +79,23 @@ def validate_file(path, targets=TARGETS, *, keras_model=None, images=None,
     section["load"] = {"ok": interp is not None, "error": load_error}
     if load_error and not (allow_flex and info.flex_ops()):
         gates.append(_gate("load", False, load_error))
+    gates.append(aliased_outputs_gate(info))
     checks = section["targets"] = {}
     if "android-cpu" in targets:
         checks["android-cpu"] = android.check_cpu(info, allow_flex, load_error)
     if "android-gpu" in targets:
-        checks["android-gpu"] = android.check_gpu(info)
+        checks["android-gpu"] = (
+            gpu.check(path, images, count=gpu_images or gpu.IMAGES) if interp is not None else
+            {"target": "android-gpu", "check": "run", "status": "fail", "passed": False,
+             "summary": f"cannot run the model here: {load_error}"})
+    if "android-gpu-legacy" in targets:
+        checks["android-gpu-legacy"] = android.check_gpu_legacy(info)
     if "edgetpu" in targets:
         checks["edgetpu"] = edgetpu.check(info)
         if edgetpu_compiler:
             checks["edgetpu"]["compiler"] = edgetpu.run_compiler(edgetpu_compiler, info.path)
     for name, check in checks.items():
-        gates.append(_gate(name, check["passed"], check["summary"]))
+        gates.append(_gate(name, check["passed"], check["summary"], check.get("status")))
     if keras_model is not None and images is not None:
         if interp is None:
             gates.append(_gate("parity", False, f"cannot run the model here: {load_error}"))
@@ -97,10 +124,12 @@ def validate(paths, targets=TARGETS, *, keras_source: str | None = None, data: d
 
     files = [validate_file(p, targets, **kwargs) for p in paths]
     failed = [f"{f['path']}: {g['gate']}: {g['why']}"
-              for f in files for g in f["gates"] if not g["passed"]]
+              for f in files for g in f["gates"] if gate_failed(g)]
+    not_run = [f"{f['path']}: {g['gate']}: {g['why']}"
+               for f in files for g in f["gates"] if g.get("status") == "not run"]
     return {"targets": list(targets), "keras_model": keras_source, "data": data,
             "normalisation": input_normalisation(),
             "thresholds": {"min_agreement": kwargs.get("min_agreement", agree),
                            "max_accuracy_drop_pp": kwargs.get("max_accuracy_drop_pp", drop),
                            "max_latency_ms": kwargs.get("max_latency_ms")},
-            "files": files, "passed": not failed, "failed_gates": failed}
+            "files": files, "passed": not failed, "failed_gates": failed, "not_run": not_run}

@@ -1,6 +1,9 @@
-"""Android targets: the CPU runtime (builtin ops, or Flex and its runtime) and the GPU delegate.
+"""Android targets: the CPU runtime (builtin ops, or Flex and its runtime) and the legacy GPU
+delegate's rules (`android-gpu-legacy`).
 
-The GPU check is a rule table, not `tf.lite.experimental.Analyzer(gpu_compatibility=True)`:
+The real GPU check (`android-gpu`) runs the model through LiteRT's GPU accelerator
+(`tfprune.litert.validate.gpu`). This module's legacy check is for Interpreter-API apps with
+the old GpuDelegate (OpenCL/OpenGL ES): rules, not a run. It is a rule table, not `tf.lite.experimental.Analyzer(gpu_compatibility=True)`:
 that analyzer calls models with CUMSUM, TOPK_V2 and even Flex ops "compatible" (recorded
 here as `analyzer_verdict` for comparison). The table holds
   * the ops the LiteRT GPU delegate documents as supported (ai.google.dev/edge/litert/
@@ -115,8 +118,9 @@ def _op_problems(op: OpInfo, folded: set) -> list[str]:
     return p
 
 
-def check_gpu(info: ModelInfo, with_analyzer: bool = True) -> dict:
-    """Per-op GPU delegate findings; passes when every op would run on the GPU."""
+def check_gpu_legacy(info: ModelInfo, with_analyzer: bool = True) -> dict:
+    """Per-op findings of the legacy GpuDelegate's rules; passes when every op would run on
+    the GPU. A rule table, not a run (`check: "rules"`)."""
     findings = []
     # float16 models keep weights as fp16 constants behind DEQUANTIZE; the delegate reads
     # those as constant weights (fp16 is its native precision)
@@ -138,11 +142,11 @@ def check_gpu(info: ModelInfo, with_analyzer: bool = True) -> dict:
     cpu = [f for f in findings if not f["gpu"]]
     segments = sum(1 for i, f in enumerate(findings)
                    if f["gpu"] and (i == 0 or not findings[i - 1]["gpu"]))
-    result = {"target": "android-gpu", "passed": not cpu and bool(findings),
+    result = {"target": "android-gpu-legacy", "check": "rules", "passed": not cpu and bool(findings),
               "ops_on_gpu": len(findings) - len(cpu), "ops_total": len(findings),
               "gpu_partitions": segments, "fallback_ops": cpu, "findings": findings,
-              "summary": (f"all {len(findings)} ops on the GPU delegate" if not cpu else
-                          f"{len(cpu)} of {len(findings)} ops fall back to the CPU, first: "
+              "summary": (f"rules: all {len(findings)} ops on the legacy GPU delegate" if not cpu
+                          else f"rules: {len(cpu)} of {len(findings)} ops fall back to the CPU, first: "
                           f"op {cpu[0]['op']} {cpu[0]['name']} ({cpu[0]['why']})")}
     if with_analyzer:
         result["analyzer_verdict"] = analyzer_verdict(info.path)

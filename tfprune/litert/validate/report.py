@@ -11,6 +11,26 @@ def _pct(x) -> str:
     return "-" if x is None else f"{100 * x:.2f}%"
 
 
+def _status(gate: dict) -> str:
+    if gate.get("status") == "not run":
+        return "**NOT RUN**"
+    return "pass" if gate["passed"] else "**FAIL**"
+
+
+def _gpu_md(gpu: dict) -> list[str]:
+    lines = ["", f"GPU (real run, {gpu['runtime']}): {gpu['status']}; adapter: "
+                 f"{gpu.get('adapter') or '-'}."]
+    if gpu.get("fallback_ops"):
+        lines += ["Ops the accelerator leaves to the CPU, in its words: "
+                  + "; ".join(f"{o['name']}: {o['why']}" for o in gpu["fallback_ops"])]
+    if gpu.get("seconds"):
+        sec = gpu["seconds"]
+        lines.append(f"{gpu['examples']} inputs; compile {sec['compile_s']:.2f} s, GPU runs "
+                     f"{sec['gpu_run_s']:.2f} s, CPU runs {sec['cpu_run_s']:.2f} s (a software "
+                     "Vulkan device is not a phone's GPU: these are not phone timings).")
+    return lines
+
+
 def _file_md(f: dict) -> list[str]:
     lines = [f"## {Path(f['path']).name}", ""]
     if "size_bytes" in f:
@@ -22,8 +42,7 @@ def _file_md(f: dict) -> list[str]:
                   "- outputs: " + ", ".join(f"{t['name']} {t['shape']} {t['dtype']}" for t in f["outputs"]),
                   "- signatures: " + (", ".join(f["signatures"]) or "-"), ""]
     lines += ["| gate | result | why |", "| --- | --- | --- |"]
-    lines += [f"| {g['gate']} | {'pass' if g['passed'] else '**FAIL**'} | {g['why']} |"
-              for g in f["gates"]]
+    lines += [f"| {g['gate']} | {_status(g)} | {g['why']} |" for g in f["gates"]]
     if f.get("op_counts"):
         lines += ["", "| op | count |", "| --- | ---: |"]
         lines += [f"| {k} | {v} |" for k, v in f["op_counts"].items()]
@@ -38,11 +57,13 @@ def _file_md(f: dict) -> list[str]:
                          + "; ".join(first["problems"]))
         if tpu.get("compiler"):
             lines += ["", "edgetpu_compiler log:", "```", tpu["compiler"]["log"], "```"]
-    gpu = f.get("targets", {}).get("android-gpu")
+    if f.get("targets", {}).get("android-gpu"):
+        lines += _gpu_md(f["targets"]["android-gpu"])
+    gpu = f.get("targets", {}).get("android-gpu-legacy")
     if gpu and gpu.get("analyzer_verdict"):
-        lines += ["", f"GPU: {gpu['ops_on_gpu']}/{gpu['ops_total']} ops on the delegate by the "
-                      f"rule table. tf.lite Analyzer said: \"{gpu['analyzer_verdict']}\" "
-                      "(not relied on)."]
+        lines += ["", f"Legacy GPU delegate: {gpu['ops_on_gpu']}/{gpu['ops_total']} ops by the "
+                      f"rule table (rules, not a run). tf.lite Analyzer said: "
+                      f"\"{gpu['analyzer_verdict']}\" (not relied on)."]
     p = f.get("parity")
     if p:
         lines += ["", "| parity | value |", "| --- | ---: |",
@@ -68,6 +89,8 @@ def to_markdown(report: dict) -> str:
              f"Thresholds: {report['thresholds']}.", ""]
     if report["failed_gates"]:
         lines += ["Failed gates:", ""] + [f"- {g}" for g in report["failed_gates"]] + [""]
+    if report.get("not_run"):
+        lines += ["Not run here (did not pass):", ""] + [f"- {g}" for g in report["not_run"]] + [""]
     for f in report["files"]:
         lines += _file_md(f)
     return "\n".join(lines)
