@@ -105,8 +105,9 @@ def test_latency_plan_invariants(built, level, allocation, sample_splits):
     p = plan["predicted_latency_ms"]
     assert plan["achieved"]["level"] == pytest.approx(1 - p["pruned"] / p["unpruned"], abs=1e-3)
     assert plan["round_to"] == "auto" and plan["runtime"]["runtime"] == "litert-float32-1t"
-    if level >= 0.25:
+    if level >= 0.25 and allocation == "global":
         assert p["pruned"] < p["unpruned"]
+    assert p["pruned"] <= p["unpruned"]  # uniform steps of a tile may round a small cut to 0
     pruned = surgery.apply_plan(model, plan, graph=g)
     for entry in plan["groups"]:
         kept = len(entry["kept"])

@@ -77,11 +77,15 @@ def prune_model(model, criterion: str, level: float, target: str = "params",
         raise scoring.ScoringError(f"criterion {criterion!r} is data-aware: it needs the "
                                    "subset's splits (data and subset)")
     g = graph_mod.build_graph(model, ignore=ignore)
-    sizes = [grp.size for grp in g.prunable_groups()]
-    if level > 0 and sizes and max(sizes) <= max(round_to, min_channels):
+    step = (lambda gid: round_to.get(gid, 1)) if isinstance(round_to, dict) else (
+        lambda gid: round_to)
+    groups = g.prunable_groups()
+    if level > 0 and groups and all(grp.size <= max(step(grp.id), min_channels)
+                                    for grp in groups):
         raise plan_mod.PlanError(
-            f"round_to {round_to} / min_channels {min_channels} leave nothing to prune: the "
-            f"largest prunable group has {max(sizes)} channels")
+            f"round_to {round_to if not isinstance(round_to, dict) else 'auto'} / min_channels "
+            f"{min_channels} leave nothing to prune: the largest prunable group has "
+            f"{max(grp.size for grp in groups)} channels")
     ctx = scoring_context(splits, calibration_batches, batch_size, seed, options)
     scored = scoring.score(criterion, model, g, ctx)
     scores = scored.scores
