@@ -14,7 +14,9 @@ the id of the filter ("atom") that channel comes from, or -1 for channels nothin
 - `edit(config, layer, n_out)`: the config of the narrower layer (`filters`, `units`, ...).
 - `mac_weights` and `positions(layer)`: MACs = positions x sizes of those weights.
 
-Adding a layer type means adding one entry to `RULES`. Unknown types block.
+Adding a layer type means adding one entry to `RULES`; a rule whose behaviour depends on the
+layer's config may hand a variant for that layer from `specialise(layer)` (a Conv2D with one
+group per input channel is a depthwise convolution). Unknown types block.
 """
 from __future__ import annotations
 
@@ -44,6 +46,10 @@ class Rule:
 
     def positions(self, layer):
         return spatial(layer.output_shape)
+
+    def specialise(self, layer) -> "Rule":
+        """The rule of this particular layer (a variant of the type's rule, or itself)."""
+        return self
 
 
 class PassThrough(Rule):
@@ -110,6 +116,12 @@ class Producer(Rule):
     mac_weights = (0,)
     size_key = "filters"
 
+    def specialise(self, layer):
+        groups = int(layer.config.get("groups", 1))
+        if groups > 1 and layer.input_shapes and groups == channels(layer.input_shapes[0]):
+            return GROUPED_DEPTHWISE
+        return self
+
     def propagate(self, layer, ins, b):
         groups = int(layer.config.get("groups", 1))
         if groups != 1:  # inputs stay; outputs go in equal numbers from each conv group
@@ -159,6 +171,47 @@ class Depthwise(Rule):
 
     def weight_axes(self, layer):
         return [{layer.weights[0].ndim - 2: "in"}] + [{0: "out"} for _ in layer.weights[1:]]
+
+
+class GroupedDepthwise(Depthwise):
+    """A convolution with one group per input channel (ConvNeXt's depthwise Conv2D):
+    input channel c -> output channels c*m .. c*m+m-1 (m = filters / groups), like
+    DepthwiseConv2D; the kernel (h, w, 1, filters) and bias are sliced on the output axis."""
+
+    def propagate(self, layer, ins, b):
+        return np.repeat(ins[0], int(layer.config["filters"]) // int(layer.config["groups"]))
+
+    def weight_axes(self, layer):
+        return [{layer.weights[0].ndim - 1: "out"}] + [{0: "out"} for _ in layer.weights[1:]]
+
+    def edit(self, config, layer, n_out):
+        config["groups"] = n_out // (int(config["filters"]) // int(config["groups"]))
+        config["filters"] = n_out
+        return config
+
+
+class LayerNorm(Rule):
+    """LayerNormalization: over the channel axis every output channel depends on the mean and
+    variance of all channels, so no channel reaching it can be removed exactly (its inputs
+    are blocked); over other axes only it is channel-wise (gamma/beta span those axes)."""
+
+    def propagate(self, layer, ins, b):
+        rank = len(layer.output_shape)
+        axis = layer.config.get("axis", -1)
+        axes = {a % rank for a in (axis if isinstance(axis, (list, tuple)) else [axis])}
+        if rank - 1 in axes:
+            return Blocker("normalises over the channel axis (each output uses the mean and "
+                           "variance of every channel)").propagate(layer, ins, b)
+        return ins[0]
+
+
+class ChannelScale(PassThrough):
+    """x * gamma with one gamma per channel (ConvNeXt's LayerScale): gamma is sliced and
+    `projection_dim` follows the channel count."""
+
+    def edit(self, config, layer, n_out):
+        config["projection_dim"] = n_out
+        return config
 
 
 class Merge(Rule):
@@ -245,6 +298,14 @@ RULES.update({
     "Reshape": Reshape(),
     **{name: MERGE for name in "Add Subtract Multiply Average Maximum Minimum".split()},
 })
+# keras.applications' own layers and the layer families they use.
+GROUPED_DEPTHWISE = GroupedDepthwise()
+RULES.update({
+    "LayerNormalization": LayerNorm(),   # ConvNeXt (over channels: blocks)
+    "LayerScale": ChannelScale(),        # ConvNeXt: per-channel scale
+    "StochasticDepth": PASS,             # ConvNeXt with drop_path_rate > 0: drops whole samples
+    "CustomScaleLayer": MERGE,           # InceptionResNetV2: inputs[0] + inputs[1] * scale
+})
 # Keras 3 backend ops inside functional graphs (e.g. `x + 3.0` in MobileNetV3's hard sigmoid):
 # element-wise ones merge their tensor arguments; constants pass through.
 OP_RULES: dict[str, Rule] = {name: MERGE for name in (
@@ -260,4 +321,5 @@ def rule_for(layer) -> Rule:
         return OP_RULES.get(layer.class_name) or Blocker(f"backend op {layer.class_name}")
     if layer.config.get("data_format") == "channels_first":
         return Blocker("channels_first layout")
-    return RULES.get(layer.class_name) or Blocker("unknown layer type")
+    rule = RULES.get(layer.class_name)
+    return rule.specialise(layer) if rule else Blocker("unknown layer type")
