@@ -9,7 +9,9 @@ Writes OUTPUT/pruned.keras, plan.json, metrics.json, scores.json (data-aware cri
 stats.json, the channel statistics behind them), report.md and layers.png.
 `--plan=plan.json` applies an existing plan instead of scoring and planning. `--head=subset`
 cuts the classifier to `--subset`'s classes first (accuracies are then over those classes,
-against the original's restricted logits). Data-aware
+against the original's restricted logits). A model with nested models
+(`head(base(inputs))`) is flattened into one functional model first (`tfprune.core.flatten`):
+plan, pruned model and report are of the flat model, and the report says so. Data-aware
 criteria take `--data`/`--subset`/`--calibration_batches`; `--finetune_epochs` > 0 fine-tunes
 the pruned model on the subset's training split. Never writes over `--model`; a non-empty
 `--output` needs `--overwrite`. Every failure is one line naming its cause, exit status 1.
@@ -122,7 +124,7 @@ def report(plan: dict, comparison: dict, extra: dict) -> str:
 def run() -> dict:
     from tfprune import scoring
     from tfprune.scoring import data_criteria as datascore
-    from tfprune.core import graph
+    from tfprune.core import flatten, graph
     from tfprune.core import counts as metrics
     from tfprune.models import loader as modelio
     from tfprune import pruner as pruning
@@ -145,7 +147,7 @@ def run() -> dict:
         raise PruneError("--finetune_epochs needs --data (and --subset)")
     if FLAGS.head == "subset" and not FLAGS.data and not FLAGS.plan:
         raise PruneError("--head=subset needs --data (and --subset): the classes to keep")
-    model = modelio.load_model(FLAGS.model)
+    model, flat = flatten.flatten(modelio.load_model(FLAGS.model))
     plan = plan_mod.load_plan(FLAGS.plan) if FLAGS.plan else None
     ignore = plan.get("ignore", []) if plan else FLAGS.ignore
     g = graph.build_graph(model, ignore=ignore)
@@ -175,7 +177,7 @@ def run() -> dict:
         scores, scored = result.scores, result.scored
     else:
         pruned = surgery.apply_plan(model, plan, graph=g)
-    extra = {}
+    extra = {"flattened": flat.describe()} if flat else {}
     if splits is not None:
         extra["accuracy_before"] = round(train.accuracy(original, splits.test), 4)
         extra["accuracy_pruned"] = round(train.accuracy(pruned, splits.test), 4)

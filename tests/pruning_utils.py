@@ -1,4 +1,7 @@
-"""Helpers of the pruning tests: randomised weights, the equivalence check, a layer zoo."""
+"""Helpers of the pruning tests: randomised weights, real images, the equivalence check, a
+layer zoo."""
+from pathlib import Path
+
 import numpy as np
 
 from tfprune.core import graph as graph_mod
@@ -27,16 +30,30 @@ def randomize(model, seed=0):
     return model
 
 
+MINI_NPZ = Path(__file__).resolve().parent / "fixtures" / "cifar100_mini.npz"
+
+
+def real_images(input_shape, n=2, offset=0):
+    """`n` real CIFAR-100 test images (the committed fixture) resized to `input_shape`,
+    scaled to [-1, 1], float32."""
+    import tensorflow as tf
+    with np.load(MINI_NPZ) as f:
+        x = f["x_test"][offset:offset + n].astype("float32")
+    x = tf.image.resize(x, input_shape[:2]).numpy() if x.shape[1:3] != tuple(input_shape[:2]) else x
+    return x / 127.5 - 1.0
+
+
 def check_equivalent(model, input_shape, level, target, allocation, round_to, criterion="l1",
-                     seed=0, ignore=(), atol=2e-4):
+                     seed=0, ignore=(), atol=2e-4, images=None):
     """Prune `model`; its outputs must equal those of `model` with the dropped weights
-    zeroed. Returns (plan, pruned model)."""
+    zeroed, on `images` (default: random normal inputs). Returns (plan, pruned model)."""
     g = graph_mod.build_graph(model, ignore=ignore)
     scores = scoring.compute_scores(criterion, model, g, scoring.ScoringContext(seed=seed))
     plan = plan_mod.make_plan(g, scores, level, target, allocation, round_to=round_to,
                               criterion=criterion)
     pruned = surgery.apply_plan(model, plan, graph=g)
-    x = np.random.default_rng(seed + 1).normal(size=(2,) + tuple(input_shape)).astype("float32")
+    x = images if images is not None else \
+        np.random.default_rng(seed + 1).normal(size=(2,) + tuple(input_shape)).astype("float32")
     a = np.asarray(pruned(x))
     original = {layer.name: layer.get_weights() for layer in model.layers}
     try:

@@ -8,6 +8,7 @@ import pytest
 import tensorflow as tf
 from keras import layers
 
+from pruning_utils import real_images
 from tfprune.scoring import stats
 from tfprune.models import zoo
 from tfprune.ondevice import UnsupportedModelError, export_trainable
@@ -275,10 +276,31 @@ def test_unsupported_models_are_refused_naming_the_layer(tmp_path):
     inp = keras.Input((8, 8, 3))
     shared = layers.Conv2D(3, 3, padding="same", name="shared")
     twice = keras.Model(inp, layers.Flatten()(shared(shared(inp))))
-    inner = keras.Sequential([keras.Input((8, 8, 3)), layers.Conv2D(3, 3)], name="inner")
-    nested = keras.Model(inp, layers.Flatten()(inner(inp)))
+    inner = keras.Sequential([keras.Input((8, 8, 3)), layers.Conv2D(3, 3, padding="same")],
+                             name="inner")
+    nested_twice = keras.Model(inp, layers.Flatten()(inner(inner(inp))))
     op = keras.Model(inp, layers.Flatten()(layers.Conv2D(3, 3, name="c")(inp) + 3.0))
-    for model, message in ((twice, "'shared' is called 2 times"), (nested, "'inner' is a nested"),
+    for model, message in ((twice, "'shared' is called 2 times"),
+                           (nested_twice, "nested model 'inner' is called 2 times"),
                            (op, r"is a Keras op \(keras.src.ops.*Add\) called on a tensor")):
         with pytest.raises(UnsupportedModelError, match=message):
             export_trainable(model, tmp_path, batch_size=2)
+
+
+def test_nested_model_exported_flat(tmp_path):
+    """A keras.applications-style transfer model (a Functional base called with
+    training=False inside a functional model) exports flattened; inference in LiteRT equals
+    Keras on real images."""
+    x_in = keras.Input(SHAPE)
+    x = layers.Conv2D(8, 3, name="c")(x_in)
+    x = layers.ReLU(name="r")(layers.BatchNormalization(name="bn")(x))
+    base = keras.Model(x_in, layers.GlobalAveragePooling2D(name="pool")(x), name="base")
+    inp = keras.Input(SHAPE, name="image")
+    model = keras.Model(inp, layers.Dense(CLASSES, name="logits")(base(inp, training=False)))
+    R.calibrate_batchnorm(model, X)
+    manifest = export_trainable(model, tmp_path, batch_size=B)
+    assert manifest["flattened"].startswith("nested model base flattened")
+    images = real_images(SHAPE, B)
+    runtime = TrainableRuntime(tmp_path / "trainable.tflite")
+    np.testing.assert_allclose(runtime.logits(images), np.asarray(model(images)), rtol=1e-4,
+                               atol=1e-4)

@@ -145,13 +145,35 @@ def test_nothing_prunable_refused(tmp_path):
     assert not (tmp_path / "o").exists()
 
 
-def test_nested_model_refused(tmp_path):
-    inner = keras.Sequential([keras.Input((8, 8, 3)), keras.layers.Conv2D(4, 3)], name="inner")
+def test_nested_model_pruned_and_saved_flat(tmp_path):
+    inner = keras.Sequential([keras.Input((8, 8, 3)), keras.layers.Conv2D(8, 3, name="c1"),
+                              keras.layers.ReLU(name="r1")], name="inner")
     inp = keras.Input((8, 8, 3))
+    x = keras.layers.Conv2D(8, 3, activation="relu", name="c1")(inner(inp))
     path = tmp_path / "nested.keras"
-    keras.Model(inp, keras.layers.Dense(2)(keras.layers.Flatten()(inner(inp)))).save(path)
+    keras.Model(inp, keras.layers.Dense(2, name="out")(keras.layers.Flatten()(x))).save(path)
+    assert run_main(f"--model={path}", f"--output={tmp_path / 'o'}") is None
+    pruned = keras.models.load_model(tmp_path / "o" / "pruned.keras")
+    assert [l.name for l in pruned.layers][1:4] == ["inner_c1", "r1", "c1"]
+    assert pruned.get_layer("inner_c1").filters < 8
+    report = (tmp_path / "o" / "report.md").read_text()
+    assert ("- flattened: nested model inner flattened into one functional model (6 layers); "
+            "renamed: inner/c1 -> inner_c1") in report
+    assert json.loads((tmp_path / "o" / "metrics.json").read_text())["flattened"].startswith(
+        "nested model inner")
+
+
+def test_model_that_cannot_be_flattened_refused(tmp_path):
+    inp = keras.Input((8, 8, 4))
+    twice = keras.Sequential([keras.Input((8, 8, 4)), keras.layers.Conv2D(4, 3, padding="same")],
+                             name="twice")
+    path = tmp_path / "twice.keras"
+    keras.Model(inp, keras.layers.Flatten()(twice(twice(inp)))).save(path)
     exit_ = run_main(f"--model={path}", f"--output={tmp_path / 'o'}")
-    assert exit_.code.startswith("prune: layer 'inner' is a nested model (Sequential)")
+    assert exit_.code == ("prune: nested model 'twice' is called 2 times; a nested model used "
+                          "more than once cannot be flattened")
+    assert not (tmp_path / "o").exists()
+
 
 
 def test_subset_head_plan_records_classes_and_reapplies(tmp_path, model_file):

@@ -9,12 +9,15 @@ import pytest
 
 import keras
 
-from pruning_utils import check_equivalent, layer_zoo_model, randomize
+from pruning_utils import check_equivalent, layer_zoo_model, randomize, real_images
+from tfprune.core import flatten
 from tfprune.core import graph as graph_mod
 from tfprune.core import plan as plan_mod
 from tfprune import scoring
 from tfprune.core import surgery
 from tfprune.models import zoo
+
+L = keras.layers
 
 SETTINGS = [  # level, target, allocation, round_to, criterion
     (0.5, "params", "global", 1, "l1"),
@@ -56,7 +59,68 @@ def test_keras_applications_equivalent(name, shape, settings):
     model = randomize(build(weights=None, input_shape=shape, classes=10,
                             classifier_activation=None))
     for i in settings:
-        check_equivalent(model, shape, *SETTINGS[i])
+        check_equivalent(model, shape, *SETTINGS[i], images=real_images(shape))
+
+
+def test_convnext_family_equivalent():
+    """keras.applications' ConvNeXt at toy widths: nested Sequential stem and downsampling
+    blocks (flattened), depthwise grouped Conv2D, LayerNormalization over channels (blocks
+    the residual stream, with its reason), channel MLPs (Dense on 4-D tensors), LayerScale."""
+    from keras.src.applications import convnext
+    model = convnext.ConvNeXt(depths=[1, 1, 2, 1], projection_dims=[8, 16, 24, 32],
+                              input_shape=(32, 32, 3), classes=10, classifier_activation=None,
+                              weights=None, name="toy")
+    flat, info = flatten.flatten(model)
+    assert info.submodels == ["toy_stem"] + [f"toy_downsampling_block_{i}" for i in range(3)]
+    flat = randomize(flat)
+    g = graph_mod.build_graph(flat)
+    mlp = [grp for grp in g.prunable_groups() if grp.members[0].endswith("pointwise_conv_1")]
+    assert len(g.prunable_groups()) == len(mlp) == 5
+    assert g.group_of("toy_stem_conv").blocked_by == (("toy_stem_layernorm", "LayerNormalization: "
+        "normalises over the channel axis (each output uses the mean and variance of every "
+        "channel)"),)
+    tied = g.group_of("toy_stage_0_block_0_pointwise_conv_2").blocked_by  # adds to the stream
+    assert [reason for _, reason in tied] == ["tied to a channel that cannot be removed"]
+    x = real_images((32, 32, 3), 3)
+    for i in (0, 1):
+        plan, pruned = check_equivalent(flat, (32, 32, 3), *SETTINGS[i], images=x)
+    assert pruned.get_layer("toy_stage_2_block_1_pointwise_conv_1").units < 96
+
+
+def test_grouped_depthwise_conv_and_layer_scale_pruned():
+    """Channels of a prunable conv through a one-group-per-channel Conv2D and a per-channel
+    LayerScale: both are sliced (groups, filters, projection_dim follow)."""
+    from keras.src.applications.convnext import LayerScale
+    inp = keras.Input((12, 12, 3))
+    x = L.Conv2D(8, 3, padding="same", name="c1")(inp)
+    x = L.Conv2D(16, 3, padding="same", groups=8, name="dw_grouped")(x)
+    x = LayerScale(0.5, 16, name="scale")(x)
+    x = L.LayerNormalization(axis=[1, 2], name="ln_spatial")(x)
+    x = L.Conv2D(6, 1, activation="relu", name="c2")(x)
+    out = L.Dense(3, name="out")(L.GlobalAveragePooling2D()(x))
+    model = randomize(keras.Model(inp, out))
+    plan, pruned = check_equivalent(model, (12, 12, 3), 0.5, "params", "global", 1,
+                                    images=real_images((12, 12, 3), 3))
+    c1 = pruned.get_layer("c1").filters
+    assert c1 < 8 and pruned.get_layer("dw_grouped").groups == c1
+    assert pruned.get_layer("dw_grouped").filters == 2 * c1
+    assert pruned.get_layer("scale").projection_dim == 2 * c1
+
+
+def test_inception_resnet_blocks_equivalent():
+    """InceptionResNetV2's own blocks: CustomScaleLayer (x + scale * residual) ties the
+    residual branch's channels to the stream like an Add."""
+    from keras.src.applications import inception_resnet_v2 as irv2
+    inp = keras.Input((17, 17, 3))
+    x = irv2.conv2d_bn(inp, 24, 3, name="stem")
+    x = irv2.inception_resnet_block(x, 0.17, "block35", 1)
+    x = irv2.inception_resnet_block(x, 0.17, "block35", 2)
+    out = L.Dense(5, name="out")(L.GlobalAveragePooling2D()(x))
+    model = randomize(keras.Model(inp, out))
+    g = graph_mod.build_graph(model)
+    assert {"stem", "block35_1_conv", "block35_2_conv"} <= set(g.group_of("stem").members)
+    assert g.group_of("stem").prunable
+    check_equivalent(model, (17, 17, 3), *SETTINGS[0], images=real_images((17, 17, 3), 3))
 
 
 def test_blocked_layers_reported_and_rest_pruned():

@@ -60,13 +60,15 @@ def prune_model(model, criterion: str, level: float, target: str = "params",
     model, so `splits` must carry labels 0..k-1 in `head_classes` order
     (`tfprune.data.relabel`); the plan records the cut (`plan["head"]`) and `result.source`
     is the cut model. A plan that removes nothing at a positive level is refused (PlanError
-    naming why)."""
+    naming why). A model with nested models is flattened first (`tfprune.core.flatten`);
+    `result.source` is then the flat (and cut) model."""
     from tfprune.core import graph as graph_mod
     from tfprune.core import plan as plan_mod
     from tfprune import scoring
-    from tfprune.core import surgery
+    from tfprune.core import flatten, surgery
 
     plan_mod.check_level(level)
+    model = flatten.flatten_model(model)
     head_entry = None
     if head_classes is not None:
         from tfprune.core import head

@@ -4,7 +4,8 @@
 contract only: `model.get_config()` (layer configs and the call graph), each layer's
 `get_weights()` and weight paths, and the static shape of each layer output. Functional and
 Sequential models are read; a nested model (a Model used as a layer) is refused with the
-layer's name, and so is a layer called more than once (shared layers).
+layer's name (`tfprune.core.flatten` turns it into one functional model first), and so is a
+layer called more than once (shared layers).
 
 `write_model(spec, keras_module=None, custom_objects=None)` rebuilds a model from a (possibly
 edited) spec with `keras_module.Model.from_config` / `Sequential.from_config` and sets every
@@ -130,7 +131,7 @@ def read_model(model) -> ModelSpec:
         cls = entry["class_name"]
         if cls in ("Functional", "Sequential", "Model") or "layers" in entry["config"]:
             raise ModelReadError(f"layer {name!r} is a nested model ({cls}); flatten it into "
-                                 "one functional model first")
+                                 "one functional model first (tfprune.core.flatten)")
         if sequential:
             refs = [] if cls == "InputLayer" else [previous]
         else:

@@ -32,9 +32,10 @@ from pathlib import Path
 import keras
 import tensorflow as tf
 
+from tfprune.core import flatten, modelspec
 from tfprune.errors import TfpruneError
 from tfprune.ondevice import grads as G
-from tfprune.ondevice.forward import LayerGraph
+from tfprune.ondevice.forward import LayerGraph, UnsupportedModelError
 from tfprune.ondevice.optim import Optimizer
 from tfprune.ondevice.runtime import MANIFEST_NAME, TFLITE_NAME
 
@@ -73,6 +74,10 @@ class TrainingModule(tf.Module):
         super().__init__(name="ondevice")
         if batch_size < 1:
             raise TfpruneError(f"batch_size must be positive, got {batch_size}")
+        try:
+            model, self.flatten_info = flatten.flatten(model)
+        except modelspec.ModelReadError as e:
+            raise UnsupportedModelError(str(e)) from e
         self.graph = LayerGraph.from_model(model, conv_impl)
         self.conv_impl = conv_impl
         self.batch_size, self.num_classes = int(batch_size), int(model.output_shape[-1])
@@ -196,7 +201,6 @@ def convert(module: TrainingModule, allow_flex: bool = True) -> tuple[bytes, boo
     """(.tflite bytes, whether Flex ops were allowed). Builtins only unless a layer had no
     builtin rule or builtin conversion fails; then, with `allow_flex`, SELECT_TF_OPS and a
     warning, else an UnsupportedModelError naming the layers."""
-    from tfprune.ondevice.forward import UnsupportedModelError
 
     signatures = module.concrete_signatures()
     if module.graph.flex_layers and not allow_flex:
@@ -227,7 +231,9 @@ def export_trainable(model, output_dir, batch_size: int = 32, trainable="all",
                      weight_decay: float = 5e-4, stats_layers=None, allow_flex: bool = True,
                      conv_impl: str = G.DEFAULT_CONV_IMPL, **adam) -> dict:
     """Write `output_dir/trainable.tflite` and `trainable.json` (the manifest); return the
-    manifest. `model` is a Keras model or a model spec (`.keras` path, pretrained:, zoo name).
+    manifest. `model` is a Keras model or a model spec (`.keras` path, pretrained:, zoo name);
+    nested models are flattened into one functional model first (`tfprune.core.flatten`: the
+    manifest's variable paths are the flat model's, its `flattened` entry says so).
     `conv_impl`: Conv2D lowering (grads.CONV_IMPLS); `matmul` suits the XNNPACK delegate."""
     from tfprune import litert
     from tfprune.fileio import atomic_write_text
@@ -258,6 +264,8 @@ def export_trainable(model, output_dir, batch_size: int = 32, trainable="all",
         "ops": info.op_counts(), "flex_ops": flex, "flex_required": bool(flex),
         "flex_layers": list(module.graph.flex_layers), "size_bytes": len(tflite),
     }
+    if module.flatten_info:
+        manifest["flattened"] = module.flatten_info.describe()
     from tfprune.litert.convert import write_tflite
 
     out = Path(output_dir)
