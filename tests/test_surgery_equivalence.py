@@ -50,7 +50,8 @@ def test_zoo_equivalent(name, settings):
 
 APP_CASES = [("MobileNetV2", (32, 32, 3), (3,)), ("ResNet50", (32, 32, 3), (0,)),
              ("DenseNet121", (32, 32, 3), (4,)), ("EfficientNetB0", (32, 32, 3), (5,)),
-             ("MobileNetV3Small", (32, 32, 3), (2,))]
+             ("MobileNetV3Small", (32, 32, 3), (2,)), ("MobileNet", (32, 32, 3), (1,)),
+             ("EfficientNetV2B0", (32, 32, 3), (0,)), ("ResNet50V2", (32, 32, 3), (5,))]
 
 
 @pytest.mark.parametrize("name,shape,settings", APP_CASES, ids=[c[0] for c in APP_CASES])

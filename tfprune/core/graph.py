@@ -11,7 +11,7 @@ is an *atom*; merges tie atoms together (union-find). The result:
   pass through (BatchNorm, activations, merges, pooling, concatenations, ...) in topological
   order, `consumers` the layers whose input channels get sliced. `blocked_by` lists
   (layer, reason) pairs that make the whole group unprunable (model outputs, `ignore`,
-  Lambda/custom/LayerNormalization/channel-moving Reshape, ...).
+  Lambda/custom layers, LayerNormalization over channels, channel-moving Reshape, ...).
 - `ChannelGraph.channel_path(producer)` / `measure_point(producer)`: the one walk from a
   filter to where its channel is consumed (through BatchNorm, activations and tying merges);
   data-aware criteria measure at the measure point, `bn_gamma` reads the first BatchNorm.
