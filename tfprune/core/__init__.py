@@ -1,7 +1,8 @@
-"""Core: a Keras model as a neutral spec, its channel dependency graph, the per-layer rules,
-group scores, prune plans, the surgery that applies them, and parameter/MAC counts. Nothing
-here imports from the packages above it, and nothing here loads TensorFlow at import."""
+"""Core: a Keras model as a neutral spec (nested models flattened into one), its channel
+dependency graph, the per-layer rules, group scores, prune plans, the surgery that applies
+them, and parameter/MAC counts. Nothing here imports from the packages above it, and nothing here loads TensorFlow at import."""
 from tfprune.core.counts import compare, model_metrics
+from tfprune.core.flatten import FlattenInfo, flatten_model
 from tfprune.core.graph import ChannelGraph, GraphError, Group, build_graph
 from tfprune.core.group_scores import GroupScoreError, group_scores
 from tfprune.core.modelspec import ModelReadError, ModelSpec, read_model, write_model
@@ -9,7 +10,7 @@ from tfprune.core.plan import PlanError, check_level, load_plan, make_plan, save
 from tfprune.core.rules import rule_for
 from tfprune.core.surgery import apply_plan, zero_dropped
 
-__all__ = ["ChannelGraph", "GraphError", "Group", "GroupScoreError", "ModelReadError",
-           "ModelSpec", "PlanError", "apply_plan", "build_graph", "check_level", "compare",
-           "group_scores", "load_plan", "make_plan", "model_metrics", "read_model", "rule_for",
+__all__ = ["ChannelGraph", "FlattenInfo", "GraphError", "Group", "GroupScoreError",
+           "ModelReadError", "ModelSpec", "PlanError", "apply_plan", "build_graph", "check_level",
+           "compare", "flatten_model", "group_scores", "load_plan", "make_plan", "model_metrics", "read_model", "rule_for",
            "save_plan", "write_model", "zero_dropped"]
