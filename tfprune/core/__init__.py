@@ -1,6 +1,7 @@
 """Core: a Keras model as a neutral spec (nested models flattened into one), its channel
 dependency graph, the per-layer rules, group scores, prune plans, the surgery that applies
-them, and parameter/MAC counts. Nothing here imports from the packages above it, and nothing here loads TensorFlow at import."""
+them, and parameter/MAC counts. Nothing here imports from the packages above it, and nothing
+here loads TensorFlow at import."""
 from tfprune.core.counts import compare, model_metrics
 from tfprune.core.flatten import FlattenInfo, flatten_model
 from tfprune.core.graph import ChannelGraph, GraphError, Group, build_graph
