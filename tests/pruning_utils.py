@@ -49,8 +49,12 @@ def check_equivalent(model, input_shape, level, target, allocation, round_to, cr
     zeroed, on `images` (default: random normal inputs). Returns (plan, pruned model)."""
     g = graph_mod.build_graph(model, ignore=ignore)
     scores = scoring.compute_scores(criterion, model, g, scoring.ScoringContext(seed=seed))
-    plan = plan_mod.make_plan(g, scores, level, target, allocation, round_to=round_to,
-                              criterion=criterion)
+    try:
+        plan = plan_mod.make_plan(g, scores, level, target, allocation, round_to=round_to,
+                                  criterion=criterion)
+    except plan_mod.UnreachableLevel as err:  # then the most the plan can remove
+        plan = plan_mod.make_plan(g, scores, err.highest, target, allocation,
+                                  round_to=round_to, criterion=criterion)
     pruned = surgery.apply_plan(model, plan, graph=g)
     x = images if images is not None else \
         np.random.default_rng(seed + 1).normal(size=(2,) + tuple(input_shape)).astype("float32")

@@ -483,8 +483,10 @@ def test_experiment_app_micro_grid(tmp_path, tiny_file):
 
 
 def test_search_app_end_to_end_and_resume(tmp_path, tiny_file):
-    """pipelines.search on the mini fixture: every level matches (tolerance 1), so the search
-    climbs to 95%; a rerun reuses every probe; a start level off the grid exits non-zero."""
+    """pipelines.search on the mini fixture: every reachable level matches (tolerance 1), so the
+    search climbs to the highest reachable grid level (75%: the tiny model cannot lose more
+    than ~77% of its parameters, and 85% and 80% are misses marked unreachable); a rerun
+    reuses every probe; a start level off the grid exits non-zero."""
     args = [sys.executable, "-m", "pipelines.search", f"--data={MINI}", "--subset=aquatic",
             "--network=tiny", f"--model={tiny_file}", "--recipe_network=resnet20",
             f"--recipe={','.join(TINY_RECIPE)}", "--criterion=act_l2", "--tolerance=1",
@@ -492,14 +494,16 @@ def test_search_app_end_to_end_and_resume(tmp_path, tiny_file):
     proc = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
     out = json.loads((tmp_path / "search_aquatic_tiny.json").read_text())
-    assert [s["level"] for s in out["steps"]] == [0.5, 0.75, 0.85, 0.9, 0.95]
-    assert out["level"] == 0.95 and out["selected_on"] == "validation"
-    run = json.loads((tmp_path / "runs" / "aware-act_l2_tiny_aquatic_l95_s0" / "result.json")
+    assert [s["level"] for s in out["steps"]] == [0.5, 0.75, 0.85, 0.8]
+    assert [s["accuracy"] is None for s in out["steps"]] == [False, False, True, True]
+    assert out["level"] == 0.75 and out["selected_on"] == "validation"
+    run = json.loads((tmp_path / "runs" / "aware-act_l2_tiny_aquatic_l75_s0" / "result.json")
                      .read_text())
     assert out["test_accuracy"] == run["subsets"]["aquatic"]["test_accuracy"]
-    assert "chosen level 95%" in (tmp_path / "search_aquatic_tiny.md").read_text()
+    report = (tmp_path / "search_aquatic_tiny.md").read_text()
+    assert "chosen level 75%" in report and "| unreachable |" in report
     stamps = {p: p.stat().st_mtime_ns for p in tmp_path.glob("runs/*/result.json")}
-    assert len(stamps) == 6  # unpruned + five probes
+    assert len(stamps) == 3  # unpruned + the two reachable probes
     again = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0, again.stderr[-2000:]
     assert {p: p.stat().st_mtime_ns for p in tmp_path.glob("runs/*/result.json")} == stamps

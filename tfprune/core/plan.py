@@ -45,6 +45,14 @@ class PlanError(TfpruneError):
     """A plan that cannot be made or applied; the message says why."""
 
 
+class UnreachableLevel(PlanError):
+    """A level no plan can reach; `highest` is the highest level that can be."""
+
+    def __init__(self, message: str, highest: float):
+        super().__init__(message)
+        self.highest = highest
+
+
 def check_level(level: float) -> float:
     level = float(level)
     if not 0.0 <= level < 1.0 or not np.isfinite(level):
@@ -139,9 +147,10 @@ def make_plan(graph, scores: dict, level: float, target: str = "params",
     floor = _allowed(np.zeros(len(groups), np.int64), sizes, steps, min_channels)
     highest = reached(floor)
     if level > highest + 1e-9:
-        raise PlanError(f"level {level:.3f} of {target} cannot be reached: the highest reachable "
-                        f"level is {highest:.3f} (every prunable group at min_channels "
-                        f"{min_channels} / its round_to step; blocked groups are left out)")
+        raise UnreachableLevel(
+            f"level {level:.3f} of {target} cannot be reached: the highest reachable "
+            f"level is {highest:.3f} (every prunable group at min_channels "
+            f"{min_channels} / its round_to step; blocked groups are left out)", highest)
     if target == "latency" and allocation == "global":
         keep_counts = _greedy_latency(groups, sizes, steps, min_channels, order, gscores, cost,
                                       level)

@@ -21,7 +21,7 @@ LEVELS = tuple(round(0.05 * i, 2) for i in range(1, 20))  # 0.05 .. 0.95
 @dataclasses.dataclass
 class Step:
     level: float
-    accuracy: float
+    accuracy: float | None        # None: no plan reaches this level
     matched: bool
 
 
@@ -39,7 +39,8 @@ class SearchResult:
 
 def binary_search(accuracy: Callable[[float], float], reference: float,
                   levels=LEVELS, start: float = 0.5, tolerance: float = 0.0) -> SearchResult:
-    """Probe `start`, then halve the remaining interval: up after a match, down after a miss."""
+    """Probe `start`, then halve the remaining interval: up after a match, down after a miss.
+    `accuracy` returns None for a level no plan can reach (a miss)."""
     levels = sorted(levels)
     if start not in levels:
         raise TfpruneError(f"start level {start} is not one of the levels {levels}")
@@ -48,8 +49,9 @@ def binary_search(accuracy: Callable[[float], float], reference: float,
     while lo <= hi:
         level = levels[mid]
         if level not in cache:
-            cache[level] = float(accuracy(level))
-        matched = cache[level] >= reference - tolerance
+            value = accuracy(level)
+            cache[level] = None if value is None else float(value)
+        matched = cache[level] is not None and cache[level] >= reference - tolerance
         steps.append(Step(level, cache[level], matched))
         if matched:
             best, lo = mid, mid + 1
@@ -77,9 +79,15 @@ def search_subset(setup, network: str, subset: str, criterion: str, seed: int, w
             spec, setup, workdir, [subset])
         return r["subsets"][subset]
 
+    def aware_accuracy(level):
+        from tfprune.core.plan import UnreachableLevel
+        try:
+            return run("aware", level)["val_accuracy"]
+        except UnreachableLevel:
+            return None
+
     reference = run("unpruned")["val_accuracy"]
-    result = binary_search(lambda lv: run("aware", lv)["val_accuracy"], reference,
-                           start=start, tolerance=tolerance)
+    result = binary_search(aware_accuracy, reference, start=start, tolerance=tolerance)
     test_at = lambda key: runs[key]["subsets"][subset]["test_accuracy"]
     return {**result.to_json(), "subset": subset, "network": network, "criterion": criterion,
             "tolerance": tolerance, "selected_on": "validation",
@@ -93,10 +101,14 @@ def markdown(out: dict, protocol: str = "") -> str:
              f"Unpruned val accuracy {100 * out['reference']:.1f}% (tolerance "
              f"{100 * out['tolerance']:.1f} pp). Chosen on validation only.", "",
              "| probe | level % | val accuracy % | matches |", "|---|---|---|---|"]
-    lines += [f"| {i + 1} | {100 * s['level']:.0f} | {100 * s['accuracy']:.1f} | "
+    lines += [f"| {i + 1} | {100 * s['level']:.0f} | {_percent(s['accuracy'])} | "
               f"{'yes' if s['matched'] else 'no'} |" for i, s in enumerate(out["steps"])]
     chosen = ("no level matched" if out["level"] is None else
               f"chosen level {100 * out['level']:.0f}%: val {100 * out['accuracy']:.1f}%, "
               f"test {100 * out['test_accuracy']:.1f}% (unpruned test "
               f"{100 * out['unpruned_test_accuracy']:.1f}%)")
     return "\n".join(lines + ["", chosen, ""])
+
+
+def _percent(value) -> str:
+    return "unreachable" if value is None else f"{100 * value:.1f}"
