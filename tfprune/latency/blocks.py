@@ -108,7 +108,7 @@ def block_model(graph, block: Block, cin: int, cout: int):
 
     spec = graph.spec
     head = spec.layers[block.head]
-    inputs, tensors = [], []
+    inputs = []
     for shape in head.input_shapes:
         c = shape[-1]
         if block.cin.varies and c is not None:
