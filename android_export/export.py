@@ -33,10 +33,8 @@ def export_bundle(model: str, output_dir, *, kind: str = "float32", data: str = 
     labels 0..k-1 in subset order): a model over every class has its classifier cut to the
     subset first (tfprune.core.head), a model already cut (k outputs) is bundled as it is.
     `head="full"` bundles every class. Returns the manifest."""
-    from tfprune import data as data_mod
-    from tfprune.litert import targets as exports
+    from tfprune import data as data_mod, shipping
     from tfprune.models import loader as modelio
-    from tfprune.ondevice import export_trainable
 
     check_target(output_dir, inputs={"model": model})
     keras_model = modelio.load_model(model)
@@ -48,20 +46,18 @@ def export_bundle(model: str, output_dir, *, kind: str = "float32", data: str = 
         splits = data_mod.relabel(splits)
     with tempfile.TemporaryDirectory(prefix="android_export_") as work:
         work = Path(work)
-        inference = work / f"model_{kind}.tflite"
-        log(f"android_export: converting {model} to {kind}")
-        exports.export_inference(keras_model, kind, inference, train_images=splits.train,
-                                 calibration_samples=calibration_samples, seed=seed)
-        log("android_export: exporting the on-device training model")
-        export_trainable(keras_model, work / "trainable", batch_size=batch_size,
-                         trainable=trainable)
+        log(f"android_export: exporting {model}")
+        listed = shipping.export(keras_model, work, kinds=(kind,), train_images=splits.train,
+                                 calibration_samples=calibration_samples, seed=seed,
+                                 batch_size=batch_size, trainable_layers=trainable, log=log,
+                                 prefix="android_export: ")
         log("android_export: validating")
         data_record = {"data": data, "subset": subset, "split": "test", "seed": seed,
                        "images": len(splits.test)}
-        report = exports.validate_exports(
-            [(inference, kind), (work / "trainable" / "trainable.tflite", "trainable")],
-            keras_model=keras_model, images=splits.test, latency_runs=latency_runs,
-            keras_source=model, data=data_record)
+        report = shipping.validate(listed, keras_model=keras_model, images=splits.test,
+                                   latency_runs=latency_runs, keras_source=model,
+                                   data=data_record)
+        inference = listed[0][0]
         return write_bundle(
             output_dir, model_tflite=inference, trainable_dir=work / "trainable",
             validation=report, class_names=splits.class_names, subset_classes=splits.classes,

@@ -8,7 +8,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 # Lowest first. A package may import its own modules and packages on lower levels only.
 LEVELS = (("fileio", "errors"), ("console",), ("data", "models", "core"), ("training",),
-          ("scoring",), ("pruner",), ("litert",), ("ondevice", "latency"),
+          ("scoring",), ("pruner",), ("litert",), ("ondevice", "latency"), ("shipping",),
           ("experiments", "jobs"))
 LEVEL = {unit: i for i, units in enumerate(LEVELS) for unit in units}
 APPS = ("pipelines", "android_export", "benchmarks")

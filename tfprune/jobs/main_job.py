@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from tfprune import data
+from tfprune import data, fileio, shipping
 from tfprune.litert import targets as exports
 from tfprune.litert.validate import gate_failed
 from tfprune.training import fit as train
@@ -64,9 +64,6 @@ class ChainConfig:
 
 
 HEADS = ("subset", "full")
-# The files of a run (targets per kind: tfprune.litert.targets); the unpruned model's go to original/.
-INFERENCE_FILES = (("model_float32.tflite", "float32"), ("model_int8.tflite", "int8"))
-SHIPPED_FILES = INFERENCE_FILES + (("trainable/trainable.tflite", "trainable"),)
 BUNDLE_MODELS = exports.INFERENCE_KINDS
 
 
@@ -93,7 +90,7 @@ class Run:
 
     def write_json(self, name: str, obj) -> None:
         (self.dir / name).parent.mkdir(parents=True, exist_ok=True)
-        train.atomic_write_text(self.dir / name, json.dumps(obj, indent=1))
+        fileio.atomic_write_text(self.dir / name, json.dumps(obj, indent=1))
 
     @property
     def subset_head(self) -> bool:
@@ -217,40 +214,34 @@ def baseline_pruning(run: Run) -> None:
         **_totals(model)})
 
 
-def _export_inference(run: Run, model, out: Path, stage: str) -> None:
-    for name, kind in INFERENCE_FILES:
-        run.log(f"[{stage}] converting to {kind}" + (
-            " (calibrating on the subset's training images)" if kind == "int8" else ""))
-        exports.export_inference(model, kind, out / name, train_images=run.head_splits.train,
-                                 calibration_samples=run.cfg.calibration_samples,
-                                 seed=run.cfg.seed)
+def _export(run: Run, model, out: Path, stage: str, trainable: bool) -> None:
+    shipping.export(model, out, train_images=run.head_splits.train,
+                    calibration_samples=run.cfg.calibration_samples, seed=run.cfg.seed,
+                    trainable=trainable, batch_size=run.cfg.device_batch_size, log=run.log,
+                    prefix=f"[{stage}] ")
 
 
-def export(run: Run) -> None:
-    from tfprune.ondevice import export_trainable
-    model = run.load("finetuned.keras")
-    _export_inference(run, model, run.dir, "export")
-    run.log("[export] building the on-device training model")
-    export_trainable(model, run.dir / "trainable", batch_size=run.cfg.device_batch_size)
-
-
-def _validate_into(run: Run, out: Path, keras_name: str, files, splits) -> None:
+def _validate(run: Run, out: Path, keras_name: str, trainable: bool, splits) -> None:
     from tfprune.litert.validate import report as validation_report
-    validation_report.write(exports.validate_exports(
-        [(out / name, kind) for name, kind in files], keras_model=run.load(keras_name),
-        images=splits.test, latency_runs=run.cfg.latency_runs,
-        keras_source=str(run.dir / keras_name),
+    validation_report.write(shipping.validate(
+        shipping.files(out, exports.INFERENCE_KINDS, trainable),
+        keras_model=run.load(keras_name), images=splits.test,
+        latency_runs=run.cfg.latency_runs, keras_source=str(run.dir / keras_name),
         data={"data": run.cfg.data, "subset": run.cfg.subset, "split": "test"}), out)
 
 
+def export(run: Run) -> None:
+    _export(run, run.load("finetuned.keras"), run.dir, "export", trainable=True)
+
+
 def validate(run: Run) -> None:
-    _validate_into(run, run.dir, "finetuned.keras", SHIPPED_FILES, run.head_splits)
+    _validate(run, run.dir, "finetuned.keras", True, run.head_splits)
 
 
 def baseline_export(run: Run) -> None:
-    _export_inference(run, run.load("original.keras"), run.dir / "original", "baseline")
+    _export(run, run.load("original.keras"), run.dir / "original", "baseline", trainable=False)
     run.log("[baseline] validating the unpruned model's files")
-    _validate_into(run, run.dir / "original", "original.keras", INFERENCE_FILES, run.splits)
+    _validate(run, run.dir / "original", "original.keras", False, run.splits)
 
 
 def bundle_allowed(run: Run) -> bool:
