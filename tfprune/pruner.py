@@ -59,9 +59,9 @@ def prune_model(model, criterion: str, level: float, target: str = "params",
     `model` (tfprune.core.head), and everything after, scoring included, works on the cut
     model, so `splits` must carry labels 0..k-1 in `head_classes` order
     (`tfprune.data.relabel`); the plan records the cut (`plan["head"]`) and `result.source`
-    is the cut model. A plan that removes nothing at a positive level is refused (PlanError
-    naming why). A model with nested models is flattened first (`tfprune.core.flatten`);
-    `result.source` is then the flat (and cut) model."""
+    is the cut model. Options no plan can satisfy are refused before scoring
+    (`tfprune.core.plan.check_reachable`). A model with nested models is flattened first
+    (`tfprune.core.flatten`); `result.source` is then the flat (and cut) model."""
     from tfprune.core import graph as graph_mod
     from tfprune.core import plan as plan_mod
     from tfprune import scoring
@@ -79,15 +79,7 @@ def prune_model(model, criterion: str, level: float, target: str = "params",
         raise scoring.ScoringError(f"criterion {criterion!r} is data-aware: it needs the "
                                    "subset's splits (data and subset)")
     g = graph_mod.build_graph(model, ignore=ignore)
-    step = (lambda gid: round_to.get(gid, 1)) if isinstance(round_to, dict) else (
-        lambda gid: round_to)
-    groups = g.prunable_groups()
-    if level > 0 and groups and all(grp.size <= max(step(grp.id), min_channels)
-                                    for grp in groups):
-        raise plan_mod.PlanError(
-            f"round_to {round_to if not isinstance(round_to, dict) else 'auto'} / min_channels "
-            f"{min_channels} leave nothing to prune: the largest prunable group has "
-            f"{max(grp.size for grp in groups)} channels")
+    plan_mod.check_reachable(g, level, target, allocation, round_to, min_channels, cost)
     ctx = scoring_context(splits, calibration_batches, batch_size, seed, options)
     scored = scoring.score(criterion, model, g, ctx)
     scores = scored.scores
@@ -96,9 +88,6 @@ def prune_model(model, criterion: str, level: float, target: str = "params",
         g = graph_mod.build_graph(model, ignore=ignore)
     plan = plan_mod.make_plan(g, scores, level, target, allocation, round_to, min_channels,
                               criterion, normalizer, seed, cost)
-    if level > 0 and plan["achieved"]["filters"] == plan["model"]["filters"]:
-        raise plan_mod.PlanError(f"the plan for level {level} removes nothing: "
-                                 + "; ".join(plan.get("notes", ["no group could shrink"])))
     pruned = surgery.apply_plan(model, plan, graph=g)
     if head_entry is not None:
         plan["head"] = head_entry

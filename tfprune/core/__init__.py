@@ -7,11 +7,14 @@ from tfprune.core.flatten import FlattenInfo, flatten_model
 from tfprune.core.graph import ChannelGraph, GraphError, Group, build_graph
 from tfprune.core.group_scores import GroupScoreError, group_scores
 from tfprune.core.modelspec import ModelReadError, ModelSpec, read_model, write_model
-from tfprune.core.plan import PlanError, check_level, load_plan, make_plan, save_plan
+from tfprune.core.plan import (PlanError, UnreachableLevel, check_level, check_reachable,
+                               load_plan, make_plan, save_plan)
 from tfprune.core.rules import rule_for
 from tfprune.core.surgery import apply_plan, zero_dropped
 
 __all__ = ["ChannelGraph", "FlattenInfo", "GraphError", "Group", "GroupScoreError",
-           "ModelReadError", "ModelSpec", "PlanError", "apply_plan", "build_graph", "check_level",
-           "compare", "flatten_model", "group_scores", "load_plan", "make_plan", "model_metrics", "read_model", "rule_for",
+           "ModelReadError", "ModelSpec", "PlanError", "UnreachableLevel", "apply_plan",
+           "build_graph", "check_level", "check_reachable",
+           "compare", "flatten_model", "group_scores", "load_plan", "make_plan", "model_metrics",
+           "read_model", "rule_for",
            "save_plan", "write_model", "zero_dropped"]

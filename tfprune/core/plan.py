@@ -101,12 +101,8 @@ def _steps(groups, round_to) -> np.ndarray:
     return np.array([np.lcm(int(r), g.blocks) for r, g in zip(per, groups)])
 
 
-def make_plan(graph, scores: dict, level: float, target: str = "params",
-              allocation: str = "global", round_to=1, min_channels: int = 2,
-              criterion: str | None = None, normalizer: str = "mean", seed=None,
-              cost=None) -> dict:
-    """A plan removing `level` of the model's `target` measure (see module doc)."""
-    level = check_level(level)
+def _groups(graph, target, allocation, round_to, min_channels, cost) -> list:
+    """The groups a plan can shrink, after checking the plan's options."""
     if target not in TARGETS:
         raise PlanError(f"unknown target {target!r}; choose one of {', '.join(TARGETS)}")
     if allocation not in ALLOCATIONS:
@@ -121,6 +117,50 @@ def make_plan(graph, scores: dict, level: float, target: str = "params",
             f"{x['layer']} ({x['reason']})" for x in b["blocked_by"][:2])
             for b in graph.describe_blocked()[:5])
         raise PlanError(f"nothing is prunable in model {graph.spec.name!r}: {reasons or 'no filters'}")
+    return groups
+
+
+def _reached(graph, groups, target, cost, keeps_for):
+    """level(keep_counts): the fraction of `target` a plan keeping those counts removes."""
+    if target == "latency":
+        base = cost.total({})
+        return lambda counts: 1.0 - cost.total(
+            {g.id: int(k) for g, k in zip(groups, counts)}) / base
+    measure = _MEASURE[target]
+    total = _counts(graph)[measure]
+    return lambda counts: (1.0 - _counts(graph, graph.keep_mask(keeps_for(counts)))[measure]
+                           / total if total else 0.0)
+
+
+def _check_reachable(level, target, min_channels, highest) -> None:
+    if level > highest + 1e-9:
+        raise UnreachableLevel(
+            f"level {level:.3f} of {target} cannot be reached: the highest reachable "
+            f"level is {highest:.3f} (every prunable group at min_channels "
+            f"{min_channels} / its round_to step; blocked groups are left out)", highest)
+
+
+def check_reachable(graph, level: float, target: str = "params", allocation: str = "global",
+                    round_to=1, min_channels: int = 2, cost=None) -> None:
+    """Refuse, before any scoring, options no plan can satisfy: the checks of `make_plan`
+    that do not depend on scores (UnreachableLevel names the highest reachable level)."""
+    level = check_level(level)
+    groups = _groups(graph, target, allocation, round_to, min_channels, cost)
+    floor = _allowed(np.zeros(len(groups), np.int64), np.array([g.size for g in groups]),
+                     _steps(groups, round_to), min_channels)
+    _check_reachable(level, target, min_channels, _reached(
+        graph, groups, target, cost,
+        lambda counts: {g.id: _top(np.arange(g.size), k, g.blocks)
+                        for g, k in zip(groups, counts)})(floor))
+
+
+def make_plan(graph, scores: dict, level: float, target: str = "params",
+              allocation: str = "global", round_to=1, min_channels: int = 2,
+              criterion: str | None = None, normalizer: str = "mean", seed=None,
+              cost=None) -> dict:
+    """A plan removing `level` of the model's `target` measure (see module doc)."""
+    level = check_level(level)
+    groups = _groups(graph, target, allocation, round_to, min_channels, cost)
     gscores = group_scores(graph, scores, normalizer) if scores else {}
     sizes = np.array([g.size for g in groups])
     steps = _steps(groups, round_to)
@@ -131,26 +171,9 @@ def make_plan(graph, scores: dict, level: float, target: str = "params",
     def keeps_for(keep_counts):
         return {g.id: _top(order[g.id], k, g.blocks) for g, k in zip(groups, keep_counts)}
 
-    if target == "latency":
-        base = cost.total({})
-
-        def reached(keep_counts):
-            return 1.0 - cost.total({g.id: int(k) for g, k in zip(groups, keep_counts)}) / base
-    else:
-        measure = _MEASURE[target]
-        total = before[measure]
-
-        def reached(keep_counts):
-            kept = graph.keep_mask(keeps_for(keep_counts))
-            return 1.0 - _counts(graph, kept)[measure] / total if total else 0.0
-
-    floor = _allowed(np.zeros(len(groups), np.int64), sizes, steps, min_channels)
-    highest = reached(floor)
-    if level > highest + 1e-9:
-        raise UnreachableLevel(
-            f"level {level:.3f} of {target} cannot be reached: the highest reachable "
-            f"level is {highest:.3f} (every prunable group at min_channels "
-            f"{min_channels} / its round_to step; blocked groups are left out)", highest)
+    reached = _reached(graph, groups, target, cost, keeps_for)
+    _check_reachable(level, target, min_channels, reached(
+        _allowed(np.zeros(len(groups), np.int64), sizes, steps, min_channels)))
     if target == "latency" and allocation == "global":
         keep_counts = _greedy_latency(groups, sizes, steps, min_channels, order, gscores, cost,
                                       level)
