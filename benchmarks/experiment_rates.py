@@ -33,6 +33,7 @@ def main(argv):
     from tfprune import data, pruner
     from tfprune.experiments import protocol
     from tfprune.models import loader
+    from tfprune import fileio
     from tfprune.training import fit
 
     splits = data.split(data.load_source(FLAGS.data), "all", 0)
@@ -71,7 +72,7 @@ def main(argv):
            "loadavg_before": load_before, "loadavg_after": os.getloadavg(),
            "cpus": os.cpu_count(), "rows": rows}
     stem = Path(FLAGS.output)
-    fit.atomic_write_text(stem.with_suffix(".json"), json.dumps(out, indent=1))
+    fileio.atomic_write_text(stem.with_suffix(".json"), json.dumps(out, indent=1))
     md = ["# Experiment rates (ResNet-20, batch 128)", "",
           f"Load average before / after: {load_before[0]:.1f} / {out['loadavg_after'][0]:.1f} "
           f"on {os.cpu_count()} CPUs (a shared machine: other jobs ran beside this).", "",
@@ -79,7 +80,7 @@ def main(argv):
           "|---|---|---|---|---|"]
     md += [f"| {100 * r['level']:.0f}% | {r['params']:,} | {r['train_step_s']} | "
            f"{r['train_img_s']} | {r['infer_img_s']} |" for r in rows]
-    fit.atomic_write_text(stem.with_suffix(".md"), "\n".join(md) + "\n")
+    fileio.atomic_write_text(stem.with_suffix(".md"), "\n".join(md) + "\n")
 
 
 if __name__ == "__main__":

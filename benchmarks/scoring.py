@@ -34,7 +34,7 @@ def main(argv):
     from tfprune.scoring import data_criteria as datascore
     from tfprune.models import loader as modelio
     from tfprune.scoring import stats
-    from tfprune.training import fit as train
+    from tfprune import fileio
 
     try:
         model, model_name = modelio.load_model(FLAGS.model), FLAGS.model
@@ -87,10 +87,10 @@ def main(argv):
     }
     out = Path(FLAGS.output)
     out.parent.mkdir(parents=True, exist_ok=True)
-    train.atomic_write_text(out, json.dumps(result, indent=2))
+    fileio.atomic_write_text(out, json.dumps(result, indent=2))
     rows = [f"| {k} | {best[k]:.1f} | " + (f"{ratio[k]:.3f} | {paired[k]:.3f} | >= {GOALS[k]} |"
                                            if k in GOALS else "1 | 1 | |") for k in best]
-    train.atomic_write_text(out.with_suffix(".md"), "\n".join(
+    fileio.atomic_write_text(out.with_suffix(".md"), "\n".join(
         [f"Scoring throughput, {model_name}, batch {FLAGS.batch_size}, {FLAGS.rounds} rounds "
          "(best round; paired = median of per-round ratios)", "",
          "| mode | images/s | ratio to inference | paired ratio | goal |", "|---|---|---|---|---|",

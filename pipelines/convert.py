@@ -104,7 +104,7 @@ def main(argv):
     if FLAGS.qat_epochs and FLAGS.mode != "int8":
         sys.exit("convert: --qat_epochs needs --mode=int8")
     from tfprune.models.loader import load_model
-    from tfprune.training.fit import atomic_write_text
+    from tfprune.fileio import atomic_write_text
     try:
         model = load_model(FLAGS.model)
         os.makedirs(FLAGS.output, exist_ok=True)

@@ -76,7 +76,7 @@ def run() -> dict:
     from tfprune.models.loader import load_model
     from tfprune.ondevice import finetune
     from tfprune.ondevice.runtime import TrainableRuntime
-    from tfprune.training.fit import atomic_write_text
+    from tfprune.fileio import atomic_write_text
 
     splits = data.load_subset(FLAGS.data, FLAGS.subset, FLAGS.seed, FLAGS.data_dir)
     open_rt = lambda: TrainableRuntime(FLAGS.trainable, num_threads=FLAGS.num_threads)

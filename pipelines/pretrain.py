@@ -10,7 +10,7 @@ import sys
 
 from absl import app, flags
 
-from tfprune import console
+from tfprune import console, fileio
 
 from tfprune.models.zoo import MODELS
 
@@ -96,7 +96,7 @@ def main(argv):
         "seed": FLAGS.seed, "params": model.count_params(),
         "wall_seconds": round(state["wall_seconds"], 1), "versions": card.versions(),
         "note": FLAGS.note}
-    train.atomic_write_text(card.card_path(FLAGS.output), json.dumps(model_card, indent=2))
+    fileio.atomic_write_text(card.card_path(FLAGS.output), json.dumps(model_card, indent=2))
     print(json.dumps(model_card, indent=2))
 
 

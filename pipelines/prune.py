@@ -22,7 +22,7 @@ import sys
 
 from absl import app, flags
 
-from tfprune import console
+from tfprune import console, fileio
 from tfprune.errors import TfpruneError
 
 flags.DEFINE_string("model", None, "A .keras file, pretrained:NAME or a zoo name.")
@@ -189,7 +189,7 @@ def run() -> dict:
     os.makedirs(FLAGS.output, exist_ok=True)
     train.atomic_save(pruned, os.path.join(FLAGS.output, "pruned.keras"), optimizer=False)
     plan_mod.save_plan(plan, os.path.join(FLAGS.output, "plan.json"))
-    write = lambda name, text: train.atomic_write_text(os.path.join(FLAGS.output, name), text)
+    write = lambda name, text: fileio.atomic_write_text(os.path.join(FLAGS.output, name), text)
     if scores:  # with the sums behind data-aware scores (tfprune.scoring.data_criteria.load_scores reads it)
         channel_stats = scored.channel_stats if scored is not None else None
         datascore.save_scores(os.path.join(FLAGS.output, "scores.json"), FLAGS.criterion, scores,

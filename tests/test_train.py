@@ -7,7 +7,7 @@ import keras
 import numpy as np
 import pytest
 
-from tfprune import data
+from tfprune import data, fileio
 from tfprune.training import fit as train
 from tests.conftest import MINI_NPZ
 
@@ -64,8 +64,8 @@ def test_fit_resumes_from_checkpoint(tmp_path, sample_splits):
 
 def test_atomic_write_leaves_no_temp(tmp_path):
     target = tmp_path / "card.json"
-    train.atomic_write_text(target, "{}")
-    train.atomic_write_text(target, '{"a": 1}')
+    fileio.atomic_write_text(target, "{}")
+    fileio.atomic_write_text(target, '{"a": 1}')
     assert json.loads(target.read_text()) == {"a": 1} and [p.name for p in tmp_path.iterdir()] == ["card.json"]
 
 

@@ -53,6 +53,7 @@ from pathlib import Path
 
 import numpy as np
 
+from tfprune import fileio
 from tfprune.errors import TfpruneError
 from tfprune.training import fit as train
 from tfprune.experiments.recipes import (PROTOCOLS, Phase, Recipe, epoch_recipes, override,
@@ -441,7 +442,7 @@ def _prune(setup: Setup, workdir: Path, method: str, rd: RunData, level: float,
         pruned_eval = {k: before[k] for k in ("achieved", "params_before", "params_after")}
         pruned_eval.update(evaluate(model, rd.evalsets, rd.subsets, setup.eval_batch_size),
                            start_from=str(source))
-        train.atomic_write_text(workdir / "pruned_eval.json", json.dumps(pruned_eval))
+        fileio.atomic_write_text(workdir / "pruned_eval.json", json.dumps(pruned_eval))
         _save_model(model, pruned_path)
         return pruned_path
     splits = setup.splits(rd.train_on)
@@ -463,7 +464,7 @@ def _prune(setup: Setup, workdir: Path, method: str, rd: RunData, level: float,
                    "params_after": int(res.pruned.count_params()),
                    **evaluate(res.pruned, rd.evalsets, rd.subsets, setup.eval_batch_size)}
     plan_mod.save_plan(res.plan, workdir / "plan.json")
-    train.atomic_write_text(workdir / "pruned_eval.json", json.dumps(pruned_eval))
+    fileio.atomic_write_text(workdir / "pruned_eval.json", json.dumps(pruned_eval))
     _save_model(res.pruned, pruned_path)
     return pruned_path
 
@@ -585,5 +586,5 @@ def _point(metrics: dict, subset: str) -> dict:
 
 def _finish(workdir: Path, result: dict, started: float) -> dict:
     result["seconds_this_session"] = round(time.time() - started, 1)
-    train.atomic_write_text(workdir / RESULT, json.dumps(result, indent=1))
+    fileio.atomic_write_text(workdir / RESULT, json.dumps(result, indent=1))
     return result

@@ -31,10 +31,10 @@ from pathlib import Path
 
 import numpy as np
 
+from tfprune import fileio
 from tfprune.errors import TfpruneError
 from tfprune.experiments import protocol
 from tfprune.experiments import recipes
-from tfprune.training import fit as train
 
 
 DISTILL_COST = 1.33  # adapt's training step also runs the teacher forward (~1/3 of a step)
@@ -245,7 +245,7 @@ def run_sweep(specs, setups: dict, sweep_dir, subsets, log=print, max_runs: int 
         accs = ", ".join(f"{k} {v['test_accuracy']:.3f}" for k, v in result["subsets"].items())
         log(f"[{done}/{len(todo)}] {spec.id}: {time.time() - t0:.0f} s; test {accs}; "
             f"~{remaining * rate / 60:.0f} min left")
-        train.atomic_write_text(sweep_dir / "progress.json", json.dumps(
+        fileio.atomic_write_text(sweep_dir / "progress.json", json.dumps(
             {"runs": len(specs), "finished": len(specs) - len(todo) + done,
              "last": spec.id, "minutes_left_estimate": round(remaining * rate / 60, 1)}))
     return done

@@ -24,7 +24,6 @@ import numpy as np
 from tfprune import fileio
 from tfprune.experiments import protocol
 from tfprune.experiments import stats
-from tfprune.training import fit as train
 
 BASELINES = ("agnostic", "control1", "control2", "control3", "control4")
 ORDER = ("unpruned", "agnostic", "control1", "control2", "control3", "control4")
@@ -92,7 +91,7 @@ def write_csv(rows, path) -> None:
     writer = csv.DictWriter(buf, FIELDS, extrasaction="ignore")
     writer.writeheader()
     writer.writerows(rows)
-    train.atomic_write_text(Path(path), buf.getvalue())
+    fileio.atomic_write_text(Path(path), buf.getvalue())
 
 
 def means(rows) -> dict:
@@ -315,14 +314,14 @@ def report(sweep_dirs, out_dir=None, samples: int = 1000) -> dict:
     heads = {f"{m} vs {b}": headline(table, m, b, boot) for m in methods for b in BASELINES}
     levels = {f"{m} vs {b}": {str(lv): v for lv, v in by_level(table, m, b, boot).items()}
               for m in methods for b in BASELINES}
-    train.atomic_write_text(out / "headline.json", json.dumps(
+    fileio.atomic_write_text(out / "headline.json", json.dumps(
         {"headline": {k: v for k, v in heads.items() if v},
          "by_level": {k: v for k, v in levels.items() if v},
          "runs": len(files), "duplicates": duplicates}, indent=1))
     cells = [{"network": key[0], "subset": key[1], "method": m, "vs": b, "level": lv,
               **_jsonable(d)} for m in methods for b in BASELINES
              for key, by in deltas(table, m, b, boot).items() for lv, d in by.items()]
-    train.atomic_write_text(out / "deltas.json", json.dumps(cells, indent=1))
+    fileio.atomic_write_text(out / "deltas.json", json.dumps(cells, indent=1))
     flagged = unconverged(rows)
     where = ", ".join(f"`{d}`" for d in dirs)
     md = ["# Data-aware vs data-agnostic pruning", "",
@@ -344,6 +343,6 @@ def report(sweep_dirs, out_dir=None, samples: int = 1000) -> dict:
         plots.append(out / "plots" / name)
         md += [f"## {key[1]} / {key[0]}", "", subset_table(table, key, flagged), "",
                delta_table(table, key, boot), "", f"![{key[1]}](plots/{name})", ""]
-    train.atomic_write_text(out / "summary.md", "\n".join(md))
+    fileio.atomic_write_text(out / "summary.md", "\n".join(md))
     return {"csv": out / "results.csv", "markdown": out / "summary.md", "plots": plots,
             "headline": out / "headline.json", "deltas": out / "deltas.json"}
