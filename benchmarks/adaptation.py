@@ -31,6 +31,12 @@ flags.DEFINE_string("subset", "aquatic", "Subset of the levels part.")
 flags.DEFINE_list("levels", ["0.5", "0.7", "0.9"], "Parameter levels of the levels part.")
 flags.DEFINE_list("criteria", ["act_l2", "l1"], "Criteria of the levels part.")
 flags.DEFINE_integer("epochs", 15, "Fine-tuning epochs of the levels part.", lower_bound=1)
+flags.DEFINE_integer("train_per_class", 0, "levels: keep this many training images per class "
+                     "(seeded), as on a phone; 0: all.", lower_bound=0)
+flags.DEFINE_integer("reconstruct_images", 1000, "levels: least-squares reconstruction on up "
+                     "to this many training images after pruning (0: off).", lower_bound=0)
+flags.DEFINE_enum("target", "params", ["params", "latency"], "levels: what --levels count "
+                  "(latency: litert-float32-1t, round_to=auto).")
 flags.DEFINE_list("recipes", [], "Recipe names of the recipes part (default: all).")
 flags.DEFINE_bool("resume", False, "main: resume the run in WORKDIR/main instead of a fresh "
                   "run (its wall time is then not recorded).")
@@ -141,28 +147,47 @@ def part_levels() -> None:
 
     from tfprune import data, pruner
     from tfprune.core import counts, head
+    from tfprune.latency import plan_terms
     from tfprune.models import loader
     from tfprune.training import fit as train
 
     full = data.load_subset(FLAGS.data, FLAGS.subset, 0)
+    if FLAGS.train_per_class:
+        import dataclasses
+        import numpy as np
+        rng = np.random.default_rng(0)
+        keep = np.sort(np.concatenate([
+            rng.permutation(np.flatnonzero(full.train.y == c))[:FLAGS.train_per_class]
+            for c in full.classes]))
+        full = dataclasses.replace(full, train=full.train.take(keep))
     splits = data.relabel(full)
     original = loader.load_model("pretrained:resnet20")
     teacher = head.slice_head(original, full.classes)
     bar = {"val": train.accuracy(teacher, splits.val), "test": train.accuracy(teacher, splits.test)}
     for level in (float(v) for v in FLAGS.levels):
         for criterion in FLAGS.criteria:
-            row_id = f"level:{FLAGS.data}:{FLAGS.subset}:{level}:{criterion}:{FLAGS.epochs}"
+            row_id = (f"level:{FLAGS.data}:{FLAGS.subset}:{level}:{criterion}:{FLAGS.epochs}:"
+                      f"{FLAGS.target}:{FLAGS.train_per_class}:{FLAGS.reconstruct_images}")
             if _done(row_id):
                 continue
             keras.utils.set_random_seed(0)
-            result = pruner.prune_model(original, criterion, level, splits=splits,
+            round_to, cost = plan_terms(original, FLAGS.target, "auto", "litert-float32-1t")
+            result = pruner.prune_model(original, criterion, level, FLAGS.target,
+                                        round_to=round_to, cost=cost, splits=splits,
                                         calibration_batches=8, bn_batches=8,
                                         head_classes=full.classes,
-                                        class_names=full.class_names)
+                                        class_names=full.class_names,
+                                        reconstruct_images=FLAGS.reconstruct_images)
+            pruned_acc = {"pruned_val": train.accuracy(result.pruned, splits.val),
+                          "pruned_test": train.accuracy(result.pruned, splits.test)}
             row = _finetune_row(row_id, result.pruned, teacher, splits, FLAGS.epochs, 0.9, 0.9,
                                 "none", {"part": "levels", "data": FLAGS.data,
                                          "subset": FLAGS.subset, "level": level,
                                          "criterion": criterion, "bar_val": bar["val"],
+                                         "target": FLAGS.target,
+                                         "train_per_class": FLAGS.train_per_class,
+                                         "reconstruct_images": FLAGS.reconstruct_images,
+                                         **pruned_acc,
                                          "bar_test": bar["test"],
                                          "params": counts.model_metrics(result.pruned)["params"],
                                          "train_images": len(splits.train)})
@@ -229,13 +254,24 @@ def render(rows: list) -> str:
         lines.append("")
     levels = [r for r in rows if r["part"] == "levels"]
     if levels:
-        lines += ["## Full data: levels, `act_l2` against `l1` (same distillation fine-tune)", "",
-                  "| data | subset | level | criterion | params | epochs | val | test | bar test "
-                  "| vs bar (pp) | fine-tune s |", "|---|---|---|---|---|---|---|---|---|---|---|"]
-        for r in sorted(levels, key=lambda r: (r["subset"], r["level"], r["criterion"])):
-            lines.append(f"| {r['data'].split('/')[-1]} | {r['subset']} | {r['level']:.0%} | "
-                         f"{r['criterion']} | {r['params']:,} | {r['epochs']} | {_pct(r['val'])}"
-                         f" | {_pct(r['test'])} | {_pct(r['bar_test'])} | "
+        lines += ["## Levels on the full data set, `act_l2` against `l1` (same distillation "
+                  "fine-tune)", "",
+                  "Train images: all of the subset's train split, or `per class` as on a phone. "
+                  "`recon`: least-squares reconstruction on up to that many train images before "
+                  "the BatchNorm re-estimation (0: off). `pruned`: val accuracy before "
+                  "fine-tuning.", "",
+                  "| data | subset | target | level | criterion | per class | recon | params | "
+                  "epochs | pruned val | val | test | bar val | bar test | vs bar (pp) | "
+                  "fine-tune s |", "|" + "---|" * 16]
+        for r in sorted(levels, key=lambda r: (r["subset"], r.get("target", "params"),
+                                               r.get("train_per_class", 0), r["level"],
+                                               r["criterion"], r.get("reconstruct_images", 0))):
+            lines.append(f"| {r['data'].split('/')[-1]} | {r['subset']} | "
+                         f"{r.get('target', 'params')} | {r['level']:.0%} | {r['criterion']} | "
+                         f"{r.get('train_per_class') or 'all'} | "
+                         f"{r.get('reconstruct_images', 0)} | {r['params']:,} | {r['epochs']} | "
+                         f"{_pct(r.get('pruned_val'))} | {_pct(r['val'])} | {_pct(r['test'])} | "
+                         f"{_pct(r['bar_val'])} | {_pct(r['bar_test'])} | "
                          f"{100 * (r['test'] - r['bar_test']):+.1f} | "
                          f"{r['finetune_seconds']:.0f} |")
         lines.append("")

@@ -58,6 +58,11 @@ flags.DEFINE_integer("calibration_batches", 10, "Batches a data-aware criterion 
 flags.DEFINE_integer("batch_size", 64, "Batch size for scoring and fine-tuning.", lower_bound=1)
 flags.DEFINE_integer("bn_batches", 0, "Re-estimate BatchNorm statistics on this many "
                      "augmented training batches after pruning (needs --data).", lower_bound=0)
+flags.DEFINE_integer("reconstruct_images", 0, "Refit the pruned model's Conv2D/Dense "
+                     "weights to reproduce the original's layer outputs on up to this many "
+                     "training images (least squares, no labels; needs --data; 0: off, the "
+                     "pruned model then equals the original with dropped weights zeroed).",
+                     lower_bound=0)
 flags.DEFINE_integer("finetune_epochs", 0, "Fine-tune epochs after pruning (0 = prune only).",
                      lower_bound=0)
 flags.DEFINE_float("finetune_lr", 0.01, "Peak fine-tuning learning rate (SGD, momentum 0.9, "
@@ -172,7 +177,8 @@ def run() -> dict:
             model, FLAGS.criterion, FLAGS.level, FLAGS.target, FLAGS.allocation,
             FLAGS.min_channels, round_to, FLAGS.ignore, FLAGS.seed, splits,
             FLAGS.calibration_batches, FLAGS.batch_size, FLAGS.normalizer, FLAGS.bn_batches,
-            head_classes=head_classes, class_names=class_names, cost=cost)
+            head_classes=head_classes, class_names=class_names, cost=cost,
+            reconstruct_images=FLAGS.reconstruct_images, log=print)
         model, g, plan, pruned = result.source, result.graph, result.plan, result.pruned
         scores, scored = result.scores, result.scored
     else:

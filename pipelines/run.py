@@ -37,6 +37,10 @@ flags.DEFINE_integer("calibration_batches", _D.calibration_batches, "Scoring bat
                      lower_bound=1)
 flags.DEFINE_integer("bn_batches", _D.bn_batches, "Batches to re-estimate BatchNorm on.",
                      lower_bound=0)
+flags.DEFINE_integer("reconstruct_images", _D.reconstruct_images, "Refit the pruned model's "
+                     "Conv2D/Dense weights to reproduce the original's layer outputs on up to "
+                     "this many training images (least squares, no labels; 0: off).",
+                     lower_bound=0)
 flags.DEFINE_integer("finetune_epochs", _D.finetune_epochs, "Keras fine-tuning epochs.",
                      lower_bound=0)
 flags.DEFINE_float("finetune_lr", _D.finetune_lr, "Peak fine-tuning learning rate (cosine).",

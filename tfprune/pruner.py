@@ -1,4 +1,5 @@
-"""One pruning step shared by the apps: score -> plan -> surgery -> BatchNorm re-estimation.
+"""One pruning step shared by the apps: score -> plan -> surgery -> (reconstruction) ->
+BatchNorm re-estimation.
 
     result = prune_model(model, "act_l2", 0.5, splits=splits)   # data-aware: needs splits
     result.pruned, result.plan, result.scores, result.graph
@@ -30,6 +31,7 @@ class PruneResult:
     source: Any            # the model the plan was applied to (fine-tuned for finetune_l1)
     scored: Any = None     # the criterion's ScoreResult (channel_stats, tuned_model, history)
     bn_batches: int = 0    # batches BatchNorm statistics were re-estimated on
+    reconstruction: list | None = None  # tfprune.core.reconstruct's per-layer report
 
 
 def scoring_context(splits=None, calibration_batches: int | None = 10, batch_size: int = 64,
@@ -48,10 +50,14 @@ def prune_model(model, criterion: str, level: float, target: str = "params",
                 ignore=(), seed: int = 0, splits=None, calibration_batches: int | None = 10,
                 batch_size: int = 64, normalizer: str = "mean", bn_batches: int = 0,
                 options: dict | None = None, head_classes=None,
-                class_names=None, cost=None) -> PruneResult:
+                class_names=None, cost=None, reconstruct_images: int = 0,
+                log=None) -> PruneResult:
     """Score `model`'s filters with `criterion`, plan `level` of `target` away, cut them out,
     and (with `bn_batches` > 0 and `splits`) re-estimate BatchNorm statistics on that many
     augmented training batches. `options` go to the criterion (e.g. finetune_l1_epochs).
+    With `reconstruct_images` > 0 (and `splits`), the pruned model's Conv2D/Dense weights are
+    first refit on up to that many training images to reproduce the source's layer outputs
+    (`tfprune.core.reconstruct`; no labels), before the BatchNorm re-estimation.
     `round_to` is an int or {group id: step}; `cost` prices the plan in predicted latency
     (both from `tfprune.latency.plan_terms`, which resolves round_to=auto and --runtime).
 
@@ -91,12 +97,21 @@ def prune_model(model, criterion: str, level: float, target: str = "params",
     pruned = surgery.apply_plan(model, plan, graph=g)
     if head_entry is not None:
         plan["head"] = head_entry
+    report = None
+    if reconstruct_images > 0 and splits is not None:
+        from tfprune import data
+        from tfprune.core import reconstruct
+        import numpy as np
+        n = len(splits.train)
+        pick = np.sort(np.random.default_rng([seed, 23]).permutation(n)[:reconstruct_images])
+        report = reconstruct.reconstruct(model, pruned, plan,
+                                         data.normalize_np(splits.train.x[pick]), log=log)
     done = 0
     if bn_batches > 0 and splits is not None:
         from tfprune import data
         done = reestimate_batchnorm(pruned, data.as_dataset(
             splits.train, batch_size, training=True, seed=seed), bn_batches)
-    return PruneResult(pruned, plan, scores, g, model, scored, done)
+    return PruneResult(pruned, plan, scores, g, model, scored, done, report)
 
 
 def batchnorm_layers(model) -> list:

@@ -43,6 +43,7 @@ class ChainConfig:
     runtime: str = "litert-float32-1t"
     calibration_batches: int = 8
     bn_batches: int = 8
+    reconstruct_images: int = 1000
     finetune_epochs: int = 80
     finetune_lr: float = 0.01
     weight_decay: float = 5e-4
@@ -142,6 +143,7 @@ def _prune(run: Run, criterion: str):
         original, criterion, cfg.level, cfg.target, round_to=round_to,
         seed=cfg.seed, splits=run.head_splits, calibration_batches=cfg.calibration_batches,
         batch_size=cfg.batch_size, bn_batches=cfg.bn_batches,
+        reconstruct_images=cfg.reconstruct_images, log=run.log,
         head_classes=run.splits.classes if run.subset_head else None,
         class_names=run.splits.class_names, cost=cost)
 
@@ -154,6 +156,7 @@ def prune(run: Run) -> None:
     run.write_json("pruned.json", {
         "test_accuracy": train.accuracy(result.pruned, run.head_splits.test),
         "achieved": result.plan["achieved"], **_totals(result.pruned),
+        "reconstruction": result.reconstruction,
         **_predicted_latency(result, run.log)})
 
 

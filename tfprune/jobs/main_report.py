@@ -31,7 +31,9 @@ def report_markdown(s: dict) -> str:
         f"({sub['classes']} classes; {sub['train']} train / {sub['val']} val / {sub['test']} "
         f"test images). Criterion `{cfg['criterion']}`, level {cfg['level']:.0%} of "
         f"{cfg['target']}{' on ' + cfg['runtime'] if cfg.get('runtime') else ''} "
-        f"(achieved {p['achieved']['level']:.1%}, round_to {cfg.get('round_to', 1)}), fine-tuned "
+        f"(achieved {p['achieved']['level']:.1%}, round_to {cfg.get('round_to', 1)})"
+        + (f", reconstructed by least squares on {cfg['reconstruct_images']} training images at "
+           "most" if cfg.get("reconstruct_images") else "") + ", fine-tuned "
         f"{cfg['finetune_epochs']} epochs" + (
             f" with distillation from the restricted original (alpha {cfg['distill_alpha']}, "
             f"T {cfg['distill_temperature']})" if cfg.get("distill_alpha") else "")
@@ -39,7 +41,9 @@ def report_markdown(s: dict) -> str:
         *baselines_markdown(s),
         "| model | test accuracy | params | MACs | weight bytes | filters |",
         "|---|---|---|---|---|---|"]
-    for name, m in (("original", o), ("pruned (BN re-estimated)", p), ("pruned + fine-tuned", f)):
+    pruned_label = ("pruned (reconstructed, BN re-estimated)" if cfg.get("reconstruct_images")
+                    else "pruned (BN re-estimated)")
+    for name, m in (("original", o), (pruned_label, p), ("pruned + fine-tuned", f)):
         lines.append(f"| {name} | {_pct(m['test_accuracy'])} | {m['params']:,} | {m['macs']:,} "
                      f"| {m['bytes']:,} | {m['filters']:,} |")
     lines += ["", "## Converted models (LiteRT): unpruned against pruned", "",
@@ -69,7 +73,7 @@ def report_markdown(s: dict) -> str:
               for name, said in gpu] + ([""] if gpu else [])
     if s.get("bundle"):
         b = s["bundle"]
-        lines += ["## Android bundle", "", f"`bundle/` in the run directory (start with its android/README.md):", "",
+        lines += ["## Android bundle", "", "`bundle/` in the run directory (start with its android/README.md):", "",
                   "| file | bytes |", "|---|---|"]
         lines += [f"| {name} | {size:,} |" for name, size in b["files"].items()]
         lines.append("")
