@@ -510,3 +510,15 @@ def test_search_app_end_to_end_and_resume(tmp_path, tiny_file):
     bad = subprocess.run(args + ["--start=0.33"], cwd=ROOT, capture_output=True, text=True,
                          timeout=300)
     assert bad.returncode == 1 and "start level 0.33" in bad.stderr
+
+
+def test_adapt_runs_the_main_jobs_recipe(tmp_path, tiny_file):
+    """`adapt`: the aware cut, reconstruction, a k-class head and distillation, end to end."""
+    setup = tiny_setup(tiny_file)
+    result = protocol.run(setup, tmp_path / "adapt", "adapt", "aquatic", level=0.5,
+                          criterion="act_l2")
+    head = keras.models.load_model(tmp_path / "adapt" / "head.keras", compile=False)
+    assert head.output_shape[-1] == 10 and result["method"] == "adapt"
+    assert result["params_after"] < result["params_before"]
+    assert all(np.isfinite(row["loss"]) for row in result["history"])
+    assert 0.0 <= result["subsets"]["aquatic"]["test_accuracy"] <= 1.0

@@ -6,10 +6,10 @@ Methods, for a (subset, network, level, seed):
   fine-tuned model with C, prune it, retrain on the subset (`retrain` phase, fresh optimiser).
   `finetune_l1` is the paper's criterion: the fine-tune phase, then `l1`; a data-aware C
   (`act_l2`, `apoz`, `taylor`) scores the fine-tuned model on the subset's train split.
-- `adapt` (criterion C): the subset-head + distillation recipe of issue 14: as `aware` up to
-  the cut, then the classifier is sliced to the subset's classes and retrained with
-  distillation from the original model restricted to the subset (`adapt_hooks` names the two
-  calls it needs from tfprune.training / tfprune.core.surgery).
+- `adapt` (criterion C): the main job's recipe: as `aware` up to the cut, then least-squares
+  reconstruction of the pruned model (`tfprune.core.reconstruct`), the classifier sliced to
+  the subset's classes (`tfprune.core.head`) and retrained with distillation from the
+  original model restricted to the subset (`tfprune.training.distill`).
 - `agnostic`: prune the pretrained model with `l1` at epoch 0, retrain on the FULL train split
   (`agnostic` phase). One run per (network, level, seed), evaluated on every subset; its
   `restricted` numbers (logits restricted to the subset's classes) are Control 1.
@@ -90,6 +90,7 @@ class Setup:
     l1_normalizer: str = "none"      # how l1 scores compare across layers (paper: raw)
     distill_alpha: float = 0.9       # adapt: weight of the distillation term
     distill_temperature: float = 4.0
+    reconstruct_images: int = 1000   # adapt: least-squares reconstruction after pruning
     verbose: int = 2
 
     @property
@@ -392,30 +393,6 @@ def safe_name(name: str) -> str:
     return "".join(c if c.isalnum() or c in "-_" else "-" for c in name)
 
 
-def adapt_hooks():
-    """The two calls the `adapt` method needs from the subset-head + distillation work of
-    issue 14, as (slice_head, compile_distill):
-
-    - `slice_head(model, classes) -> keras.Model`: the model with its classifier physically
-      cut to `classes` (output unit i = class classes[i]); its logits equal the input
-      model's logits at `classes` before any training.
-    - `compile_distill(student, teacher, learning_rate, weight_decay, momentum, alpha,
-      temperature) -> keras.Model`: `student` compiled for `fit` on (image, label in
-      0..k-1) batches with loss (1-alpha)*CE + alpha*T^2*KL against `teacher`'s k logits on
-      the same augmented batch, SGD as `train.compile_sgd`; saved by `train.atomic_save` and
-      reloaded by `keras.models.load_model` (a killed run resumes from its checkpoint).
-
-    Raises ValueError naming what is missing until both exist."""
-    try:
-        from tfprune.core.surgery import slice_head
-        from tfprune.training.distill import compile_distill
-    except ImportError as err:
-        raise TfpruneError("method 'adapt' (subset head + distillation, issue 14) needs "
-                         "tfprune.core.surgery.slice_head and tfprune.training.distill."
-                         f"compile_distill, which are not available yet ({err})") from None
-    return slice_head, compile_distill
-
-
 def _prune(setup: Setup, workdir: Path, method: str, rd: RunData, level: float,
            criterion: str | None, normalizer: str | None, root, start_from):
     """Write the run's pruned.keras, plan.json and pruned_eval.json (skipped when present)."""
@@ -458,7 +435,8 @@ def _prune(setup: Setup, workdir: Path, method: str, rd: RunData, level: float,
         base, crit, level, setup.target, setup.allocation, setup.min_channels,
         seed=setup.seed, splits=splits, calibration_batches=setup.calibration_batches,
         batch_size=setup.recipe.batch_size, normalizer=setup.normalizer(crit, normalizer),
-        bn_batches=setup.bn_batches, options={"progress": False})
+        bn_batches=setup.bn_batches, options={"progress": False},
+        reconstruct_images=setup.reconstruct_images if method == "adapt" else 0)
     res.plan["criterion"] = criterion or crit
     pruned_eval = {"achieved": res.plan["achieved"], "params_before": int(base.count_params()),
                    "params_after": int(res.pruned.count_params()),
@@ -471,12 +449,13 @@ def _prune(setup: Setup, workdir: Path, method: str, rd: RunData, level: float,
 
 def _adapt_inputs(setup: Setup, workdir: Path, pruned_path: Path, rd: RunData):
     """The `adapt` method's k-class model file, label-remapped train images and compile
-    function (see `adapt_hooks`)."""
+    function."""
     import keras
 
     from tfprune.data.sources import Images
     from tfprune.models import loader as modelio
-    slice_head, compile_distill = adapt_hooks()
+    from tfprune.core.head import slice_head
+    from tfprune.training.distill import compile_distill
     classes = list(rd.subsets[rd.train_on])
     head_path = workdir / "head.keras"
     if not head_path.exists():
