@@ -39,7 +39,7 @@ flags.DEFINE_enum("target", "params", ["params", "latency"], "levels: what --lev
                   "(latency: litert-float32-1t, round_to=auto).")
 flags.DEFINE_list("recipes", [], "Recipe names of the recipes part (default: all).")
 flags.DEFINE_bool("resume", False, "main: resume the run in WORKDIR/main instead of a fresh "
-                  "run (its wall time is then not recorded).")
+                  "run (its wall time is then the sum of its stages' recorded times).")
 flags.DEFINE_string("baseline_criterion", "l1", "main: the chain's baseline criterion (empty: "
                     "none, e.g. when it is measured by --part=levels instead).")
 flags.DEFINE_string("workdir", "runs/adaptation", "Where runs and models go.")
@@ -90,13 +90,15 @@ def part_main() -> None:
     start = time.time()
     s = main_job.run_chain(main_job.ChainConfig(baseline_criterion=FLAGS.baseline_criterion),
                            out, bundler=android_export.write_bundle)
-    seconds = None if FLAGS.resume else time.time() - start
+    stages = s.get("stage_seconds") or {}
+    seconds = time.time() - start if not FLAGS.resume else (
+        sum(stages.values()) if stages else None)
     _add({"id": "main", "part": "main", "wall_seconds": seconds, "config": s["config"],
           "bar": s["restricted"]["test_accuracy"], "original": s["original"]["test_accuracy"],
           "shipped": s["finetuned"]["test_accuracy"],
           "device": s["device"] and s["device"]["final_test_accuracy"],
           "l1": s["l1"] and s["l1"]["test_accuracy"], "baselines": s["baselines"],
-          "finetune_seconds": s["finetuned"]["seconds"],
+          "finetune_seconds": s["finetuned"]["seconds"], "stage_seconds": stages,
           "l1_finetune_seconds": s["l1"] and s["l1"]["finetune_seconds"],
           "device_images_per_second": s["device"] and s["device"]["history"][-1][
               "images_per_second"],
@@ -211,7 +213,8 @@ def render(rows: list) -> str:
         wall = "not measured (the run was resumed)" if m["wall_seconds"] is None \
             else f"{m['wall_seconds']:.0f} s"
         lines += ["## Main job default (`python -m pipelines.run`)", "",
-                  f"Sample data, aquatic, 50% params, {m['test_images']} test images, wall "
+                  f"Sample data, {m['config']['subset']}, {m['config']['level']:.0%} "
+                  f"{m['config']['target']}, {m['test_images']} test images, wall "
                   f"time {wall} (fine-tune {m['finetune_seconds']:.0f} s"
                   + (f", `l1` baseline fine-tune {m['l1_finetune_seconds']:.0f} s"
                      if m["l1_finetune_seconds"] else "") + ").", "",

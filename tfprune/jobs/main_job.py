@@ -65,6 +65,7 @@ class ChainConfig:
 
 
 HEADS = ("subset", "full")
+STAGES = "stages.json"  # seconds each stage took when it ran (a resumed run keeps the first)
 BUNDLE_MODELS = exports.INFERENCE_KINDS
 
 
@@ -292,7 +293,9 @@ def _stage(run: Run, name: str, outputs: tuple[str, ...], fn) -> None:
     start = time.time()
     run.log(f"[{name}] ...")
     fn(run)
-    run.log(f"[{name}] {time.time() - start:.1f} s")
+    seconds = time.time() - start
+    run.log(f"[{name}] {seconds:.1f} s")
+    run.write_json(STAGES, {**(run.read(STAGES) or {}), name: round(seconds, 1)})
 
 
 def check_config(cfg: ChainConfig) -> None:
@@ -404,4 +407,5 @@ def _summary(run: Run) -> dict:
         "device": dev and {k: dev.get(k) for k in (
             "trainable", "initial_test_accuracy", "final_test_accuracy", "epochs_done",
             "history", "restart")},
+        "stage_seconds": run.read(STAGES) or {},
     }

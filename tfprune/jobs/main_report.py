@@ -90,6 +90,12 @@ def report_markdown(s: dict) -> str:
                   "| test accuracy before | after | train img/s (last epoch) |", "|---|---|---|",
                   f"| {_pct(d['initial_test_accuracy'])} | {_pct(d['final_test_accuracy'])} | "
                   f"{last.get('images_per_second', 0):.1f} |", ""]
+    if s.get("stage_seconds"):
+        t = s["stage_seconds"]
+        lines += ["## Time per stage (wall seconds, when each stage ran)", "",
+                  "| " + " | ".join(t) + " | total |", "|" + "---|" * (len(t) + 1),
+                  "| " + " | ".join(f"{v:.0f}" for v in t.values())
+                  + f" | {sum(t.values()):.0f} |", ""]
     lines += ["![accuracy and cost](report.png)", ""]
     return "\n".join(lines)
 
