@@ -98,6 +98,7 @@ class GraphCost:
 
     def describe(self) -> dict:
         return {"runtime": self.runtime, "tile": self.tile, "litert": self.env["litert"],
+                "clock": timing.clock_of(parse_runtime(self.runtime).threads),
                 "cpu": self.env["cpu"], "measured_unpruned_ms": round(self.measured_ms, 5),
                 "offset_ms": round(self.offset_ms, 5), "scale": round(self.scale, 5),
                 "timed_blocks": len(self.blocks)}
@@ -111,7 +112,8 @@ class LatencyModel:
         self.env = environment()
 
     def _key(self, signature) -> str:
-        return cache_key(signature, self.rt.name, self.env)
+        return cache_key({"timed": signature, "clock": timing.clock_of(self.rt.threads)},
+                         self.rt.name, self.env)
 
     def _blob(self, build, what) -> bytes:
         """The .tflite of `build()`; `what` (JSON data) names it for the in-process memo."""

@@ -5,12 +5,28 @@ Blocks convert through `TFLiteConverter.from_concrete_functions` (a tenth of the
 int8 calibrates on seeded normal noise (latency does not depend on the values). Latency is
 the best of `rounds` medians of `invokes` back-to-back invokes: load on a shared machine only
 ever slows a run, so the best round median is the least disturbed one.
+
+Clock (`clock_of`): with 1 thread LiteRT runs the whole invoke on the calling thread, so an
+invoke is timed by that thread's CPU clock: the wall time it takes when it has the core. Wall
+time would add the time the thread waits for a core: on a loaded machine an invoke longer
+than the scheduler's time slice (a whole ResNet-56, ~3 ms) waits in almost every invoke while
+a 0.03 ms block rarely does, which made a whole model 7x its blocks and booked the waiting as
+the model's fixed cost. With 2 threads the work is spread over a pool, and only wall time
+measures it (load inflates it; say so where it is reported).
 """
 from __future__ import annotations
 
 import statistics
+import time
 
 import numpy as np
+
+CLOCKS = ("thread_cpu", "wall")
+
+
+def clock_of(threads: int) -> str:
+    """The clock a `threads`-thread invoke is timed by (see the module docstring)."""
+    return "thread_cpu" if int(threads) == 1 else "wall"
 
 
 def to_tflite(model, precision: str, calibration_images: int = 8) -> bytes:
@@ -49,25 +65,42 @@ def interpreter(blob: bytes, threads: int):
     return interp
 
 
-def round_median(interp, invokes: int) -> float:
-    from tfprune.litert.validate.latency import invoke_times_ms
+def invoke_times(interp, invokes: int) -> dict:
+    """{clock: [ms per invoke]} of `invokes` back-to-back invokes, on both clocks."""
+    cpu, wall = [], []
+    for _ in range(invokes):
+        w0, c0 = time.perf_counter_ns(), time.thread_time_ns()
+        interp.invoke()
+        cpu.append((time.thread_time_ns() - c0) / 1e6)
+        wall.append((time.perf_counter_ns() - w0) / 1e6)
+    return {"thread_cpu": cpu, "wall": wall}
 
-    return statistics.median(invoke_times_ms(interp, invokes))
+
+def round_median(interp, invokes: int, clock: str) -> float:
+    return statistics.median(invoke_times(interp, invokes)[clock])
 
 
 def time_ms(blob: bytes, threads: int, rounds: int = 3, invokes: int = 15) -> float:
     interp = interpreter(blob, threads)
     for _ in range(3):
         interp.invoke()
-    return min(round_median(interp, invokes) for _ in range(rounds))
+    return min(round_median(interp, invokes, clock_of(threads)) for _ in range(rounds))
 
 
-def time_interleaved(blobs: dict, threads: int, rounds: int = 5, invokes: int = 20) -> dict:
-    """{label: [round medians]}: every model once per round, the order rotating per round."""
+def time_interleaved(blobs: dict, threads: int, rounds: int = 5, invokes: int = 20,
+                     wall: dict | None = None) -> dict:
+    """{label: [round medians]} on the `threads` clock (`clock_of`): every model once per
+    round, the order rotating per round. `wall`, if given, receives the wall-clock round
+    medians of the same invokes."""
     interps = {k: interpreter(b, threads) for k, b in blobs.items()}
     out = {k: [] for k in blobs}
+    if wall is not None:
+        wall.update({k: [] for k in blobs})
     labels = list(blobs)
     for r in range(rounds):
         for k in labels[r % len(labels):] + labels[:r % len(labels)]:
-            out[k].append(round_median(interps[k], invokes))
+            times = invoke_times(interps[k], invokes)
+            out[k].append(statistics.median(times[clock_of(threads)]))
+            if wall is not None:
+                wall[k].append(statistics.median(times["wall"]))
     return out

@@ -1,0 +1,66 @@
+"""The latency model's measurements: blocks convert like the shipped model, and 1-thread
+timing does not count the time a loaded machine keeps the invoke off the core."""
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import keras
+
+from test_latency import small_resnet
+from tfprune.latency import timing
+from tfprune.litert import convert, inspect
+
+
+def _ops(blob: bytes) -> list:
+    """Per op: name, fused activation, and every input and output's static shape and dtype."""
+    return [(op.name, op.option("fusedActivationFunction"),
+             [(t.shape_signature, t.dtype) for t in op.inputs + op.outputs])
+            for op in inspect(blob).ops]
+
+
+@pytest.mark.parametrize("precision", ["float32", "int8"])
+def test_block_path_converts_like_the_shipped_path(precision):
+    """Blocks are converted through frozen concrete functions, the model ships through
+    `model.export`: the same ops on the same static shapes, so their times add up."""
+    model = small_resnet()
+    cal = np.random.default_rng(0).normal(size=(8, 32, 32, 3)).astype(np.float32)
+    shipped = convert.convert(model, precision, calibration=cal)
+    timed = timing.to_tflite(model, precision)
+    assert _ops(timed) == _ops(shipped)
+    assert [op.name for op in inspect(shipped).ops].count("CONV_2D") == 5
+
+
+def _heavy_model():
+    """One 3x3 conv on 64x64x64 maps: an invoke of several ms, longer than a time slice."""
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((64, 64, 64), batch_size=1)
+    return keras.Model(inp, keras.layers.Conv2D(64, 3, padding="same")(inp))
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="needs Linux CPU affinity")
+def test_one_thread_timing_ignores_a_competitor_on_the_same_core():
+    """A busy process pinned to the same core doubles the wall time of every invoke; the
+    1-thread clock (the invoking thread's CPU time) stays at the time alone."""
+    assert timing.clock_of(1) == "thread_cpu" and timing.clock_of(2) == "wall"
+    blob = timing.to_tflite(_heavy_model(), "float32")
+    before = os.sched_getaffinity(0)
+    core = min(before)
+    os.sched_setaffinity(0, {core})
+    hog = None
+    try:
+        alone = timing.time_ms(blob, 1, rounds=3, invokes=8)
+        hog = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+        os.sched_setaffinity(hog.pid, {core})
+        interp = timing.interpreter(blob, 1)
+        shared = timing.invoke_times(interp, 8)
+        timed = timing.time_ms(blob, 1, rounds=3, invokes=8)
+    finally:
+        if hog is not None:
+            hog.kill()
+            hog.wait()
+        os.sched_setaffinity(0, before)
+    assert np.median(shared["wall"]) > 1.5 * np.median(shared["thread_cpu"])  # contention
+    assert timed < 1.3 * alone, (alone, timed, shared)
