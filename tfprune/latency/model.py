@@ -15,10 +15,17 @@ Tables: every block whose channels can change is timed alone (`blocks.block_mode
 of at most 3 x 3 (cin, cout) counts taken from its groups' allowed counts; the invoke
 overhead of an empty model is subtracted. Between grid points the table is interpolated
 bilinearly (exact for cost = a + b*cin + c*cout + d*cin*cout; counts between grid points
-that are off the tile are predicted too cheap: use round_to=auto). Whole model: predicted = offset + scale * sum of tables, calibrated on the
-measured unpruned model: when it takes longer than its tables, the excess is fixed cost
-(blocks that never change, ops between blocks) and scale is 1; when shorter (blocks timed
-alone miss the caches they share inside the model), offset is 0 and scale shrinks the tables.
+that are off the tile are predicted too cheap: use round_to=auto).
+
+Whole model: predicted = offset + scale * sum of tables, calibrated on two whole models
+converted the way they ship and timed side by side: the unpruned one and a reference cut
+(every group pruned uniformly to half its parameters, on its steps). Both points are met
+exactly: scale is the measured saving of the reference cut over its tables' saving, offset
+the rest of the unpruned time. Blocks timed alone miss what pruning does to the whole model
+(smaller weights and maps staying in cache, per-op costs between blocks), and a fixed cost
+taken from the unpruned model alone predicted cuts 4-5 points short. When the reference cut
+cannot be made or saves nothing on its tables, one point: the excess of the unpruned model
+over its tables is fixed cost (scale 1), a shortfall scales the tables down (offset 0).
 """
 from __future__ import annotations
 
@@ -63,17 +70,27 @@ class GraphCost:
     """Predicted latency of `graph`'s model as a function of its groups' kept counts; the
     cost object `tfprune.core.plan.make_plan(..., cost=)` takes (`total`, `delta`)."""
 
-    def __init__(self, graph, runtime, tile, blocks, tables, measured_ms, env):
+    def __init__(self, graph, runtime, tile, blocks, tables, measured_ms, env,
+                 reference=None):
+        """`reference`: ({group id: kept}, measured ms) of the reference cut, or None."""
         self.runtime, self.tile, self.env = runtime, tile, env
         self.blocks, self.tables = blocks, tables
         self.measured_ms = measured_ms
         self.sizes = {g.id: g.size for g in graph.groups}
         self.scale, self.offset_ms = 1.0, 0.0
+        self.reference = reference
         full = sum(self._block_ms(i, {}) for i in range(len(blocks)))
-        if measured_ms >= full:    # what the blocks miss is fixed cost
+        cut = sum(self._block_ms(i, reference[0]) for i in range(len(blocks))) \
+            if reference else full
+        saved = measured_ms - reference[1] if reference else 0.0
+        if full - cut > 0.05 * full and saved > 0:   # two points
+            self.scale = saved / (full - cut)
+            self.offset_ms = measured_ms - self.scale * full
+        elif measured_ms >= full:  # one point: what the blocks miss is fixed cost
             self.offset_ms = measured_ms - full
         elif full > 0:             # blocks timed alone cost more than inside the model
             self.scale = measured_ms / full
+        self.floor_ms = 0.02 * measured_ms   # a negative offset never predicts below this
         self.by_group = {}
         for i, b in enumerate(blocks):
             for gid in set(b.cin.share) | set(b.cout.share):
@@ -86,8 +103,8 @@ class GraphCost:
         return self.tables[i](cin, cout)
 
     def total(self, counts: dict) -> float:
-        return self.offset_ms + self.scale * sum(self._block_ms(i, counts)
-                                                 for i in range(len(self.blocks)))
+        return max(self.floor_ms, self.offset_ms + self.scale * sum(
+            self._block_ms(i, counts) for i in range(len(self.blocks))))
 
     def delta(self, counts: dict, gid: int, new: int) -> float:
         """Change of `total` when group `gid` goes from counts[gid] to `new` channels."""
@@ -101,6 +118,7 @@ class GraphCost:
                 "clock": timing.clock_of(parse_runtime(self.runtime).threads),
                 "cpu": self.env["cpu"], "measured_unpruned_ms": round(self.measured_ms, 5),
                 "offset_ms": round(self.offset_ms, 5), "scale": round(self.scale, 5),
+                "reference_cut_ms": None if not self.reference else round(self.reference[1], 5),
                 "timed_blocks": len(self.blocks)}
 
 
@@ -218,27 +236,62 @@ class LatencyModel:
         cins = [0] if block.tied else entry["cins"]
         return Table(cins, entry["couts"], entry["ms"])
 
-    def whole_ms(self, graph, model) -> float:
-        """The unpruned model, converted the way it ships (`tfprune.litert.convert`)."""
-        key = self._key({"model": graph.fingerprint()})
-        if self.cache.get(key) is None:
+    def _shipped(self, model, what) -> bytes:
+        """`model` converted the way it ships (`tfprune.litert.convert`), memoised by `what`."""
+        memo = (self.rt.precision, json.dumps(what, sort_keys=True, default=str))
+        if memo not in _BLOBS:
             from tfprune.litert import convert
 
-            def build():
-                shape = tuple(model.inputs[0].shape[1:])
-                cal = np.random.default_rng(0).normal(size=(8, *shape)).astype(np.float32)
-                return convert.convert(model, self.rt.precision, calibration=cal)
-            what = ["model", graph.fingerprint()]
-            memo = (self.rt.precision, json.dumps(what, sort_keys=True))
-            if memo not in _BLOBS:
-                _BLOBS[memo] = build()
-            ms = timing.time_ms(_BLOBS[memo], self.rt.threads, 9, 20)
-            self.cache.put(key, {"runtime": self.rt.name, "model": graph.spec.name, "ms": ms})
-        return self.cache.get(key)["ms"]
+            shape = tuple(model.inputs[0].shape[1:])
+            cal = np.random.default_rng(0).normal(size=(8, *shape)).astype(np.float32)
+            _BLOBS[memo] = convert.convert(model, self.rt.precision, calibration=cal)
+        return _BLOBS[memo]
+
+    @staticmethod
+    def reference_cut(graph, model, steps):
+        """({group id: kept}, pruned model): every group cut uniformly to half its parameters
+        on its steps (l1 picks the channels: latency does not depend on which), or None."""
+        from tfprune import scoring
+        from tfprune.core import plan as plan_mod
+        from tfprune.core import surgery
+
+        try:
+            p = plan_mod.make_plan(graph, scoring.compute_scores("l1", model, graph), 0.5,
+                                   "params", "uniform", steps, criterion="l1")
+        except plan_mod.PlanError:
+            return None
+        counts = {e["id"]: len(e["kept"]) for e in p["groups"]}
+        return counts, surgery.apply_plan(model, p, graph=graph)
+
+    def calibrate(self, graph, model, steps) -> tuple:
+        """(unpruned ms, reference cut or None): both converted the way they ship and timed
+        side by side (interleaved rounds); the reference's ms is the unpruned best round
+        median times the median paired ratio. Cached by the model's fingerprint and steps."""
+        key = self._key({"model": graph.fingerprint(), "calibration": "two-point",
+                         "steps": {str(k): v for k, v in sorted(steps.items())}})
+        if self.cache.get(key) is None:
+            import statistics
+
+            blobs = {"full": self._shipped(model, ["model", graph.fingerprint()])}
+            ref = self.reference_cut(graph, model, steps)
+            if ref is not None:
+                blobs["cut"] = self._shipped(ref[1], ["cut", graph.fingerprint(), steps])
+            per = timing.time_interleaved(blobs, self.rt.threads, 9, 20)
+            ms = min(per["full"])
+            entry = {"runtime": self.rt.name, "model": graph.spec.name, "ms": ms}
+            if ref is not None:
+                ratio = statistics.median(c / f for c, f in zip(per["cut"], per["full"]))
+                entry["reference"] = {"counts": {str(k): v for k, v in ref[0].items()},
+                                      "ms": ms * ratio}
+            self.cache.put(key, entry)
+        entry = self.cache.get(key)
+        ref = entry.get("reference")
+        return entry["ms"], None if ref is None else (
+            {int(k): v for k, v in ref["counts"].items()}, ref["ms"])
 
     def graph_cost(self, graph, steps: dict, model) -> GraphCost:
         """Tables for every changing block of `graph` (timed when not cached, with progress)
-        and the unpruned `model` timed whole for the offset."""
+        and the whole-model calibration (`calibrate`)."""
         found = [b for b in blocks_mod.decompose(graph) if b.varies]
         tables, start = [], time.time()
         for i, b in enumerate(found):
@@ -250,8 +303,9 @@ class LatencyModel:
             if time.time() - start > 5 and (i + 1) % 5 == 0:
                 self.log(f"latency: {graph.spec.name} {self.rt.name}: {i + 1}/{len(found)} "
                          f"blocks, {(time.time() - start) / 60:.1f} min")
-        cost = GraphCost(graph, self.rt.name, self.tile(), found, tables,
-                         self.whole_ms(graph, model), self.env)
+        ms, reference = self.calibrate(graph, model, steps)
+        cost = GraphCost(graph, self.rt.name, self.tile(), found, tables, ms, self.env,
+                         reference)
         if time.time() - start > 5:
             self.log(f"latency: {graph.spec.name} {self.rt.name}: model built, {len(found)} "
                      f"blocks in {(time.time() - start) / 60:.1f} min")

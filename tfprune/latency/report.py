@@ -28,7 +28,8 @@ def predict_plan(model, graph, plan: dict, runtimes=RUNTIMES, cache=None, log=pr
 def _measured(rows: dict, runtime: str):
     name, threads = FILES[runtime]
     latency = (rows.get(name) or {}).get("latency") or {}
-    return (latency.get(threads) or {}).get("median_ms")
+    entry = latency.get(threads) or {}
+    return entry.get("cpu_median_ms", entry.get("median_ms"))  # the latency model's clock
 
 
 def markdown(predicted: dict, tflite: dict, original_tflite: dict, macs_before: int,
@@ -37,7 +38,9 @@ def markdown(predicted: dict, tflite: dict, original_tflite: dict, macs_before: 
     measured speed-up and its ratio to the FLOPs (MACs) reduction."""
     flops_x = macs_before / macs_after if macs_after else float("nan")
     lines = [f"FLOPs (MACs) reduction: {flops_x:.2f}x. Measured: the validation gate's median "
-             "single-image invoke; predicted: the latency model (tfprune.latency).", "",
+             "single-image invoke (1 thread: on the invoking thread's CPU clock, as the "
+             "latency model times it, so waits for a core on a loaded machine are left out; "
+             "2 threads: wall time); predicted: the latency model (tfprune.latency).", "",
              "| runtime | predicted unpruned ms | measured unpruned ms | predicted pruned ms | "
              "measured pruned ms | prediction error (pruned) | measured speed-up | "
              "speed-up / FLOPs reduction |", "|---|---|---|---|---|---|---|---|"]

@@ -17,7 +17,6 @@ measures it (load inflates it; say so where it is reported).
 from __future__ import annotations
 
 import statistics
-import time
 
 import numpy as np
 
@@ -67,13 +66,9 @@ def interpreter(blob: bytes, threads: int):
 
 def invoke_times(interp, invokes: int) -> dict:
     """{clock: [ms per invoke]} of `invokes` back-to-back invokes, on both clocks."""
-    cpu, wall = [], []
-    for _ in range(invokes):
-        w0, c0 = time.perf_counter_ns(), time.thread_time_ns()
-        interp.invoke()
-        cpu.append((time.thread_time_ns() - c0) / 1e6)
-        wall.append((time.perf_counter_ns() - w0) / 1e6)
-    return {"thread_cpu": cpu, "wall": wall}
+    from tfprune.litert.validate.latency import invoke_times as times
+
+    return times(interp, invokes)
 
 
 def round_median(interp, invokes: int, clock: str) -> float:
