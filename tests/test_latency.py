@@ -120,6 +120,27 @@ def test_latency_plan_invariants(built, level, allocation, sample_splits):
     np.testing.assert_allclose(np.asarray(pruned(x)), np.asarray(zeroed(x)), atol=2e-4)
 
 
+@pytest.mark.parametrize("level", [0.2, 0.3, 0.45])
+def test_latency_plan_lands_where_no_single_step_gets_closer(built, level):
+    """The greedy's last step may be a big one; the plan it returns is the closest to the
+    requested level that one more or one fewer reduction of any group can reach from the
+    state before that step, so no single further reduction lands closer."""
+    model, g, _, steps, cost = built
+    scores = scoring.compute_scores("l1", model, g)
+    plan = plan_mod.make_plan(g, scores, level, "latency", "global", steps, criterion="l1",
+                              cost=cost)
+    counts = {e["id"]: len(e["kept"]) for e in plan["groups"]}
+    base, goal = cost.total({}), cost.total({}) * (1 - level)
+    here = abs(cost.total(counts) - goal)
+    for entry in plan["groups"]:
+        c = counts[entry["id"]]
+        for k in range(c - steps[entry["id"]], 1, -steps[entry["id"]]):
+            if k < 2:
+                break
+            closer = abs(cost.total({**counts, entry["id"]: k}) - goal)
+            assert closer >= here - 0.005 * base, (entry["id"], c, k)
+
+
 def test_latency_target_unreachable_names_the_highest_level(built):
     model, g, _, steps, cost = built
     with pytest.raises(plan_mod.PlanError, match=r"highest reachable level is 0\.\d{3} "):

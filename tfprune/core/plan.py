@@ -205,7 +205,7 @@ def make_plan(graph, scores: dict, level: float, target: str = "params",
 def _greedy_latency(groups, sizes, steps, min_channels, order, gscores, cost, level):
     """Keep counts removing `level` of the predicted latency: repeatedly take the group
     reduction with the least importance lost per predicted ms saved (NetAdapt/HALP-style
-    lookup-table pruning in one shot); the last step is kept only if it lands closer."""
+    lookup-table pruning in one shot) until the goal is passed; then land (`_land`)."""
     counts = {g.id: int(g.size) for g in groups}
     base = cost.total({})
     goal = base * (1.0 - level)
@@ -239,9 +239,34 @@ def _greedy_latency(groups, sizes, steps, min_channels, order, gscores, cost, le
         prev = (dict(counts), now)
         counts[best[1]] = best[2]
         now -= best[3]
-    if abs(prev[1] - goal) < abs(now - goal):
-        counts = prev[0]
+    counts = _land(groups, allowed, cost, prefix, prev, (counts, now), goal)
     return np.array([counts[g.id] for g in groups])
+
+
+def _land(groups, allowed, cost, prefix, before, after, goal) -> dict:
+    """The counts closest to `goal` ms from the greedy's last two states: the last step can
+    be a big one (a residual group shared by many blocks), so from the state before it,
+    single smaller reductions are taken while one lands closer to the goal (within 0.5% of
+    the unpruned latency, the one losing the least importance)."""
+    tol = 0.005 * cost.total({})
+    best_counts, best_ms = after if abs(after[1] - goal) < abs(before[1] - goal) else before
+    counts, now = dict(before[0]), before[1]
+    while now > goal:
+        pick = None
+        for g in groups:
+            c = counts[g.id]
+            for k in (k for k in allowed[g.id] if k < c):
+                ms = now + cost.delta(counts, g.id, k)
+                lost = prefix[g.id][g.size - k] - prefix[g.id][g.size - c]
+                key = (int(abs(ms - goal) / tol), lost)
+                if ms < now - 1e-9 and (pick is None or key < pick[0]):
+                    pick = (key, g.id, k, ms)
+        if pick is None or abs(pick[3] - goal) >= abs(best_ms - goal):
+            break
+        counts[pick[1]] = pick[2]
+        now = pick[3]
+        best_counts, best_ms = dict(counts), now
+    return best_counts
 
 
 def _search(grid, level_at, target):
