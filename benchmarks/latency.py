@@ -21,6 +21,11 @@ Writes benchmarks/results/latency_channels.json and .md.
 `--runtimes` entry and measures the cut and the latency model's error
 (benchmarks/latency_target.py); writes benchmarks/results/latency_target.json and .md:
 flock /tmp/tfprune_bench.lock nice -n 10 .venv/bin/python -m benchmarks.latency --target_grid
+`--equal_latency` compares latency-targeted with params-targeted pruning at equal measured
+latency after the same fine-tuning (benchmarks/latency_accuracy.py); writes
+benchmarks/results/latency_accuracy.json and .md:
+.venv/bin/python -m benchmarks.latency --equal_latency \
+    --accuracy_data=npz:/work/shared/data/cifar100.npz --accuracy_cuts=0.5,0.7
 """
 import json
 import statistics
@@ -50,6 +55,14 @@ flags.DEFINE_list("cuts", ["0.3", "0.5", "0.7"], "Latency fractions to remove (-
 flags.DEFINE_list("runtimes", ["litert-float32-1t", "litert-float32-2t", "litert-int8-1t",
                                "litert-int8-2t"], "Runtimes of --target_grid.")
 flags.DEFINE_string("latency_cache", None, "Latency table cache (default: the user cache).")
+flags.DEFINE_bool("equal_latency", False, "Run the accuracy-at-equal-latency comparison instead.")
+flags.DEFINE_string("accuracy_data", "sample", "Data of --equal_latency.")
+flags.DEFINE_string("accuracy_subset", "aquatic", "Subset of --equal_latency.")
+flags.DEFINE_list("accuracy_cuts", ["0.5"], "Latency cuts of --equal_latency.")
+flags.DEFINE_string("accuracy_runtime", "litert-float32-1t", "Runtime of --equal_latency.")
+flags.DEFINE_integer("accuracy_epochs", 15, "Fine-tuning epochs of --equal_latency.",
+                     lower_bound=1)
+flags.DEFINE_list("accuracy_seeds", ["0"], "Fine-tuning seeds of --equal_latency.")
 FLAGS = flags.FLAGS
 GOAL = 0.9
 
@@ -108,6 +121,8 @@ def main(argv):
         return _channel_sweep()
     if FLAGS.target_grid:
         return _target_grid()
+    if FLAGS.equal_latency:
+        return _equal_latency()
     from tfprune import data, litert
     from tfprune.models import cards as card
     from tfprune.litert import convert
@@ -176,6 +191,18 @@ def _target_grid():
                   "rows": rows}
         fileio.atomic_write_text(out, json.dumps(result, indent=2))
         fileio.atomic_write_text(out.with_suffix(".md"), latency_target.markdown(result))
+    print(f"latency: wrote {out} and {out.with_suffix('.md')}")
+
+
+def _equal_latency():
+    from benchmarks import latency_accuracy
+    from tfprune.latency.cache import LatencyCache
+
+    out = Path(FLAGS.output).with_name("latency_accuracy.json")
+    latency_accuracy.run(FLAGS.accuracy_data, FLAGS.accuracy_subset,
+                         [float(c) for c in FLAGS.accuracy_cuts], FLAGS.accuracy_runtime,
+                         FLAGS.accuracy_epochs, [int(s) for s in FLAGS.accuracy_seeds], out,
+                         LatencyCache(FLAGS.latency_cache), FLAGS.rounds, FLAGS.invokes)
     print(f"latency: wrote {out} and {out.with_suffix('.md')}")
 
 
