@@ -7,7 +7,7 @@ runtime's latency model). The params-targeted plan (same criterion, round_to=aut
 searched for the params level whose measured latency (float32, 1 thread, the latency
 model's clock, timed side by side with the latency-targeted model in interleaved rounds)
 equals it: bisection on the paired latency ratio, keeping the closest level on each side
-(slower and faster). All of them get the same fine-tuning (distillation from the original
+(slower and faster; their ms are the latency-targeted model's ms times the paired ratio). All of them get the same fine-tuning (distillation from the original
 restricted to the subset, as benchmarks/adaptation.py's `levels` part), and accuracy at the
 latency-targeted model's latency is interpolated linearly in measured latency between the
 two params levels. Nothing is chosen on accuracy: the levels come from latency only; val
@@ -62,6 +62,8 @@ def run(data: str, subset: str, cuts, runtime: str, epochs: int, seeds, out: Pat
 
     from tfprune import data as data_mod, pruner
     from tfprune.core import counts, head
+    from tfprune.core import plan as plan_mod
+    from tfprune.core import surgery
     from tfprune.latency import parse_runtime, plan_terms
     from tfprune.models import loader
     from tfprune.training import fit as train
@@ -84,13 +86,21 @@ def run(data: str, subset: str, cuts, runtime: str, epochs: int, seeds, out: Pat
                                   calibration_batches=8, bn_batches=8,
                                   head_classes=full.classes, class_names=full.class_names)
 
+    def params_plan(lat, level):
+        """The params-targeted plan at `level` from the latency run's scores (the same
+        scores prune_model computes: same model, data and seed)."""
+        return plan_mod.make_plan(lat.graph, lat.scores, level, "params", "global", steps, 2,
+                                  "act_l2", "mean", 0)
+
     rows = list(done.values())
     for cut in cuts:
         lat = prune(cut, "latency")
         lat_blob = _convert(lat.pruned)
         search_id = f"search:{data}:{subset}:{runtime}:{cut}"
         if search_id not in done:
-            row = _search(cut, lat, lat_blob, prune, rt.threads, rounds, invokes, log)
+            row = _search(cut, lat, lat_blob, lambda level: surgery.apply_plan(
+                lat.source, params_plan(lat, level), graph=lat.graph), rt.threads, rounds,
+                invokes, log)
             row.update(id=search_id, load_average_1min=round(os.getloadavg()[0], 2))
             rows = _put(out, row, header)
             done[search_id] = row
@@ -99,7 +109,13 @@ def run(data: str, subset: str, cuts, runtime: str, epochs: int, seeds, out: Pat
         for side in ("slower", "faster"):
             level = search[side]["params_level"]
             if level is not None:
-                models[f"params_{side}"] = (prune(level, "params"), search[side]["ms"], level)
+                result = prune(level, "params")
+                if {e["id"]: len(e["kept"]) for e in result.plan["groups"]} != {
+                        e["id"]: len(e["kept"]) for e in params_plan(lat, level)["groups"]}:
+                    raise RuntimeError(f"params level {level}: prune_model planned other "
+                                       "counts than the timed search")
+                models[f"params_{side}"] = (result, search[side]["ratio"] *
+                                            search["latency_ms"], level)
         for seed in seeds:
             for name, (result, ms, level) in models.items():
                 row_id = f"ft:{data}:{subset}:{runtime}:{cut}:{name}:{epochs}:{seed}"
@@ -131,17 +147,18 @@ def run(data: str, subset: str, cuts, runtime: str, epochs: int, seeds, out: Pat
     return rows
 
 
-def _search(cut, lat, lat_blob, prune, threads, rounds, invokes, log) -> dict:
+def _search(cut, lat, lat_blob, pruned_at, threads, rounds, invokes, log) -> dict:
     """Bisection on the params level until its measured latency brackets the latency plan's:
-    the closest slower and faster params levels, with their measured ms."""
+    the closest slower and faster params levels, with their measured ms. `pruned_at(level)`
+    is the params-targeted model (weights do not matter for latency)."""
     lo, hi = 0.0, 0.97          # params level: lo is slower than `lat`, hi faster
     slower = {"params_level": None, "ratio": None, "ms": None}
     faster = {"params_level": None, "ratio": None, "ms": None}
     tried, ref_ms = [], []
     level = lat.plan["achieved"]["params_level"]
     for _ in range(SEARCH_STEPS):
-        ratio, ms, ref = _ratio(_convert(prune(level, "params").pruned), lat_blob, threads,
-                                rounds, invokes)
+        ratio, ms, ref = _ratio(_convert(pruned_at(level)), lat_blob, threads, rounds,
+                                invokes)
         ref_ms.append(ref)
         tried.append({"params_level": round(level, 4), "ratio": round(ratio, 4),
                       "ms": round(ms, 5)})
