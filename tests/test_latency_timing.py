@@ -64,3 +64,21 @@ def test_one_thread_timing_ignores_a_competitor_on_the_same_core():
         os.sched_setaffinity(0, before)
     assert np.median(shared["wall"]) > 1.5 * np.median(shared["thread_cpu"])  # contention
     assert timed < 1.3 * alone, (alone, timed, shared)
+
+
+def test_validation_latency_reports_the_one_thread_cpu_clock_and_the_table_uses_it():
+    from tfprune.latency import report
+    from tfprune.litert.validate import latency
+
+    blob = timing.to_tflite(small_resnet(), "float32")
+    measured = latency.measure(blob, threads=(1, 2), runs=5, warmup=1)
+    assert "cpu_median_ms" in measured["1"] and "cpu_median_ms" not in measured["2"]
+    assert 0 < measured["1"]["cpu_median_ms"] <= measured["1"]["median_ms"] * 1.05
+    rows = {"model_float32.tflite": {"latency": measured}}
+    predicted = {"litert-float32-1t": {"unpruned": 1.0, "pruned": 0.5},
+                 "litert-float32-2t": {"unpruned": 1.0, "pruned": 0.5}}
+    lines = report.markdown(predicted, rows, rows, 100, 50)
+    one = next(ln for ln in lines if ln.startswith("| litert-float32-1t"))
+    two = next(ln for ln in lines if ln.startswith("| litert-float32-2t"))
+    assert f"{measured['1']['cpu_median_ms']:.3f}" in one
+    assert f"{measured['2']['median_ms']:.3f}" in two
