@@ -222,6 +222,15 @@ def markdown(result) -> str:
         lines += [f"| {r['arm']} | {r['level']:.3f} | {r['params']:,} | {r['macs']:,} | "
                   f"{r['measured_ms']:.3f} | {r['seed']} | {_pct(r['val'])} | "
                   f"{_pct(r['test'])} | {_pct(r['bar_test'])} |" for r in mine]
+        same = [r for r in mine if r["arm"].startswith("params_")]
+        if len({(r["params"], r["macs"]) for r in same}) == 1 and len(same) > 1:
+            ratios = [s["slower"]["ratio"], s["faster"]["ratio"]]
+            lines += ["", f"The slower and faster params levels give the same plan (params "
+                      f"cut {same[0]['params_level']:.3f}, the channel steps of round_to "
+                      f"auto): its two paired timings ({ratios[0]:.3f}x and {ratios[1]:.3f}x) "
+                      f"average {sum(ratios) / 2:.3f}x the latency-targeted model, equal "
+                      "latency within the timing noise, so the comparison is between these "
+                      "two models."]
         verdicts = []
         for seed in sorted({r["seed"] for r in mine}):
             by = {r["arm"]: r for r in mine if r["seed"] == seed}
