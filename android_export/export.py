@@ -34,6 +34,7 @@ def export_bundle(model: str, output_dir, *, kind: str = "float32", data: str = 
     subset first (tfprune.core.head), a model already cut (k outputs) is bundled as it is.
     `head="full"` bundles every class. Returns the manifest."""
     from tfprune import data as data_mod, shipping
+    from tfprune.litert import targets
     from tfprune.models import loader as modelio
 
     check_target(output_dir, inputs={"model": model})
@@ -54,9 +55,9 @@ def export_bundle(model: str, output_dir, *, kind: str = "float32", data: str = 
         log("android_export: validating")
         data_record = {"data": data, "subset": subset, "split": "test", "seed": seed,
                        "images": len(splits.test)}
-        report = shipping.validate(listed, keras_model=keras_model, images=splits.test,
-                                   latency_runs=latency_runs, keras_source=model,
-                                   data=data_record)
+        report = targets.validate_exports(listed, keras_model=keras_model, images=splits.test,
+                                          latency_runs=latency_runs, keras_source=model,
+                                          data=data_record)
         inference = listed[0][0]
         return write_bundle(
             output_dir, model_tflite=inference, trainable_dir=work / "trainable",

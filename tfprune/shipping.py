@@ -1,5 +1,6 @@
-"""Export a model as the files it ships as, then validate them together: the one path from a
-Keras model to validated .tflite files, shared by the main job and `android_export`.
+"""Export a model as the files it ships as: the one path from a Keras model to the .tflite
+files the main job and `android_export` validate together
+(`tfprune.litert.targets.validate_exports(files(...), ...)`).
 
 A shipment in a directory holds `model_<kind>.tflite` per inference kind (float32, int8) and,
 when asked, `trainable/trainable.tflite` with its manifest. `tfprune.litert.targets` says which
@@ -43,12 +44,3 @@ def export(model, out, *, kinds=targets.INFERENCE_KINDS, train_images=None,
                                  calibration_samples=calibration_samples, seed=seed)
     return listed
 
-
-def validate(listed, *, keras_model, images, latency_runs: int = 30,
-             keras_source: str | None = None, data: dict | None = None) -> dict:
-    """The validation report (tfprune.litert.validate format) of the files `export` wrote:
-    each file against its kind's targets, inference files also for parity with `keras_model`
-    on `images`."""
-    return targets.validate_exports(listed, keras_model=keras_model, images=images,
-                                    latency_runs=latency_runs, keras_source=keras_source,
-                                    data=data)

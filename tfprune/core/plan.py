@@ -132,7 +132,11 @@ def _reached(graph, groups, target, cost, keeps_for):
                            / total if total else 0.0)
 
 
-def _check_reachable(level, target, min_channels, highest) -> None:
+def _check_reachable(level, target, groups, steps, min_channels, reached) -> None:
+    """UnreachableLevel unless `level` <= the level of every group at its floor."""
+    floor = _allowed(np.zeros(len(groups), np.int64), np.array([g.size for g in groups]),
+                     steps, min_channels)
+    highest = reached(floor)
     if level > highest + 1e-9:
         raise UnreachableLevel(
             f"level {level:.3f} of {target} cannot be reached: the highest reachable "
@@ -146,12 +150,10 @@ def check_reachable(graph, level: float, target: str = "params", allocation: str
     that do not depend on scores (UnreachableLevel names the highest reachable level)."""
     level = check_level(level)
     groups = _groups(graph, target, allocation, round_to, min_channels, cost)
-    floor = _allowed(np.zeros(len(groups), np.int64), np.array([g.size for g in groups]),
-                     _steps(groups, round_to), min_channels)
-    _check_reachable(level, target, min_channels, _reached(
-        graph, groups, target, cost,
-        lambda counts: {g.id: _top(np.arange(g.size), k, g.blocks)
-                        for g, k in zip(groups, counts)})(floor))
+    reached = _reached(graph, groups, target, cost,
+                       lambda counts: {g.id: _top(np.arange(g.size), k, g.blocks)
+                                       for g, k in zip(groups, counts)})
+    _check_reachable(level, target, groups, _steps(groups, round_to), min_channels, reached)
 
 
 def make_plan(graph, scores: dict, level: float, target: str = "params",
@@ -172,8 +174,7 @@ def make_plan(graph, scores: dict, level: float, target: str = "params",
         return {g.id: _top(order[g.id], k, g.blocks) for g, k in zip(groups, keep_counts)}
 
     reached = _reached(graph, groups, target, cost, keeps_for)
-    _check_reachable(level, target, min_channels, reached(
-        _allowed(np.zeros(len(groups), np.int64), sizes, steps, min_channels)))
+    _check_reachable(level, target, groups, steps, min_channels, reached)
     if target == "latency" and allocation == "global":
         keep_counts = _greedy_latency(groups, sizes, steps, min_channels, order, gscores, cost,
                                       level)

@@ -45,6 +45,12 @@ def _rows(layer, kind: str, x):
     return np.asarray(patches, np.float64).reshape(-1, patches.shape[-1])
 
 
+def _sse(w, gram, cross, target_sq: float) -> float:
+    """Sum of squared errors of `rows @ w` against the targets, from the normal equations."""
+    return float(np.einsum("ij,ij->", w, gram @ w) - 2 * np.einsum("ij,ij->", w, cross)
+                 + target_sq)
+
+
 def _solve(gram, cross, w0, ridge: float):
     reg = ridge * np.trace(gram) / len(gram)
     return np.linalg.solve(gram + reg * np.eye(len(gram)), cross + reg * w0)
@@ -77,7 +83,7 @@ def reconstruct(source, pruned, plan: dict, images: np.ndarray, ridge: float = 1
             w0 = np.concatenate([w0, bias[None].astype(np.float64)])
         gram = np.zeros((len(w0), len(w0)))
         cross = np.zeros_like(w0)
-        tt = tw = ty = 0.0
+        target_sq, entries = 0.0, 0
         for start in range(0, len(images), batch_size):
             x = images[start:start + batch_size]
             a = _rows(layer, kind, inputs(x, training=False))
@@ -87,16 +93,14 @@ def reconstruct(source, pruned, plan: dict, images: np.ndarray, ridge: float = 1
             y = (y[..., kept] if kept is not None else y).reshape(len(a), -1)
             gram += a.T @ a
             cross += a.T @ y
-            ty += float((y * y).sum())
-            tt += len(y) * y.shape[1]
+            target_sq += float((y * y).sum())
+            entries += y.size
         w = _solve(gram, cross, w0, ridge)
-
-        def sse(m):  # sum of squared errors from the normal equations
-            return float(np.einsum("ij,ij->", m, gram @ m) - 2 * np.einsum("ij,ij->", m, cross)
-                         + ty)
-        row = {"layer": layer.name, "mse_before": sse(w0) / tt, "mse_after": sse(w) / tt}
-        tw = w[:-1] if bias is not None else w
-        new = [tw.reshape(kernel.shape).astype(kernel.dtype)]
+        row = {"layer": layer.name,
+               "mse_before": _sse(w0, gram, cross, target_sq) / entries,
+               "mse_after": _sse(w, gram, cross, target_sq) / entries}
+        kernel_rows = w[:-1] if bias is not None else w
+        new = [kernel_rows.reshape(kernel.shape).astype(kernel.dtype)]
         if bias is not None:
             new.append(w[-1].astype(bias.dtype))
         layer.set_weights(new + weights[len(new):])

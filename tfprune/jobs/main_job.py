@@ -227,7 +227,7 @@ def _export(run: Run, model, out: Path, stage: str, trainable: bool) -> None:
 
 def _validate(run: Run, out: Path, keras_name: str, trainable: bool, splits) -> None:
     from tfprune.litert.validate import report as validation_report
-    validation_report.write(shipping.validate(
+    validation_report.write(exports.validate_exports(
         shipping.files(out, exports.INFERENCE_KINDS, trainable),
         keras_model=run.load(keras_name), images=splits.test,
         latency_runs=run.cfg.latency_runs, keras_source=str(run.dir / keras_name),
