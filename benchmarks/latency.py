@@ -21,6 +21,9 @@ Writes benchmarks/results/latency_channels.json and .md.
 `--runtimes` entry and measures the cut and the latency model's error
 (benchmarks/latency_target.py); writes benchmarks/results/latency_target.json and .md:
 flock /tmp/tfprune_bench.lock nice -n 10 .venv/bin/python -m benchmarks.latency --target_grid
+`--main_job=RUN_DIR` times a main-job run's unpruned and pruned files side by side against
+its FLOPs reduction (benchmarks/latency_main_job.py); writes
+benchmarks/results/latency_main_job.json and .md.
 `--equal_latency` compares latency-targeted with params-targeted pruning at equal measured
 latency after the same fine-tuning (benchmarks/latency_accuracy.py); writes
 benchmarks/results/latency_accuracy.json and .md:
@@ -55,6 +58,9 @@ flags.DEFINE_list("cuts", ["0.3", "0.5", "0.7"], "Latency fractions to remove (-
 flags.DEFINE_list("runtimes", ["litert-float32-1t", "litert-float32-2t", "litert-int8-1t",
                                "litert-int8-2t"], "Runtimes of --target_grid.")
 flags.DEFINE_string("latency_cache", None, "Latency table cache (default: the user cache).")
+flags.DEFINE_string("main_job", None, "Time a main-job run directory's unpruned and pruned "
+                    "files side by side instead (benchmarks/latency_main_job.py).")
+flags.DEFINE_list("main_job_threads", ["1", "2"], "Thread counts of --main_job.")
 flags.DEFINE_bool("equal_latency", False, "Run the accuracy-at-equal-latency comparison instead.")
 flags.DEFINE_string("accuracy_data", "sample", "Data of --equal_latency.")
 flags.DEFINE_string("accuracy_subset", "aquatic", "Subset of --equal_latency.")
@@ -123,6 +129,8 @@ def main(argv):
         return _target_grid()
     if FLAGS.equal_latency:
         return _equal_latency()
+    if FLAGS.main_job:
+        return _main_job()
     from tfprune import data, litert
     from tfprune.models import cards as card
     from tfprune.litert import convert
@@ -203,6 +211,17 @@ def _equal_latency():
                          [float(c) for c in FLAGS.accuracy_cuts], FLAGS.accuracy_runtime,
                          FLAGS.accuracy_epochs, [int(s) for s in FLAGS.accuracy_seeds], out,
                          LatencyCache(FLAGS.latency_cache), FLAGS.rounds, FLAGS.invokes)
+    print(f"latency: wrote {out} and {out.with_suffix('.md')}")
+
+
+def _main_job():
+    from benchmarks import latency_main_job
+
+    result = latency_main_job.run(Path(FLAGS.main_job), [int(t) for t in FLAGS.main_job_threads],
+                                  FLAGS.rounds, FLAGS.invokes)
+    out = Path(FLAGS.output).with_name("latency_main_job.json")
+    fileio.atomic_write_text(out, json.dumps(result, indent=2))
+    fileio.atomic_write_text(out.with_suffix(".md"), latency_main_job.markdown(result))
     print(f"latency: wrote {out} and {out.with_suffix('.md')}")
 
 
