@@ -283,6 +283,8 @@ def render(rows: list) -> str:
 
 def main(argv):
     del argv
+    from tfprune import console
+    console.quiet_logs()
     {"main": part_main, "recipes": part_recipes, "levels": part_levels,
      "render": lambda: _save(_load(Path(FLAGS.results).with_suffix(".json")))}[FLAGS.part]()
 
