@@ -305,9 +305,11 @@ def test_overwrite_rules_and_tampered_bundle(bundle, manifest, splits, keras_mod
 def test_kotlin_classify(bundle, manifest, splits, keras_model):
     """TfpruneModel.classify: normalise, quantise (floor(x / s + 0.5) + zp), CompiledModel on
     the CPU (an int8 bundle has no GPU check, so the helper does not try the GPU):
-    createInputBuffers, writeInt8, run, readInt8, dequantise; the top class equals the Keras
-    model's."""
+    createInputBuffers, writeInt8, run, readInt8, dequantise. Its int8 outputs equal the
+    LiteRT interpreter's on the same quantised inputs, and its top class agrees with the Keras
+    model's on at least 90% of the images (int8 rounding may flip a near tie)."""
     from ai_edge_litert.compiled_model import CompiledModel, HardwareAccelerator
+    from ai_edge_litert.interpreter import Interpreter
 
     from tfprune import data
 
@@ -322,15 +324,22 @@ def test_kotlin_classify(bundle, manifest, splits, keras_model):
                                     hardware_accel=HardwareAccelerator.CPU)
     inputs, outputs = model.create_input_buffers(0), model.create_output_buffers(0)
     n = out["shape"][1]
-    logits = []
+    reference = Interpreter(model_path=str(bundle / "model.tflite"))
+    reference.allocate_tensors()
+    raw, logits = [], []
     for i in range(len(q)):
         inputs[0].write(q[i:i + 1])
         model.run_by_index(0, inputs, outputs)
-        logits.append((outputs[0].read(n, np.int8).astype(np.float32) - qout["zero_point"])
-                      * np.float32(qout["scale"]))
+        raw.append(outputs[0].read(n, np.int8))
+        reference.set_tensor(reference.get_input_details()[0]["index"], q[i:i + 1])
+        reference.invoke()
+        np.testing.assert_array_equal(
+            raw[-1], reference.get_tensor(reference.get_output_details()[0]["index"])[0])
+        logits.append((raw[-1].astype(np.float32) - qout["zero_point"]) * np.float32(qout["scale"]))
     logits = np.stack(logits)
     assert logits.shape == (len(x), manifest["labels"]["num_classes"])
-    np.testing.assert_array_equal(logits.argmax(1), np.asarray(keras_model(x)).argmax(1))
+    agree = (logits.argmax(1) == np.asarray(keras_model(x)).argmax(1)).mean()
+    assert agree >= 0.9, f"top-1 agrees with Keras on {agree:.0%} of the images"
 
 
 def test_kotlin_train_steps(bundle, manifest, splits):
