@@ -66,7 +66,8 @@ def run(run_dir: Path, threads: list[int], rounds: int, invokes: int, log=print)
     return {"benchmark": "latency of the main job", "run_dir": str(run_dir),
             "goal_efficiency": GOAL, "rounds": rounds, "invokes": invokes,
             "plan_target": plan.get("target"), "plan_level": plan.get("level"),
-            "plan_runtime": (plan.get("runtime") or {}).get("runtime"), "predicted_ms": plan.get("predicted_latency_ms"),
+            "plan_runtime": (plan.get("runtime") or {}).get("runtime"),
+            "predicted_ms": plan.get("predicted_latency_ms"),
             "rows": rows}
 
 
