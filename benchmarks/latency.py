@@ -37,6 +37,7 @@ from pathlib import Path
 
 from absl import app, flags, logging
 
+from benchmarks.latency_main_job import GOAL
 from tfprune import fileio
 
 flags.DEFINE_list("models", ["resnet56", "mobilenetv2"], "Zoo models.")
@@ -70,7 +71,6 @@ flags.DEFINE_integer("accuracy_epochs", 15, "Fine-tuning epochs of --equal_laten
                      lower_bound=1)
 flags.DEFINE_list("accuracy_seeds", ["0"], "Fine-tuning seeds of --equal_latency.")
 FLAGS = flags.FLAGS
-GOAL = 0.9
 
 
 def _variants(name, levels, round_tos):
@@ -101,23 +101,13 @@ def _apply(model, p, g):
 
 
 def _measure(blobs, threads, rounds, invokes):
-    """{label: [round median ms]} timing every model once per round, rotating the order."""
-    import numpy as np
+    """{label: [round median ms]} on the wall clock, every model once per round, the order
+    rotating (tfprune.latency.timing.time_interleaved)."""
+    from tfprune.latency import timing
 
-    from tfprune import litert
-    from tfprune.litert.validate.latency import invoke_times_ms
-
-    interps = {}
-    for label, blob in blobs.items():
-        interps[label] = litert.load_interpreter(blob, num_threads=threads)
-        litert.run(interps[label], np.zeros(interps[label].get_input_details()[0]["shape"],
-                                            np.float32))
-    per_round = {label: [] for label in blobs}
-    labels = list(blobs)
-    for r in range(rounds):
-        for label in labels[r % len(labels):] + labels[:r % len(labels)]:
-            per_round[label].append(statistics.median(invoke_times_ms(interps[label], invokes)))
-    return per_round
+    wall = {}
+    timing.time_interleaved(blobs, threads, rounds, invokes, wall=wall)
+    return wall
 
 
 def main(argv):
