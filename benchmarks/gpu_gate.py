@@ -16,7 +16,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from absl import app, flags, logging
+from absl import app, flags
 
 from tfprune import fileio
 
@@ -91,7 +91,8 @@ def _markdown(rows: list[dict]) -> str:
 
 def main(argv):
     del argv
-    logging.set_verbosity(logging.WARNING)
+    from tfprune import console
+    console.quiet_logs()
     from tfprune import data
 
     images = data.load_subset("sample", "aquatic").test

@@ -35,7 +35,7 @@ import statistics
 import time
 from pathlib import Path
 
-from absl import app, flags, logging
+from absl import app, flags
 
 from benchmarks.latency_main_job import GOAL
 from tfprune import fileio
@@ -112,7 +112,8 @@ def _measure(blobs, threads, rounds, invokes):
 
 def main(argv):
     del argv
-    logging.set_verbosity(logging.WARNING)
+    from tfprune import console
+    console.quiet_logs()
     if FLAGS.channel_sweep:
         return _channel_sweep()
     if FLAGS.target_grid:

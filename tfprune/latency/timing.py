@@ -16,6 +16,7 @@ measures it (load inflates it; say so where it is reported).
 """
 from __future__ import annotations
 
+import logging
 import statistics
 
 import numpy as np
@@ -28,9 +29,14 @@ def clock_of(threads: int) -> str:
     return "thread_cpu" if int(threads) == 1 else "wall"
 
 
+def _no_trackable_warning(record) -> bool:
+    return "trackable_obj" not in record.getMessage()
+
+
 def to_tflite(model, precision: str, calibration_images: int = 8) -> bytes:
     import tensorflow as tf
 
+    from tfprune import console
     from tfprune.litert import convert
 
     specs = [tf.TensorSpec((1, *t.shape[1:]), tf.float32) for t in model.inputs]
@@ -44,14 +50,20 @@ def to_tflite(model, precision: str, calibration_images: int = 8) -> bytes:
     opts = convert.converter_options(precision, np.zeros((1, 1), np.float32))
     if precision == "int8":
         opts["representative_dataset"] = lambda: iter(samples)
-    conv = tf.lite.TFLiteConverter.from_concrete_functions([concrete])
-    for key, value in opts.items():
-        if key == "target_spec":
-            for k, v in value.items():
-                setattr(conv.target_spec, k, v)
-        else:
-            setattr(conv, key, value)
-    return conv.convert()
+    absl_log = logging.getLogger("absl")
+    absl_log.addFilter(_no_trackable_warning)
+    try:  # a frozen function has no trackable object to give: the warning is noise here
+        with console.native_stderr_hidden():
+            conv = tf.lite.TFLiteConverter.from_concrete_functions([concrete])
+            for key, value in opts.items():
+                if key == "target_spec":
+                    for k, v in value.items():
+                        setattr(conv.target_spec, k, v)
+                else:
+                    setattr(conv, key, value)
+            return conv.convert()
+    finally:
+        absl_log.removeFilter(_no_trackable_warning)
 
 
 def interpreter(blob: bytes, threads: int):
