@@ -109,6 +109,8 @@ def main(argv):
                     defaults=dataclasses.asdict(ChainConfig()), restart=FLAGS.restart,
                     inputs={"model": cfg.model}, ignore=RESUMABLE_CHANGES, log=print)
     summary = chain.run_chain(cfg, FLAGS.output, bundler=android_export.write_bundle)
+    if summary.get("verdict"):
+        print(f"run: {summary['verdict']}")
     print(f"run: report in {FLAGS.output}/report.md; validation "
           f"{'passed' if summary['validation_passed'] else 'FAILED'}")
     if not summary["validation_passed"]:

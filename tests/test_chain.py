@@ -53,6 +53,12 @@ def test_chain_runs_and_resumes(tmp_path):
     assert keras.models.load_model(run / "finetuned.keras").output_shape == (None, 10)
     assert [r["model"].split(" ")[0] for r in summary["baselines"]] == [
         "original,", "original", "`l1`", "shipped", "shipped"]
+    assert [r["role"] for r in summary["baselines"]] == [
+        "original", "bar", "baseline", "shipped", "device"]
+    gap = 100 * (summary["finetuned"]["test_accuracy"] - summary["restricted"]["test_accuracy"])
+    assert summary["verdict"].startswith("the shipped model is ")
+    assert ("within 1 pp" in summary["verdict"]) == (gap >= -1)
+    assert f"Verdict: {summary['verdict']}" in (run / "report.md").read_text()
     assert summary["l1"]["params"] < summary["original"]["params"]
     assert all(r["latency_ms"] > 0 for r in summary["baselines"])
     assert summary["finetuned"]["seconds"] > 0

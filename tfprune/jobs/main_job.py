@@ -28,6 +28,7 @@ from tfprune.litert import targets as exports
 from tfprune.litert.validate import gate_failed
 from tfprune.training import fit as train
 from tfprune.errors import TfpruneError
+from tfprune.jobs.main_report import verdict
 
 
 @dataclasses.dataclass
@@ -366,20 +367,22 @@ def _baselines(run: Run, tflite: dict, original_tflite: dict) -> list[dict]:
     l1, dev = run.read("l1/result.json"), run.read("device.json")
     f32 = "model_float32.tflite"
     rows = [
-        {"model": "original, 100-way", "accuracy": o["test_accuracy"], "params": o["params"],
+        {"model": "original, 100-way", "role": "original", "accuracy": o["test_accuracy"], "params": o["params"],
          "macs": o["macs"], "latency_ms": ms((original_tflite.get(f32) or {}).get("latency"))},
-        {"model": "original restricted to the subset (the bar)", "accuracy": r["test_accuracy"],
+        {"model": "original restricted to the subset (the bar)", "role": "bar",
+         "accuracy": r["test_accuracy"],
          "params": r["params"], "macs": r["macs"], "latency_ms": ms(r["latency"])}]
     if l1:
         rows.append({"model": f"`{l1['criterion']}` filters, same level and fine-tuning",
+                     "role": "baseline",
                      "accuracy": l1["test_accuracy"], "params": l1["params"],
                      "macs": l1["macs"], "latency_ms": ms(l1["latency"])})
     shipped = {"params": f["params"], "macs": f["macs"],
                "latency_ms": ms((tflite.get(f32) or {}).get("latency"))}
-    rows.append({"model": f"shipped (`{run.cfg.criterion}`, fine-tuned)",
+    rows.append({"model": f"shipped (`{run.cfg.criterion}`, fine-tuned)", "role": "shipped",
                  "accuracy": f["test_accuracy"], **shipped})
     if dev:
-        rows.append({"model": "shipped + on-device fine-tuning", "accuracy":
+        rows.append({"model": "shipped + on-device fine-tuning", "role": "device", "accuracy":
                      dev["final_test_accuracy"], **shipped})
     return rows
 
@@ -390,6 +393,7 @@ def _summary(run: Run) -> dict:
     bundle_manifest, dev = run.read("bundle/manifest.json"), run.read("device.json")
     tflite, original_tflite = _tflite_rows(validation), _tflite_rows(
         run.read("original/validation.json"))
+    baselines = _baselines(run, tflite, original_tflite)
     return {
         "config": dataclasses.asdict(cfg),
         "subset": {"classes": len(splits.classes), "train": len(splits.train),
@@ -398,7 +402,7 @@ def _summary(run: Run) -> dict:
         "pruned": run.read("pruned.json"),
         "finetuned": {k: v for k, v in run.read("finetuned.json").items() if k != "history"},
         "l1": run.read("l1/result.json"),
-        "baselines": _baselines(run, tflite, original_tflite),
+        "baselines": baselines, "verdict": verdict(baselines),
         "tflite": tflite, "original_tflite": original_tflite,
         "validation_passed": validation["passed"],
         "failed_gates": validation["failed_gates"],

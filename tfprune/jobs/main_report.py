@@ -114,7 +114,26 @@ def baselines_markdown(s: dict) -> list[str]:
         lat = "-" if r.get("latency_ms") is None else f"{r['latency_ms']:.2f}"
         out.append(f"| {r['model']} | {_pct(r['accuracy'])} | {100 * (r['accuracy'] - bar):+.1f} "
                    f"| {r['params']:,} | {r['macs']:,} | {lat} |")
-    return out + [""]
+    line = verdict(rows)
+    return out + ([""] + [f"Verdict: {line}"] if line else []) + [""]
+
+
+def verdict(rows: list[dict]) -> str | None:
+    """One line for the user: the shipped model against the bar, in accuracy and speed."""
+    by = {r.get("role"): r for r in rows}
+    bar, shipped = by.get("bar"), by.get("shipped")
+    if not bar or not shipped:
+        return None
+    gap = 100 * (shipped["accuracy"] - bar["accuracy"])
+    speed = (f" and {bar['latency_ms'] / shipped['latency_ms']:.2f}x faster (LiteRT float32, "
+             "1 thread)" if bar.get("latency_ms") and shipped.get("latency_ms") else "")
+    if gap >= -1:
+        return (f"the shipped model is within 1 pp of the restricted original ({gap:+.1f} pp)"
+                f"{speed}.")
+    return (f"the shipped model is {-gap:.1f} pp less accurate than the restricted original"
+            f"{speed}. If accuracy matters more than speed, ship "
+            "original/restricted_float32.tflite (the unpruned model, its logits restricted) or "
+            "prune less (--level); more training images narrow the gap.")
 
 
 def _latency(t) -> float | None:
