@@ -75,6 +75,15 @@ def _add(row: dict) -> None:
     _save(rows + [row])
 
 
+PREVIOUS_BASE = "59.97%"  # rows without a base were measured on the first base (all 50k images)
+
+
+def _base() -> str:
+    """The pretrained base the rows were measured on, by its card's test accuracy."""
+    from tfprune.models import cards, loader
+    return f"{cards.read_card(loader.pretrained_path('resnet20'))['test_accuracy']:.2%}"
+
+
 def _done(row_id: str) -> bool:
     return any(r["id"] == row_id for r in _load(Path(FLAGS.results).with_suffix(".json")))
 
@@ -93,7 +102,8 @@ def part_main() -> None:
     stages = s.get("stage_seconds") or {}
     seconds = time.time() - start if not FLAGS.resume else (
         sum(stages.values()) if stages else None)
-    _add({"id": "main", "part": "main", "wall_seconds": seconds, "config": s["config"],
+    _add({"id": "main", "part": "main", "base": _base(), "wall_seconds": seconds,
+          "config": s["config"],
           "bar": s["restricted"]["test_accuracy"], "original": s["original"]["test_accuracy"],
           "shipped": s["finetuned"]["test_accuracy"],
           "device": s["device"] and s["device"]["final_test_accuracy"],
@@ -131,7 +141,7 @@ def part_recipes() -> None:
     teacher = keras.models.load_model(run / "restricted.keras", compile=False)
     bar = {"val": train.accuracy(teacher, splits.val), "test": train.accuracy(teacher, splits.test)}
     for name in FLAGS.recipes or RECIPES:
-        row_id = f"recipe:{name}"
+        row_id = f"recipe:{name}:{_base()}"
         if _done(row_id):
             continue
         keras.utils.set_random_seed(0)
@@ -169,7 +179,8 @@ def part_levels() -> None:
     for level in (float(v) for v in FLAGS.levels):
         for criterion in FLAGS.criteria:
             row_id = (f"level:{FLAGS.data}:{FLAGS.subset}:{level}:{criterion}:{FLAGS.epochs}:"
-                      f"{FLAGS.target}:{FLAGS.train_per_class}:{FLAGS.reconstruct_images}")
+                      f"{FLAGS.target}:{FLAGS.train_per_class}:{FLAGS.reconstruct_images}:"
+                      f"{_base()}")
             if _done(row_id):
                 continue
             keras.utils.set_random_seed(0)
@@ -185,6 +196,7 @@ def part_levels() -> None:
             row = _finetune_row(row_id, result.pruned, teacher, splits, FLAGS.epochs, 0.9, 0.9,
                                 "none", {"part": "levels", "data": FLAGS.data,
                                          "subset": FLAGS.subset, "level": level,
+                                         "base": _base(),
                                          "criterion": criterion, "bar_val": bar["val"],
                                          "target": FLAGS.target,
                                          "train_per_class": FLAGS.train_per_class,
@@ -201,6 +213,30 @@ def _pct(x) -> str:
     return "-" if x is None else f"{100 * x:.1f}%"
 
 
+def _render_recipes(recipes: list, base: str, main: list) -> list:
+    lines = [f"## Fine-tuning recipes on the main job's pruned model (chosen on val), base "
+             f"{base}", "", f"Bar: val {_pct(recipes[0]['bar_val'])}, test "
+             f"{_pct(recipes[0]['bar_test'])} (100 val / 300 test images).", "",
+             "| recipe | epochs | BN momentum | distill alpha | mix | val | test | "
+             "fine-tune s |", "|---|---|---|---|---|---|---|---|"]
+    for r in recipes:
+        lines.append(f"| {r['recipe']} | {r['epochs']} | {r['bn_momentum']} | "
+                     f"{r['distill_alpha']} | {r['mix']} | {_pct(r['val'])} | "
+                     f"{_pct(r['test'])} | {r['finetune_seconds']:.0f} |")
+    by = {r["recipe"]: r["finetune_seconds"] for r in recipes}
+    if "ce15_bn09" in by and "kd15_bn09" in by:
+        kd, ce = by["kd15_bn09"], by["ce15_bn09"]
+        lines += ["", f"The teacher's cost in fine-tuning time: {kd:.0f} s with it against "
+                  f"{ce:.0f} s without (x{kd / ce:.2f}, 15 epochs, wall time)."]
+    if main:
+        b = {r["model"].split(" ")[0]: r for r in main[0]["baselines"]}
+        teacher, student = b["original"]["macs"], b["shipped"]["macs"]
+        lines += [f"By arithmetic: a training step costs about 3 forward passes of the "
+                  f"student ({student / 1e6:.1f}M MACs each), the teacher adds one forward "
+                  f"pass ({teacher / 1e6:.1f}M): up to x{1 + teacher / (3 * student):.2f}."]
+    return lines + [""]
+
+
 def render(rows: list) -> str:
     lines = ["# Adaptation: adapted models against the restricted original (issue #14)", "",
              "The bar: the original pretrained ResNet-20 with its logits restricted to the "
@@ -213,7 +249,8 @@ def render(rows: list) -> str:
         wall = "not measured (the run was resumed)" if m["wall_seconds"] is None \
             else f"{m['wall_seconds']:.0f} s"
         lines += ["## Main job default (`python -m pipelines.run`)", "",
-                  f"Sample data, {m['config']['subset']}, {m['config']['level']:.0%} "
+                  f"Base {m.get('base', PREVIOUS_BASE)}; sample data, {m['config']['subset']}, "
+                  f"{m['config']['level']:.0%} "
                   f"{m['config']['target']}, {m['test_images']} test images, wall "
                   f"time {wall} (fine-tune {m['finetune_seconds']:.0f} s"
                   + (f", `l1` baseline fine-tune {m['l1_finetune_seconds']:.0f} s"
@@ -231,30 +268,10 @@ def render(rows: list) -> str:
         lines += ["", f"Goal (shipped >= bar - 1 pp, also after the device stage, under 5 "
                   f"minutes): shipped {'met' if ok(m['shipped']) else 'NOT met'}, device stage "
                   f"{'met' if ok(m['device']) else 'NOT met'}, time {time_goal}.", ""]
-    recipes = [r for r in rows if r["part"] == "recipes"]
-    if recipes:
-        lines += ["## Fine-tuning recipes on the main job's pruned model (chosen on val)", "",
-                  f"Bar: val {_pct(recipes[0]['bar_val'])}, test {_pct(recipes[0]['bar_test'])}"
-                  " (100 val / 300 test images).", "",
-                  "| recipe | epochs | BN momentum | distill alpha | mix | val | test | "
-                  "fine-tune s |", "|---|---|---|---|---|---|---|---|"]
-        for r in recipes:
-            lines.append(f"| {r['recipe']} | {r['epochs']} | {r['bn_momentum']} | "
-                         f"{r['distill_alpha']} | {r['mix']} | {_pct(r['val'])} | "
-                         f"{_pct(r['test'])} | {r['finetune_seconds']:.0f} |")
-        by = {r["recipe"]: r for r in recipes}
-        if "ce15_bn09" in by and "kd15_bn09" in by:
-            lines += ["", f"The teacher's cost in fine-tuning time: {by['kd15_bn09']['finetune_seconds']:.0f}"
-                      f" s with it against {by['ce15_bn09']['finetune_seconds']:.0f} s without "
-                      f"(x{by['kd15_bn09']['finetune_seconds'] / by['ce15_bn09']['finetune_seconds']:.2f},"
-                      " 15 epochs, wall time on the loaded machine)."]
-        if main:
-            b = {r["model"].split(" ")[0]: r for r in main[0]["baselines"]}
-            teacher, student = b["original"]["macs"], b["shipped"]["macs"]
-            lines += [f"By arithmetic: a training step costs about 3 forward passes of the "
-                      f"student ({student / 1e6:.1f}M MACs each), the teacher adds one forward "
-                      f"pass ({teacher / 1e6:.1f}M): up to x{1 + teacher / (3 * student):.2f}."]
-        lines.append("")
+    for base in sorted({r.get("base", PREVIOUS_BASE) for r in rows if r["part"] == "recipes"},
+                       reverse=True):
+        lines += _render_recipes([r for r in rows if r["part"] == "recipes"
+                                  and r.get("base", PREVIOUS_BASE) == base], base, main)
     levels = [r for r in rows if r["part"] == "levels"]
     if levels:
         lines += ["## Levels on the full data set, `act_l2` against `l1` (same distillation "
@@ -263,13 +280,15 @@ def render(rows: list) -> str:
                   "`recon`: least-squares reconstruction on up to that many train images before "
                   "the BatchNorm re-estimation (0: off). `pruned`: val accuracy before "
                   "fine-tuning.", "",
-                  "| data | subset | target | level | criterion | per class | recon | params | "
-                  "epochs | pruned val | val | test | bar val | bar test | vs bar (pp) | "
-                  "fine-tune s |", "|" + "---|" * 16]
-        for r in sorted(levels, key=lambda r: (r["subset"], r.get("target", "params"),
+                  "| base | data | subset | target | level | criterion | per class | recon | "
+                  "params | epochs | pruned val | val | test | bar val | bar test | vs bar (pp) | "
+                  "fine-tune s |", "|" + "---|" * 17]
+        for r in sorted(levels, key=lambda r: (r.get("base", PREVIOUS_BASE), r["subset"],
+                                               r.get("target", "params"),
                                                r.get("train_per_class", 0), r["level"],
                                                r["criterion"], r.get("reconstruct_images", 0))):
-            lines.append(f"| {r['data'].split('/')[-1]} | {r['subset']} | "
+            lines.append(f"| {r.get('base', PREVIOUS_BASE)} | {r['data'].split('/')[-1]} | "
+                         f"{r['subset']} | "
                          f"{r.get('target', 'params')} | {r['level']:.0%} | {r['criterion']} | "
                          f"{r.get('train_per_class') or 'all'} | "
                          f"{r.get('reconstruct_images', 0)} | {r['params']:,} | {r['epochs']} | "
