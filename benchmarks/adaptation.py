@@ -148,8 +148,8 @@ def part_recipes() -> None:
         model = keras.models.load_model(run / "pruned.keras", compile=False)
         epochs, bn, alpha, mix = RECIPES[name]
         row = _finetune_row(row_id, model, teacher, splits, epochs, bn, alpha, mix,
-                            {"part": "recipes", "recipe": name, "bar_val": bar["val"],
-                             "bar_test": bar["test"]})
+                            {"part": "recipes", "recipe": name, "base": _base(),
+                             "bar_val": bar["val"], "bar_test": bar["test"]})
         print(json.dumps(row))
         _add(row)
 
