@@ -367,16 +367,17 @@ def _baselines(run: Run, tflite: dict, original_tflite: dict) -> list[dict]:
     l1, dev = run.read("l1/result.json"), run.read("device.json")
     f32 = "model_float32.tflite"
     rows = [
-        {"model": "original, 100-way", "role": "original", "accuracy": o["test_accuracy"], "params": o["params"],
-         "macs": o["macs"], "latency_ms": ms((original_tflite.get(f32) or {}).get("latency"))},
+        {"model": "original, 100-way", "role": "original", "accuracy": o["test_accuracy"],
+         "params": o["params"], "macs": o["macs"],
+         "latency_ms": ms((original_tflite.get(f32) or {}).get("latency"))},
         {"model": "original restricted to the subset (the bar)", "role": "bar",
-         "accuracy": r["test_accuracy"],
-         "params": r["params"], "macs": r["macs"], "latency_ms": ms(r["latency"])}]
+         "accuracy": r["test_accuracy"], "params": r["params"], "macs": r["macs"],
+         "latency_ms": ms(r["latency"])}]
     if l1:
         rows.append({"model": f"`{l1['criterion']}` filters, same level and fine-tuning",
-                     "role": "baseline",
-                     "accuracy": l1["test_accuracy"], "params": l1["params"],
-                     "macs": l1["macs"], "latency_ms": ms(l1["latency"])})
+                     "role": "baseline", "accuracy": l1["test_accuracy"],
+                     "params": l1["params"], "macs": l1["macs"],
+                     "latency_ms": ms(l1["latency"])})
     shipped = {"params": f["params"], "macs": f["macs"],
                "latency_ms": ms((tflite.get(f32) or {}).get("latency"))}
     rows.append({"model": f"shipped (`{run.cfg.criterion}`, fine-tuned)", "role": "shipped",

@@ -115,7 +115,7 @@ def baselines_markdown(s: dict) -> list[str]:
         out.append(f"| {r['model']} | {_pct(r['accuracy'])} | {100 * (r['accuracy'] - bar):+.1f} "
                    f"| {r['params']:,} | {r['macs']:,} | {lat} |")
     line = verdict(rows)
-    return out + ([""] + [f"Verdict: {line}"] if line else []) + [""]
+    return out + (["", f"Verdict: {line}"] if line else []) + [""]
 
 
 def verdict(rows: list[dict]) -> str | None:
