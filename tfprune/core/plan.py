@@ -12,7 +12,8 @@ min_channels=2, criterion=None, normalizer="mean", seed=None, cost=None)` return
   within reach but missed by the rounding steps is reported in `achieved` and a note.
 - `global`: one ranking of all channels of all prunable groups by their group scores
   (`tfprune.core.group_scores`, normalised per group); the lowest are removed until the
-  target is met. For `latency` the ranking is greedy by importance lost per predicted
+  target is met; with round_to steps, single-step group reductions then land it closer to
+  the level (the ranking's levels jump a whole step at a time). For `latency` the ranking is greedy by importance lost per predicted
   millisecond saved: each step takes the group reduction (to one of its allowed counts) with
   the lowest sum of removed scores per ms. `uniform`: the same fraction removed from every
   prunable group.
@@ -194,6 +195,9 @@ def make_plan(graph, scores: dict, level: float, target: str = "params",
                 return _allowed(sizes - removed, sizes, steps, min_channels)
             grid = np.arange(len(ranked) + 1)
         keep_counts = counts_at(_search(grid, lambda x: reached(counts_at(x)), level))
+        if allocation == "global" and (steps > 1).any():
+            keep_counts = _refine(groups, keep_counts, steps, min_channels, order, gscores,
+                                  reached, level)
     kept = keeps_for(keep_counts)
     plan = _plan_dict(graph, kept, before, level, target, allocation, round_to, min_channels,
                       criterion, normalizer, seed, cost)
@@ -201,6 +205,37 @@ def make_plan(graph, scores: dict, level: float, target: str = "params",
         for entry in plan["groups"]:
             entry["step"] = int(round_to.get(entry["id"], 1))
     return plan
+
+
+def _refine(groups, counts, steps, min_channels, order, gscores, reached, level):
+    """Counts closer to `level` than the global ranking's: with round_to steps the ranking's
+    levels jump (a group drops a whole step at a time), so its closest point can be far under
+    the level. From it, single-step reductions that land closer to the level are taken, each
+    time the one losing the least score per level gained."""
+    counts = np.array(counts)
+    floor = _allowed(np.zeros(len(groups), np.int64), np.array([g.size for g in groups]),
+                     steps, min_channels)
+    prefix = [np.concatenate([[0.0], np.cumsum(np.asarray(
+        gscores.get(g.id, np.zeros(g.size)), float)[order[g.id]])]) for g in groups]
+    now = reached(counts)
+    while now < level:
+        pick = None
+        for i, g in enumerate(groups):
+            k = (int(counts[i]) - 1) // int(steps[i]) * int(steps[i])
+            if k < floor[i]:
+                continue
+            trial = counts.copy()
+            trial[i] = k
+            gain = reached(trial) - now
+            if gain <= 1e-12 or abs(now + gain - level) >= abs(now - level):
+                continue
+            key = (prefix[i][g.size - k] - prefix[i][g.size - counts[i]]) / gain
+            if pick is None or key < pick[0]:
+                pick = (key, i, k, now + gain)
+        if pick is None:
+            break
+        counts[pick[1]], now = pick[2], pick[3]
+    return counts
 
 
 def _greedy_latency(groups, sizes, steps, min_channels, order, gscores, cost, level):
