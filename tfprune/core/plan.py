@@ -207,6 +207,13 @@ def make_plan(graph, scores: dict, level: float, target: str = "params",
     return plan
 
 
+def _score_prefix(groups, order, gscores) -> dict:
+    """{group id: cumulative scores in removal order}: prefix[n] is the score lost by
+    removing a group's n lowest channels."""
+    return {g.id: np.concatenate([[0.0], np.cumsum(np.asarray(
+        gscores.get(g.id, np.zeros(g.size)), float)[order[g.id]])]) for g in groups}
+
+
 def _refine(groups, counts, steps, min_channels, order, gscores, reached, level):
     """Counts closer to `level` than the global ranking's: with round_to steps the ranking's
     levels jump (a group drops a whole step at a time), so its closest point can be far under
@@ -215,8 +222,7 @@ def _refine(groups, counts, steps, min_channels, order, gscores, reached, level)
     counts = np.array(counts)
     floor = _allowed(np.zeros(len(groups), np.int64), np.array([g.size for g in groups]),
                      steps, min_channels)
-    prefix = [np.concatenate([[0.0], np.cumsum(np.asarray(
-        gscores.get(g.id, np.zeros(g.size)), float)[order[g.id]])]) for g in groups]
+    prefix = _score_prefix(groups, order, gscores)
     now = reached(counts)
     while now < level:
         pick = None
@@ -229,7 +235,7 @@ def _refine(groups, counts, steps, min_channels, order, gscores, reached, level)
             gain = reached(trial) - now
             if gain <= 1e-12 or abs(now + gain - level) >= abs(now - level):
                 continue
-            key = (prefix[i][g.size - k] - prefix[i][g.size - counts[i]]) / gain
+            key = (prefix[g.id][g.size - k] - prefix[g.id][g.size - counts[i]]) / gain
             if pick is None or key < pick[0]:
                 pick = (key, i, k, now + gain)
         if pick is None:
@@ -245,10 +251,7 @@ def _greedy_latency(groups, sizes, steps, min_channels, order, gscores, cost, le
     counts = {g.id: int(g.size) for g in groups}
     base = cost.total({})
     goal = base * (1.0 - level)
-    prefix = {}
-    for g in groups:
-        s = np.asarray(gscores.get(g.id, np.zeros(g.size)), float)[order[g.id]]
-        prefix[g.id] = np.concatenate([[0.0], np.cumsum(s)])
+    prefix = _score_prefix(groups, order, gscores)
     allowed = {}
     for g, size, step in zip(groups, sizes, steps):
         low = max(min_channels, 1)
