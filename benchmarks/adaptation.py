@@ -140,15 +140,16 @@ def part_recipes() -> None:
     splits = data.relabel(data.load_subset("sample", "aquatic", 0))
     teacher = keras.models.load_model(run / "restricted.keras", compile=False)
     bar = {"val": train.accuracy(teacher, splits.val), "test": train.accuracy(teacher, splits.test)}
+    base = _base()
     for name in FLAGS.recipes or RECIPES:
-        row_id = f"recipe:{name}:{_base()}"
+        row_id = f"recipe:{name}:{base}"
         if _done(row_id):
             continue
         keras.utils.set_random_seed(0)
         model = keras.models.load_model(run / "pruned.keras", compile=False)
         epochs, bn, alpha, mix = RECIPES[name]
         row = _finetune_row(row_id, model, teacher, splits, epochs, bn, alpha, mix,
-                            {"part": "recipes", "recipe": name, "base": _base(),
+                            {"part": "recipes", "recipe": name, "base": base,
                              "bar_val": bar["val"], "bar_test": bar["test"]})
         print(json.dumps(row))
         _add(row)
@@ -176,11 +177,12 @@ def part_levels() -> None:
     original = loader.load_model("pretrained:resnet20")
     teacher = head.slice_head(original, full.classes)
     bar = {"val": train.accuracy(teacher, splits.val), "test": train.accuracy(teacher, splits.test)}
+    base = _base()
     for level in (float(v) for v in FLAGS.levels):
         for criterion in FLAGS.criteria:
             row_id = (f"level:{FLAGS.data}:{FLAGS.subset}:{level}:{criterion}:{FLAGS.epochs}:"
                       f"{FLAGS.target}:{FLAGS.train_per_class}:{FLAGS.reconstruct_images}:"
-                      f"{_base()}")
+                      f"{base}")
             if _done(row_id):
                 continue
             keras.utils.set_random_seed(0)
@@ -196,7 +198,7 @@ def part_levels() -> None:
             row = _finetune_row(row_id, result.pruned, teacher, splits, FLAGS.epochs, 0.9, 0.9,
                                 "none", {"part": "levels", "data": FLAGS.data,
                                          "subset": FLAGS.subset, "level": level,
-                                         "base": _base(),
+                                         "base": base,
                                          "criterion": criterion, "bar_val": bar["val"],
                                          "target": FLAGS.target,
                                          "train_per_class": FLAGS.train_per_class,

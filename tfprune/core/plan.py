@@ -13,10 +13,10 @@ min_channels=2, criterion=None, normalizer="mean", seed=None, cost=None)` return
 - `global`: one ranking of all channels of all prunable groups by their group scores
   (`tfprune.core.group_scores`, normalised per group); the lowest are removed until the
   target is met; with round_to steps, single-step group reductions then land it closer to
-  the level (the ranking's levels jump a whole step at a time). For `latency` the ranking is greedy by importance lost per predicted
-  millisecond saved: each step takes the group reduction (to one of its allowed counts) with
-  the lowest sum of removed scores per ms. `uniform`: the same fraction removed from every
-  prunable group.
+  the level (the ranking's levels jump a whole step at a time). For `latency` the ranking is
+  greedy by importance lost per predicted millisecond saved: each step takes the group
+  reduction (to one of its allowed counts) with the lowest sum of removed scores per ms.
+  `uniform`: the same fraction removed from every prunable group.
 - every group keeps at least `min_channels` channels, and a multiple of `round_to` (or all);
   `round_to` is an int or {group id: step} (`round_to=auto`, resolved by the caller).
 - `cost` (an object with `total(counts)`, `delta(counts, gid, new)` and `describe()`, counts
@@ -196,8 +196,8 @@ def make_plan(graph, scores: dict, level: float, target: str = "params",
             grid = np.arange(len(ranked) + 1)
         keep_counts = counts_at(_search(grid, lambda x: reached(counts_at(x)), level))
         if allocation == "global" and (steps > 1).any():
-            keep_counts = _refine(groups, keep_counts, steps, min_channels, order, gscores,
-                                  reached, level)
+            keep_counts = _refine(groups, keep_counts, sizes, steps, min_channels, order,
+                                  gscores, reached, level)
     kept = keeps_for(keep_counts)
     plan = _plan_dict(graph, kept, before, level, target, allocation, round_to, min_channels,
                       criterion, normalizer, seed, cost)
@@ -214,14 +214,13 @@ def _score_prefix(groups, order, gscores) -> dict:
         gscores.get(g.id, np.zeros(g.size)), float)[order[g.id]])]) for g in groups}
 
 
-def _refine(groups, counts, steps, min_channels, order, gscores, reached, level):
+def _refine(groups, counts, sizes, steps, min_channels, order, gscores, reached, level):
     """Counts closer to `level` than the global ranking's: with round_to steps the ranking's
     levels jump (a group drops a whole step at a time), so its closest point can be far under
     the level. From it, single-step reductions that land closer to the level are taken, each
     time the one losing the least score per level gained."""
     counts = np.array(counts)
-    floor = _allowed(np.zeros(len(groups), np.int64), np.array([g.size for g in groups]),
-                     steps, min_channels)
+    floor = _allowed(np.zeros_like(sizes), sizes, steps, min_channels)
     prefix = _score_prefix(groups, order, gscores)
     now = reached(counts)
     while now < level:
