@@ -42,7 +42,7 @@ def main(argv):
     for level in map(float, FLAGS.levels):
         model = (pruner.prune_model(base, "l1", level, normalizer="none").pruned
                  if level else keras.models.clone_model(base))
-        protocol.set_bn_momentum(model, 0.9)
+        fit.set_batchnorm_momentum(model, 0.9)
         fit.compile_sgd(model, 0.01, 1e-4)
         ds = data.as_dataset(splits.train, 128, training=True, seed=0).repeat()
         times = []

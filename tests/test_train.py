@@ -81,3 +81,16 @@ def test_pretrain_app_on_fixture(tmp_path):
     bad = subprocess.run(cmd[:4] + ["--data=npz:/nonexistent.npz"] + cmd[5:-1]
                          + [f"--output={tmp_path / 'other.keras'}"], capture_output=True, text=True)
     assert bad.returncode != 0 and "data file /nonexistent.npz does not exist" in bad.stderr
+
+
+def test_batchnorm_momentum_reaches_nested_models_and_is_restored():
+    inner = keras.Sequential([keras.layers.Conv2D(4, 3), keras.layers.BatchNormalization()],
+                             name="inner")
+    outer = keras.Sequential([keras.Input((8, 8, 3)), inner, keras.layers.BatchNormalization()])
+    bns = train.batchnorm_layers(outer)
+    assert len(bns) == 2 and bns[0] is inner.layers[1]
+    with train.batchnorm_momentum(outer, 0.9):
+        assert [bn.momentum for bn in bns] == [0.9, 0.9]
+    assert [bn.momentum for bn in bns] == [0.99, 0.99]
+    assert train.set_batchnorm_momentum(outer, None) == [0.99, 0.99]
+    assert [bn.momentum for bn in bns] == [0.99, 0.99]

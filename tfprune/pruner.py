@@ -114,16 +114,12 @@ def prune_model(model, criterion: str, level: float, target: str = "params",
     return PruneResult(pruned, plan, scores, g, model, scored, done, report)
 
 
-def batchnorm_layers(model) -> list:
-    import keras
-    return [layer for layer in model.layers
-            if isinstance(layer, keras.layers.BatchNormalization)]
-
-
 def reestimate_batchnorm(model, dataset, batches: int) -> int:
     """Replace every BatchNorm's moving mean/variance by the average of its batch statistics
     over the first `batches` batches of `dataset` (forward passes in training mode; no weight
     other than the moving statistics changes). Returns the number of batches used."""
+    from tfprune.training.fit import batchnorm_layers
+
     bns = batchnorm_layers(model)
     if not bns or batches < 1:
         return 0

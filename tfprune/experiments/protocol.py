@@ -320,18 +320,6 @@ def run_data(setup: Setup, method: str, subsets) -> RunData:
     return RunData("all", full.train, evalsets, {n: s.classes for n, s in per.items()})
 
 
-def set_bn_momentum(model, momentum: float | None) -> int:
-    """Set every BatchNormalization layer's momentum (None: leave them); returns how many."""
-    import keras
-    if momentum is None:
-        return 0
-    bns = [layer for layer in model._flatten_layers()
-           if isinstance(layer, keras.layers.BatchNormalization)]
-    for bn in bns:
-        bn.momentum = float(momentum)
-    return len(bns)
-
-
 def _train_phase(setup: Setup, phase: Phase, model_path: Path, train_images, workdir: Path,
                  evalset=None, build_model=None, head_classes=None):
     """Retrain (or fine-tune) the model saved at `model_path` for `phase`, resumably.
@@ -349,7 +337,7 @@ def _train_phase(setup: Setup, phase: Phase, model_path: Path, train_images, wor
 
     def build():
         model = keras.models.load_model(model_path, compile=False)
-        set_bn_momentum(model, r.bn_momentum)
+        train.set_batchnorm_momentum(model, r.bn_momentum)
         if build_model is not None:
             return build_model(model, schedule)
         return train.compile_sgd(model, schedule, r.weight_decay, r.momentum)

@@ -53,20 +53,37 @@ def compile_sgd(model: keras.Model, learning_rate, weight_decay: float, momentum
 FINETUNE_BN_MOMENTUM = 0.9
 
 
+def batchnorm_layers(model: keras.Model) -> list:
+    """Every BatchNormalization layer of `model`, nested models included."""
+    found = []
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            found.append(layer)
+        elif hasattr(layer, "layers"):
+            found.extend(batchnorm_layers(layer))
+    return found
+
+
+def set_batchnorm_momentum(model: keras.Model, momentum: float | None) -> list[float]:
+    """Every BatchNorm of `model` at `momentum` (None: left as is); returns the old values."""
+    bns = batchnorm_layers(model)
+    saved = [bn.momentum for bn in bns]
+    if momentum is not None:
+        for bn in bns:
+            bn.momentum = float(momentum)
+    return saved
+
+
 @contextlib.contextmanager
 def batchnorm_momentum(model: keras.Model, momentum: float | None):
     """Every BatchNorm of `model` at `momentum` inside the block, restored after (None: as is).
     Keras's default 0.99 averages over ~100 steps, longer than a short fine-tune: the moving
     statistics would still describe the model before it; PyTorch's default is 0.9."""
-    bns = [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
-    saved = [bn.momentum for bn in bns]
+    saved = set_batchnorm_momentum(model, momentum)
     try:
-        if momentum is not None:
-            for bn in bns:
-                bn.momentum = float(momentum)
         yield
     finally:
-        for bn, m in zip(bns, saved):
+        for bn, m in zip(batchnorm_layers(model), saved):
             bn.momentum = m
 
 
