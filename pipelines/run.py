@@ -6,7 +6,8 @@ python -m pipelines.run --output=runs/main
 Defaults: the shipped pretrained ResNet-20, the bundled real `aquatic` sample, the classifier
 cut to the subset's classes, 50% of the predicted LiteRT float32 single-thread latency removed
 (channel counts in whole kernel tiles, round_to=auto), criterion `act_l2`, fine-tuned with
-distillation from the original restricted to the subset, against an `l1` baseline. Every
+distillation from the original restricted to the subset (logits and feature maps), against an
+`l1` baseline. Every
 stage writes into --output and is skipped when its outputs exist, so a stopped run resumes;
 runs/main/report.md shows the result. --output records the run's settings (run_config.json):
 a rerun with other settings, or a non-empty directory that holds no run, is refused before
@@ -53,6 +54,9 @@ flags.DEFINE_float("distill_alpha", _D.distill_alpha, "Weight of distillation fr
                    lower_bound=0.0, upper_bound=1.0)
 flags.DEFINE_float("distill_temperature", _D.distill_temperature, "Distillation temperature.",
                    lower_bound=0.05, upper_bound=100.0)
+flags.DEFINE_float("distill_features", _D.distill_features, "Weight of distillation on the "
+                   "residual streams' feature maps at the kept channels (0: logits only).",
+                   lower_bound=0.0, upper_bound=1000.0)
 flags.DEFINE_enum("distill_mix", _D.distill_mix, ["none", "mixup", "cutmix"],
                   "Add label-free mixed views of every batch (distillation only).")
 flags.DEFINE_string("transfer_data", _D.transfer_data, "Extra label-free images for "

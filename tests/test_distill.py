@@ -7,7 +7,7 @@ import tensorflow as tf
 from tfprune import data
 from tfprune.core import head
 from tfprune.models import loader
-from tfprune.training import distill, fit
+from tfprune.training import distill, fit, taps
 
 
 @pytest.fixture(scope="module")
@@ -91,3 +91,76 @@ def test_compiled_distiller_checkpoint_resumes(teacher_student, sample_splits, t
     again.fit(ds, epochs=1, verbose=0, shuffle=False)
     fit.atomic_save(again, tmp_path / "final.keras", optimizer=False)
     assert keras.models.load_model(tmp_path / "final.keras")(x).shape == (8, 10)
+
+
+# --- feature maps ----------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def pruned_student(sample_splits):
+    from tfprune import pruner
+    teacher = head.slice_head(loader.load_model("pretrained:resnet20"), sample_splits.classes)
+    return teacher, pruner.prune_model(teacher, "l1", 0.5, "params")
+
+
+def test_feature_taps_are_the_residual_streams_at_the_kept_channels(pruned_student):
+    _, res = pruned_student
+    found = dict(taps.feature_taps(res.pruned, res.plan))
+    assert list(found) == [f"s{s}b{b}_out" for s in (1, 2, 3) for b in (0, 1, 2)]
+    for name, kept in found.items():
+        assert kept == res.plan["layers"][name]["out"]
+        assert res.pruned.get_layer(name).output.shape[-1] == len(kept)
+    import keras
+    plain = keras.Sequential([keras.Input((8, 8, 3)), keras.layers.Conv2D(6, 3, name="c1"),
+                              keras.layers.ReLU(name="r1"), keras.layers.Conv2D(5, 3, name="c2"),
+                              keras.layers.ReLU(name="r2"), keras.layers.GlobalAveragePooling2D(),
+                              keras.layers.Dense(3)])
+    assert taps.feature_taps(plain, {"layers": {}}) == [("r2", [0, 1, 2, 3, 4])]
+    assert taps.feature_taps(plain, {"layers": {"r2": {"out": [1, 3]}}}) == [("r2", [1, 3])]
+
+
+def test_feature_loss_matches_numpy_and_vanishes_on_the_kept_maps(pruned_student, sample_splits):
+    import keras
+    teacher, res = pruned_student
+    tapped = taps.feature_taps(res.pruned, res.plan)
+    names = [n for n, _ in tapped]
+    x = data.normalize_np(sample_splits.test.x[:16])
+    s = keras.Model(res.pruned.inputs, [res.pruned.get_layer(n).output for n in names])(x)
+    t = keras.Model(teacher.inputs, [teacher.get_layer(n).output for n in names])(x)
+    cut = [np.asarray(m)[..., kept] for m, (_, kept) in zip(t, tapped)]
+    got = float(taps.feature_loss([tf.constant(np.asarray(m)) for m in s],
+                                  [tf.constant(c) for c in cut]))
+    assert got == pytest.approx(taps.feature_loss_np(s, cut), rel=1e-5) and got > 0
+    assert taps.feature_loss_np(cut, cut) == 0.0
+
+
+def test_feature_distillation_brings_the_maps_closer_and_resumes(pruned_student, sample_splits,
+                                                                  tmp_path):
+    import keras
+    teacher, res = pruned_student
+    student = keras.models.clone_model(res.pruned)
+    student.set_weights(res.pruned.get_weights())
+    tapped = taps.feature_taps(student, res.plan)
+    names = [n for n, _ in tapped]
+    x = data.normalize_np(sample_splits.test.x[:64])
+    t_maps = keras.Model(teacher.inputs, [teacher.get_layer(n).output for n in names])(x)
+    cut = [np.asarray(m)[..., kept] for m, (_, kept) in zip(t_maps, tapped)]
+
+    def gap():
+        maps = keras.Model(student.inputs, [student.get_layer(n).output for n in names])(x)
+        return taps.feature_loss_np(maps, cut)
+    before = gap()
+    splits = data.relabel(sample_splits)
+    history = fit.finetune(student, data.Images(splits.train.x[:128], splits.train.y[:128]), 2,
+                           0.02, batch_size=32, teacher=teacher, taps=tapped,
+                           feature_weight=5.0, verbose=0)
+    assert gap() < before and np.isfinite(history["loss"]).all()
+    ds = data.as_dataset(data.Images(splits.train.x[:32], splits.train.y[:32]), 32, training=True)
+    model = distill.compile_distill(student, teacher, 0.01, 5e-4, 0.9, 0.9, 4.0, tapped, 5.0)
+    model.fit(ds, epochs=1, verbose=0, shuffle=False)
+    fit.atomic_save(model, tmp_path / "ck.keras")
+    again = keras.models.load_model(tmp_path / "ck.keras")
+    assert again.taps == model.taps and again.feature_weight == 5.0
+    assert int(again.optimizer.iterations) == 1
+    np.testing.assert_array_equal(np.asarray(again(x[:8])), np.asarray(model(x[:8])))
+    with pytest.raises(ValueError, match="needs one"):
+        fit.finetune(student, splits.train, 1, 0.01, taps=tapped, feature_weight=1.0)

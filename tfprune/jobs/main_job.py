@@ -5,7 +5,8 @@ report, in one run directory.
 With `head="subset"` (the default) the classifier is cut to the subset's classes before
 pruning (tfprune.core.head; labels 0..k-1 in subset order, `tfprune.data.relabel`), and the
 fine-tune distils from the original model restricted to those classes (`restricted.keras`,
-the bar to beat) unless `distill_alpha` is 0. The report sets the shipped model against the
+the bar to beat) unless `distill_alpha` is 0, on the logits and (`distill_features`) on the
+residual streams' feature maps at the channels the plan kept. The report sets the shipped model against the
 original (100-way and restricted), and against data-agnostic `l1` filters pruned to the same
 level with the same fine-tuning (`l1/`).
 
@@ -51,6 +52,7 @@ class ChainConfig:
     batch_size: int = 64
     distill_alpha: float = 0.9
     distill_temperature: float = 4.0
+    distill_features: float = 5.0
     distill_mix: str = "none"
     transfer_data: str = ""
     transfer_images: int = 0
@@ -181,23 +183,27 @@ def _transfer_images(run: Run):
     return pool.take(np.sort(np.random.default_rng([cfg.seed, 17]).choice(len(pool), n, False)))
 
 
-def _finetune(run: Run, model) -> dict:
-    """The fine-tuning every adapted model gets (shipped and baseline alike); returns
-    {history, seconds}."""
+def _finetune(run: Run, model, plan: dict) -> dict:
+    """The fine-tuning every adapted model gets (shipped and baseline alike; `plan` pruned
+    it); returns {history, seconds}."""
+    from tfprune.training import taps
     cfg = run.cfg
-    teacher = run.load(run.teacher_name) if cfg.distill_alpha > 0 else None
+    distils = cfg.distill_alpha > 0 or cfg.distill_features > 0
+    teacher = run.load(run.teacher_name) if distils else None
     start = time.time()
     history = train.finetune(
         model, run.head_splits.train, cfg.finetune_epochs, cfg.finetune_lr, cfg.weight_decay,
         cfg.batch_size, cfg.seed, run.head_splits.val, teacher=teacher,
         distill_alpha=cfg.distill_alpha, distill_temperature=cfg.distill_temperature,
-        mix=cfg.distill_mix, transfer_images=_transfer_images(run))
+        mix=cfg.distill_mix, transfer_images=_transfer_images(run),
+        taps=taps.feature_taps(model, plan) if cfg.distill_features > 0 else (),
+        feature_weight=cfg.distill_features)
     return {"history": history, "seconds": time.time() - start}
 
 
 def finetune(run: Run) -> None:
     model = run.load("pruned.keras")
-    done = _finetune(run, model)
+    done = _finetune(run, model, run.read("plan.json"))
     train.atomic_save(model, run.dir / "finetuned.keras", optimizer=False)
     run.write_json("finetuned.json", {
         "test_accuracy": train.accuracy(model, run.head_splits.test), **done, **_totals(model)})
@@ -208,7 +214,7 @@ def baseline_pruning(run: Run) -> None:
     head and the same fine-tuning; accuracy, size and float32 latency in l1/result.json."""
     result = _prune(run, run.cfg.baseline_criterion)
     model = result.pruned
-    done = _finetune(run, model)
+    done = _finetune(run, model, result.plan)
     (run.dir / "l1").mkdir(exist_ok=True)
     train.atomic_save(model, run.dir / "l1" / "finetuned.keras", optimizer=False)
     run.write_json("l1/result.json", {

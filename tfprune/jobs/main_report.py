@@ -36,7 +36,9 @@ def report_markdown(s: dict) -> str:
            "most" if cfg.get("reconstruct_images") else "") + ", fine-tuned "
         f"{cfg['finetune_epochs']} epochs" + (
             f" with distillation from the restricted original (alpha {cfg['distill_alpha']}, "
-            f"T {cfg['distill_temperature']})" if cfg.get("distill_alpha") else "")
+            f"T {cfg['distill_temperature']}"
+            + (f", feature maps x{cfg['distill_features']}" if cfg.get("distill_features")
+               else "") + ")" if cfg.get("distill_alpha") else "")
         + f"; head `{cfg.get('head', 'full')}`.", "",
         *baselines_markdown(s),
         "| model | test accuracy | params | MACs | weight bytes | filters |",

@@ -6,7 +6,9 @@ the same (augmented) batches, as a Keras model that `fit` trains.
     model.fit(dataset)                    # trains `student`; `teacher` stays frozen
 
 Loss = (1 - alpha) * CE(labels, student) + alpha * T^2 * KL(softmax(teacher / T) ||
-softmax(student / T)), each averaged over the batch. Rows labelled -1 carry no label (mixed
+softmax(student / T)), each averaged over the batch, plus, with `taps` and a
+`feature_weight`, that weight times the feature maps' loss (tfprune.training.taps: the student's
+maps against the teacher's at the channels it kept). Rows labelled -1 carry no label (mixed
 views, transfer images): they count in the KL term only, and CE averages over labelled rows.
 `with_mixed_views(ds, "mixup"|"cutmix")` appends such label-free mixed copies to every batch.
 """
@@ -17,6 +19,7 @@ import numpy as np
 import tensorflow as tf
 from keras import ops
 from tfprune.errors import TfpruneError
+from tfprune.training import taps as feature_taps
 
 MIXES = ("none", "mixup", "cutmix")
 
@@ -65,17 +68,28 @@ class Distiller(keras.Model):
     calling it runs the student. Saved and loaded as a whole (student and teacher), so a
     checkpointed run resumes."""
 
-    def __init__(self, student, teacher, alpha: float = 0.9, temperature: float = 4.0, **kw):
+    def __init__(self, student, teacher, alpha: float = 0.9, temperature: float = 4.0,
+                 taps=(), feature_weight: float = 0.0, **kw):
         super().__init__(**kw)
-        if not 0.0 <= alpha <= 1.0 or temperature <= 0:
-            raise TfpruneError(f"distillation needs alpha in [0, 1] and temperature > 0, got "
-                             f"alpha {alpha}, temperature {temperature}")
+        if not 0.0 <= alpha <= 1.0 or temperature <= 0 or feature_weight < 0:
+            raise TfpruneError(f"distillation needs alpha in [0, 1], temperature > 0 and "
+                               f"feature_weight >= 0, got alpha {alpha}, temperature "
+                               f"{temperature}, feature_weight {feature_weight}")
         if student.output_shape[-1] != teacher.output_shape[-1]:
             raise TfpruneError(f"the student has {student.output_shape[-1]} classes, the teacher "
                              f"{teacher.output_shape[-1]}")
         self.student, self.teacher = student, teacher
         self.teacher.trainable = False
         self.alpha, self.temperature = float(alpha), float(temperature)
+        self.taps = [(str(name), [int(i) for i in kept]) for name, kept in taps]
+        self.feature_weight = float(feature_weight) if self.taps else 0.0
+        names = [name for name, _ in self.taps] if self.feature_weight else []
+        self._student_maps = keras.Model(
+            student.inputs, [student.get_layer(n).output for n in names] + [student.output])
+        self._teacher_maps = keras.Model(
+            teacher.inputs, [teacher.get_layer(n).output for n in names] + [teacher.output])
+        self._kept = [tf.constant(kept, tf.int32) for _, kept in self.taps] if names else []
+        self.built = True  # its weights are the student's and teacher's, built already
 
     def call(self, x, training=False):
         return self.student(x, training=training)
@@ -83,7 +97,8 @@ class Distiller(keras.Model):
     def get_config(self):
         return {"student": keras.saving.serialize_keras_object(self.student),
                 "teacher": keras.saving.serialize_keras_object(self.teacher),
-                "alpha": self.alpha, "temperature": self.temperature, "name": self.name}
+                "alpha": self.alpha, "temperature": self.temperature, "taps": self.taps,
+                "feature_weight": self.feature_weight, "name": self.name}
 
     @classmethod
     def from_config(cls, config):
@@ -92,18 +107,47 @@ class Distiller(keras.Model):
         teacher = keras.saving.deserialize_keras_object(config.pop("teacher"))
         return cls(student, teacher, **config)
 
+    def train_step(self, batch):
+        """One step on the whole loss (logits and feature maps from one forward pass each)."""
+        x, y = batch[0], batch[1]
+        teacher = _as_list(self._teacher_maps(x, training=False))
+        with tf.GradientTape() as tape:
+            student = _as_list(self._student_maps(x, training=True))
+            loss = distill_loss(y, student[-1], teacher[-1], self.alpha, self.temperature)
+            if self._kept:
+                cut = [tf.gather(t, kept, axis=-1) for t, kept in zip(teacher, self._kept)]
+                loss += self.feature_weight * feature_taps.feature_loss(student[:-1], cut)
+            if self.student.losses:
+                loss += ops.sum(ops.stack(self.student.losses))
+            replicas = tf.distribute.get_strategy().num_replicas_in_sync
+            scaled = loss / replicas  # replicas sum their gradients
+        weights = self.student.trainable_weights
+        self.optimizer.apply_gradients(zip(tape.gradient(scaled, weights), weights))
+        for metric in self.metrics:
+            if metric.name == "loss":
+                metric.update_state(loss)
+            else:
+                metric.update_state(y, student[-1])
+        return {metric.name: metric.result() for metric in self.metrics}
+
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+        """The loss `evaluate` reports: the logits' terms only."""
         teacher = self.teacher(x, training=False)
         loss = distill_loss(y, y_pred, teacher, self.alpha, self.temperature)
         extra = self.student.losses
         return loss + ops.sum(ops.stack(extra)) if extra else loss
 
 
+def _as_list(outputs) -> list:
+    return list(outputs) if isinstance(outputs, (list, tuple)) else [outputs]
+
+
 def compile_distill(student, teacher, learning_rate, weight_decay: float, momentum: float = 0.9,
-                    alpha: float = 0.9, temperature: float = 4.0) -> Distiller:
+                    alpha: float = 0.9, temperature: float = 4.0, taps=(),
+                    feature_weight: float = 0.0) -> Distiller:
     """`Distiller(student, teacher)` compiled with SGD (momentum, decoupled weight decay) and
     the labelled-row accuracy, ready for `fit`."""
-    model = Distiller(student, teacher, alpha, temperature)
+    model = Distiller(student, teacher, alpha, temperature, taps, feature_weight)
     model.compile(optimizer=keras.optimizers.SGD(learning_rate, momentum=momentum,
                                                  weight_decay=weight_decay or None),
                   metrics=[LabelledAccuracy(name="accuracy")])

@@ -113,7 +113,7 @@ def finetune(model: keras.Model, train_images, epochs: int, peak_lr: float,
              val_images=None, verbose: int = 2, bn_momentum: float | None = FINETUNE_BN_MOMENTUM,
              teacher: keras.Model | None = None, distill_alpha: float = 0.9,
              distill_temperature: float = 4.0, mix: str = "none",
-             transfer_images=None) -> dict:
+             transfer_images=None, taps=(), feature_weight: float = 0.0) -> dict:
     """Fine-tune a (pruned) model on `train_images` (tfprune.data.Images): SGD with momentum,
     cosine schedule from `peak_lr`, CIFAR augmentation, BatchNorm momentum `bn_momentum`
     during the run (`batchnorm_momentum`); returns the Keras history. Raises
@@ -122,12 +122,15 @@ def finetune(model: keras.Model, train_images, epochs: int, peak_lr: float,
     With a `teacher` (same classes as `model`) the loss is distillation
     (tfprune.training.distill): the teacher sees the same augmented batches, `mix` adds
     label-free mixup/cutmix views of each batch, and `transfer_images` (Images, labels
-    ignored) join the training images without labels."""
+    ignored) join the training images without labels; `taps` (tfprune.training.taps) with a
+    `feature_weight` add the feature maps' loss."""
     from tfprune import data
     from tfprune.training import distill
 
     if teacher is None and (mix != "none" or transfer_images is not None):
         raise TfpruneError("mixed views and transfer images have no labels: they need a teacher")
+    if teacher is None and feature_weight > 0 and taps:
+        raise TfpruneError("feature distillation compares with a teacher's maps: it needs one")
     if transfer_images is not None and len(transfer_images):
         import numpy as np
         train_images = data.Images(
@@ -139,7 +142,8 @@ def finetune(model: keras.Model, train_images, epochs: int, peak_lr: float,
     trained = model
     if teacher is not None:
         trained = distill.compile_distill(model, teacher, schedule, weight_decay, 0.9,
-                                          distill_alpha, distill_temperature)
+                                          distill_alpha, distill_temperature, taps,
+                                          feature_weight)
     else:
         compile_sgd(model, schedule, weight_decay)
     ds = distill.with_mixed_views(
