@@ -10,7 +10,8 @@ classes, no training). Three parts, each appending to benchmarks/results/adaptat
   split (test reported beside it): BatchNorm momentum 0.99 vs 0.9, cross-entropy vs
   distillation, epochs, mixed views; fine-tuning seconds with and without the teacher.
 - `levels`: a subset of the full data (`--data=npz:...`) at several parameter levels,
-  `act_l2` against `l1` with the same fine-tuning (distillation), against the bar.
+  `act_l2` against `l1` with the same fine-tuning (distillation of logits and, with
+  `--features`, feature maps), against the bar.
 
 python -m benchmarks.adaptation --part=main
 python -m benchmarks.adaptation --part=recipes
@@ -37,6 +38,9 @@ flags.DEFINE_integer("reconstruct_images", 1000, "levels: least-squares reconstr
                      "to this many training images after pruning (0: off).", lower_bound=0)
 flags.DEFINE_enum("target", "params", ["params", "latency"], "levels: what --levels count "
                   "(latency: litert-float32-1t, round_to=auto).")
+flags.DEFINE_float("features", 5.0, "levels: feature-map distillation weight (the main job's "
+                   "--distill_features; 0: logits only, as rows measured before it).",
+                   lower_bound=0.0)
 flags.DEFINE_list("recipes", [], "Recipe names of the recipes part (default: all).")
 flags.DEFINE_bool("resume", False, "main: resume the run in WORKDIR/main instead of a fresh "
                   "run (its wall time is then the sum of its stages' recorded times).")
@@ -115,15 +119,17 @@ def part_main() -> None:
           "validation_passed": s["validation_passed"], "test_images": s["subset"]["test"]})
 
 
-def _finetune_row(row_id, model, teacher, splits, epochs, bn, alpha, mix, extra) -> dict:
+def _finetune_row(row_id, model, teacher, splits, epochs, bn, alpha, mix, extra,
+                  taps=(), features: float = 0.0) -> dict:
     from tfprune.training import fit as train
     start = time.time()
     history = train.finetune(model, splits.train, epochs, 0.01, 5e-4, 64, 0, None,
-                             verbose=0, bn_momentum=bn, teacher=teacher if alpha else None,
-                             distill_alpha=alpha, mix=mix)
+                             verbose=0, bn_momentum=bn,
+                             teacher=teacher if alpha or features else None,
+                             distill_alpha=alpha, mix=mix, taps=taps, feature_weight=features)
     seconds = time.time() - start
     return {"id": row_id, "epochs": epochs, "bn_momentum": bn or 0.99, "distill_alpha": alpha,
-            "mix": mix, "finetune_seconds": seconds, "final_loss": history["loss"][-1],
+            "distill_features": features, "mix": mix, "finetune_seconds": seconds, "final_loss": history["loss"][-1],
             "val": train.accuracy(model, splits.val), "test": train.accuracy(model, splits.test),
             **extra}
 
@@ -163,6 +169,7 @@ def part_levels() -> None:
     from tfprune.latency import plan_terms
     from tfprune.models import loader
     from tfprune.training import fit as train
+    from tfprune.training import taps
 
     full = data.load_subset(FLAGS.data, FLAGS.subset, 0)
     if FLAGS.train_per_class:
@@ -182,7 +189,7 @@ def part_levels() -> None:
         for criterion in FLAGS.criteria:
             row_id = (f"level:{FLAGS.data}:{FLAGS.subset}:{level}:{criterion}:{FLAGS.epochs}:"
                       f"{FLAGS.target}:{FLAGS.train_per_class}:{FLAGS.reconstruct_images}:"
-                      f"{base}")
+                      f"{base}" + (f":f{FLAGS.features:g}" if FLAGS.features else ""))
             if _done(row_id):
                 continue
             keras.utils.set_random_seed(0)
@@ -206,7 +213,9 @@ def part_levels() -> None:
                                          **pruned_acc,
                                          "bar_test": bar["test"],
                                          "params": counts.model_metrics(result.pruned)["params"],
-                                         "train_images": len(splits.train)})
+                                         "train_images": len(splits.train)},
+                                taps=taps.feature_taps(result.pruned, result.plan),
+                                features=FLAGS.features)
             print(json.dumps(row))
             _add(row)
 
@@ -283,18 +292,19 @@ def render(rows: list) -> str:
                   "the BatchNorm re-estimation (0: off). `pruned`: val accuracy before "
                   "fine-tuning.", "",
                   "| base | data | subset | target | level | criterion | per class | recon | "
-                  "params | epochs | pruned val | val | test | bar val | bar test | vs bar (pp) | "
-                  "fine-tune s |", "|" + "---|" * 17]
+                  "params | epochs | features | pruned val | val | test | bar val | bar test | "
+                  "vs bar (pp) | fine-tune s |", "|" + "---|" * 18]
         for r in sorted(levels, key=lambda r: (r.get("base", PREVIOUS_BASE), r["subset"],
                                                r.get("target", "params"),
                                                r.get("train_per_class", 0), r["level"],
-                                               r["criterion"], r.get("reconstruct_images", 0))):
+                                               r["criterion"], r.get("reconstruct_images", 0),
+                                               r.get("distill_features", 0))):
             lines.append(f"| {r.get('base', PREVIOUS_BASE)} | {r['data'].split('/')[-1]} | "
                          f"{r['subset']} | "
                          f"{r.get('target', 'params')} | {r['level']:.0%} | {r['criterion']} | "
                          f"{r.get('train_per_class') or 'all'} | "
                          f"{r.get('reconstruct_images', 0)} | {r['params']:,} | {r['epochs']} | "
-                         f"{_pct(r.get('pruned_val'))} | {_pct(r['val'])} | {_pct(r['test'])} | "
+                         f"{r.get('distill_features', 0):g} | {_pct(r.get('pruned_val'))} | {_pct(r['val'])} | {_pct(r['test'])} | "
                          f"{_pct(r['bar_val'])} | {_pct(r['bar_test'])} | "
                          f"{100 * (r['test'] - r['bar_test']):+.1f} | "
                          f"{r['finetune_seconds']:.0f} |")
