@@ -136,6 +136,13 @@ def test_normalizers_per_criterion():
     spec = sweep.RunSpec("aware", "r", 0.5, 0, "aquatic", "finetune_l1", "mean")
     assert spec.label == "aware:finetune_l1@mean"
     assert spec.id == "aware-finetune_l1-mean_r_aquatic_l50_s0"
+    variant = sweep.grid(["aquatic"], ["r"], [0.9], [0], ["agnostic", "agnostic@mean",
+                                                          "control4@mean"])
+    c4 = [s for s in variant if s.method == "control4"][0]
+    assert c4.label == "control4@mean" and sweep.agnostic_of(c4).id == "agnostic-mean_r_l90_s0"
+    assert sweep.agnostic_of(c4).id in [s.id for s in variant]
+    with pytest.raises(ValueError, match="add agnostic@mean"):
+        sweep.grid(["aquatic"], ["r"], [0.5], [0], ["agnostic", "control4@mean"])
     for bad in ("control3@mean", "aware:l1@median", "control4:l1"):
         with pytest.raises(ValueError):
             sweep.parse_method(bad)

@@ -75,10 +75,10 @@ def parse_method(name: str) -> tuple[str, str | None, str | None]:
     if (method in protocol.CRITERION_METHODS) != bool(criterion):
         raise TfpruneError(f"method {name!r}: aware and adapt need a criterion "
                          "(aware:finetune_l1), the others take none")
-    if normalizer and (normalizer not in protocol.NORMALIZERS
-                       or method in ("control3", "control4")):
+    if normalizer and (normalizer not in protocol.NORMALIZERS or method == "control3"):
         raise TfpruneError(f"method {name!r}: @NORMALIZER is one of "
-                         f"{', '.join(protocol.NORMALIZERS)}, for a method that ranks filters")
+                         f"{', '.join(protocol.NORMALIZERS)}, for a method that ranks filters "
+                         "(control4@N: the agnostic@N run's model)")
     return method, criterion or None, normalizer or None
 
 
@@ -87,9 +87,11 @@ def grid(subsets, networks, levels, seeds, methods, subset_seeds=None) -> list[R
     [seeds]}) runs those subsets with fewer seeds, after every run of the others (the
     shared agnostic and unpruned runs still evaluate every subset)."""
     parsed = [parse_method(m) for m in methods]
-    if any(m == "control4" for m, _, _ in parsed) and ("agnostic", None, None) not in parsed:
-        raise TfpruneError("control4 fine-tunes the agnostic run's model: add agnostic to the "
-                         "methods")
+    for m, _, n in parsed:
+        if m == "control4" and ("agnostic", None, n) not in parsed:
+            agnostic = f"agnostic@{n}" if n else "agnostic"
+            raise TfpruneError(f"control4{'@' + n if n else ''} fine-tunes the {agnostic} run's "
+                               f"model: add {agnostic} to the methods")
     specs = []
     for seed in seeds:
         for net in networks:
@@ -109,8 +111,8 @@ def grid(subsets, networks, levels, seeds, methods, subset_seeds=None) -> list[R
 
 
 def agnostic_of(spec: RunSpec) -> RunSpec:
-    """The agnostic run a control4 run starts from."""
-    return RunSpec("agnostic", spec.network, spec.level, spec.seed)
+    """The agnostic run a control4 run starts from (control4@N: agnostic@N's)."""
+    return RunSpec("agnostic", spec.network, spec.level, spec.seed, normalizer=spec.normalizer)
 
 
 def parse_shard(text: str) -> tuple[int, int]:

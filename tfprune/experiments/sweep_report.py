@@ -26,7 +26,6 @@ from tfprune.experiments import protocol
 from tfprune.experiments import stats
 
 BASELINES = ("agnostic", "control1", "control2", "control3", "control4")
-ORDER = ("unpruned", "agnostic", "control1", "control2", "control3", "control4")
 FIELDS = ["network", "subset", "level", "seed", "method", "test_accuracy", "val_accuracy",
           "epoch", "converged", "last_epoch_gain", "pruned_test_accuracy", "achieved_level",
           "params", "run", "sweep_dir"]
@@ -56,7 +55,8 @@ def _label(res: dict) -> str:
 
 
 def collect(sweep_dirs) -> list[dict]:
-    """One row per (run, evaluated subset); the agnostic run adds a `control1` row. A row's
+    """One row per (run, evaluated subset); the agnostic run adds a `control1` row
+    (`control1@N` for agnostic@N). A row's
     `correct` holds the selected epoch's per-image test correctness (None if not stored)."""
     rows = []
     for path in run_files(sweep_dirs)[0]:
@@ -71,7 +71,8 @@ def collect(sweep_dirs) -> list[dict]:
             pruned = r.get("pruned", {})
             entries = [(label, r, pruned)]
             if res["method"] == "agnostic":
-                entries.append(("control1", r["restricted"], pruned.get("restricted", {})))
+                entries.append((label.replace("agnostic", "control1", 1), r["restricted"],
+                                pruned.get("restricted", {})))
             if res["method"] == "unpruned" and "restricted" in r:
                 entries.append(("unpruned_restricted", {
                     **r["restricted"], "test_correct": r.get("restricted_test_correct")}, {}))
@@ -103,6 +104,12 @@ def means(rows) -> dict:
             float(r["test_accuracy"]))
     return {k: {m: {lv: float(np.mean(v)) for lv, v in sorted(by.items())}
                 for m, by in ms.items()} for k, ms in acc.items()}
+
+
+def baseline_methods(table: dict) -> list[str]:
+    """The baselines of a table in BASELINES order, each followed by its @variants."""
+    present = sorted({m for ms in table.values() for m in ms})
+    return [m for b in BASELINES for m in present if m == b or m.startswith(b + "@")]
 
 
 def aware_methods(table: dict) -> list[str]:
@@ -187,7 +194,7 @@ def unconverged(rows) -> set:
 def subset_table(table: dict, key, flagged=frozenset()) -> str:
     ms = table[key]
     aware = [m for m in aware_methods(table) if m in ms]
-    cols = [m for m in ORDER[1:] if m in ms] + aware
+    cols = [m for m in baseline_methods(table) if m in ms] + aware
     unpruned = ms.get("unpruned", {}).get(0.0)
     restricted = ms.get("unpruned_restricted", {}).get(0.0)
     levels = sorted({lv for m in cols for lv in ms[m]})
@@ -209,7 +216,7 @@ def delta_table(table: dict, key, boot) -> str:
     lines = ["| method | vs | " + " | ".join(f"{100 * lv:.0f}%" for lv in levels) + " |",
              "|---|---|" + "---|" * len(levels)]
     for m in [m for m in aware_methods(table) if m in ms]:
-        for b in [b for b in BASELINES if b in ms]:
+        for b in [b for b in baseline_methods(table) if b in ms]:
             cells = []
             for lv in levels:
                 d = boot.delta(key, m, b, lv) if lv in ms[m] and lv in ms[b] else None
@@ -225,7 +232,7 @@ def summary_table(table: dict, boot=None) -> str:
              "|---|---|---|" + ("---|" if boot is not None else "") + "---|"
              + ("---|" if boot is not None else "") + "---|---|"]
     for m in aware_methods(table):
-        for b in BASELINES:
+        for b in baseline_methods(table):
             h = headline(table, m, b, boot)
             if h:
                 at = h["max_at"]
@@ -244,7 +251,7 @@ def level_table(table: dict, boot) -> str:
     lines = ["| method | vs | " + " | ".join(f"{100 * lv:.0f}%" for lv in levels) + " |",
              "|---|---|" + "---|" * len(levels)]
     for m in aware_methods(table):
-        for b in BASELINES:
+        for b in baseline_methods(table):
             per = by_level(table, m, b, boot)
             if per:
                 lines.append(f"| {m} | {b} | " + " | ".join(
@@ -270,7 +277,7 @@ def plot(table: dict, key, path, boot=None) -> None:
     import matplotlib.pyplot as plt
     ms = table[key]
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    for m in [m for m in ORDER[1:] if m in ms] + [m for m in aware_methods(table) if m in ms]:
+    for m in [m for m in baseline_methods(table) if m in ms] + [m for m in aware_methods(table) if m in ms]:
         lv = sorted(ms[m])
         line, = ax.plot([100 * x for x in lv], [100 * ms[m][x] for x in lv], marker="o",
                         label=m, linestyle="--" if m.startswith("control") else "-")
@@ -310,16 +317,16 @@ def report(sweep_dirs, out_dir=None, samples: int = 1000) -> dict:
     write_csv(rows, out / "results.csv")
     table = means(rows)
     boot = stats.Bootstrap(rows, samples)
-    methods = aware_methods(table)
-    heads = {f"{m} vs {b}": headline(table, m, b, boot) for m in methods for b in BASELINES}
+    methods, baselines = aware_methods(table), baseline_methods(table)
+    heads = {f"{m} vs {b}": headline(table, m, b, boot) for m in methods for b in baselines}
     levels = {f"{m} vs {b}": {str(lv): v for lv, v in by_level(table, m, b, boot).items()}
-              for m in methods for b in BASELINES}
+              for m in methods for b in baselines}
     fileio.atomic_write_text(out / "headline.json", json.dumps(
         {"headline": {k: v for k, v in heads.items() if v},
          "by_level": {k: v for k, v in levels.items() if v},
          "runs": len(files), "duplicates": duplicates}, indent=1))
     cells = [{"network": key[0], "subset": key[1], "method": m, "vs": b, "level": lv,
-              **_jsonable(d)} for m in methods for b in BASELINES
+              **_jsonable(d)} for m in methods for b in baselines
              for key, by in deltas(table, m, b, boot).items() for lv, d in by.items()]
     fileio.atomic_write_text(out / "deltas.json", json.dumps(cells, indent=1))
     flagged = unconverged(rows)
