@@ -38,7 +38,7 @@ flags.DEFINE_integer("reconstruct_images", 1000, "levels: least-squares reconstr
                      "to this many training images after pruning (0: off).", lower_bound=0)
 flags.DEFINE_enum("target", "params", ["params", "latency"], "levels: what --levels count "
                   "(latency: litert-float32-1t, round_to=auto).")
-flags.DEFINE_float("features", 5.0, "levels: feature-map distillation weight (the main job's "
+flags.DEFINE_float("features", 20.0, "levels: feature-map distillation weight (the main job's "
                    "--distill_features; 0: logits only, as rows measured before it).",
                    lower_bound=0.0)
 flags.DEFINE_list("recipes", [], "Recipe names of the recipes part (default: all).")
@@ -129,7 +129,8 @@ def _finetune_row(row_id, model, teacher, splits, epochs, bn, alpha, mix, extra,
                              distill_alpha=alpha, mix=mix, taps=taps, feature_weight=features)
     seconds = time.time() - start
     return {"id": row_id, "epochs": epochs, "bn_momentum": bn or 0.99, "distill_alpha": alpha,
-            "distill_features": features, "mix": mix, "finetune_seconds": seconds, "final_loss": history["loss"][-1],
+            "distill_features": features, "mix": mix, "finetune_seconds": seconds,
+            "final_loss": history["loss"][-1],
             "val": train.accuracy(model, splits.val), "test": train.accuracy(model, splits.test),
             **extra}
 

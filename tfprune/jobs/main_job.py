@@ -52,7 +52,7 @@ class ChainConfig:
     batch_size: int = 64
     distill_alpha: float = 0.9
     distill_temperature: float = 4.0
-    distill_features: float = 5.0
+    distill_features: float = 20.0
     distill_mix: str = "none"
     transfer_data: str = ""
     transfer_images: int = 0
