@@ -118,20 +118,16 @@ def reestimate_batchnorm(model, dataset, batches: int) -> int:
     """Replace every BatchNorm's moving mean/variance by the average of its batch statistics
     over the first `batches` batches of `dataset` (forward passes in training mode; no weight
     other than the moving statistics changes). Returns the number of batches used."""
-    from tfprune.training.fit import batchnorm_layers
+    from tfprune.training.fit import batchnorm_layers, batchnorm_momentum
 
     bns = batchnorm_layers(model)
     if not bns or batches < 1:
         return 0
-    saved = [bn.momentum for bn in bns]
     used = 0
-    try:
+    with batchnorm_momentum(model, None):  # restores every momentum after
         for x, _ in dataset.take(batches):
             used += 1
             for bn in bns:  # cumulative average: moving = mean of the batch statistics so far
                 bn.momentum = 1.0 - 1.0 / used
             model(x, training=True)
-    finally:
-        for bn, momentum in zip(bns, saved):
-            bn.momentum = momentum
     return used

@@ -113,12 +113,10 @@ class Distiller(keras.Model):
         teacher = _as_list(self._teacher_maps(x, training=False))
         with tf.GradientTape() as tape:
             student = _as_list(self._student_maps(x, training=True))
-            loss = distill_loss(y, student[-1], teacher[-1], self.alpha, self.temperature)
+            loss = self._logits_loss(y, student[-1], teacher[-1])
             if self._kept:
                 cut = [tf.gather(t, kept, axis=-1) for t, kept in zip(teacher, self._kept)]
                 loss += self.feature_weight * feature_taps.feature_loss(student[:-1], cut)
-            if self.student.losses:
-                loss += ops.sum(ops.stack(self.student.losses))
             replicas = tf.distribute.get_strategy().num_replicas_in_sync
             scaled = loss / replicas  # replicas sum their gradients
         weights = self.student.trainable_weights
@@ -132,8 +130,11 @@ class Distiller(keras.Model):
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         """The loss `evaluate` reports: the logits' terms only."""
-        teacher = self.teacher(x, training=False)
-        loss = distill_loss(y, y_pred, teacher, self.alpha, self.temperature)
+        return self._logits_loss(y, y_pred, self.teacher(x, training=False))
+
+    def _logits_loss(self, y, student, teacher):
+        """distill_loss on the logits plus the student's own losses (regularisers)."""
+        loss = distill_loss(y, student, teacher, self.alpha, self.temperature)
         extra = self.student.losses
         return loss + ops.sum(ops.stack(extra)) if extra else loss
 
