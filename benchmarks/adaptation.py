@@ -305,7 +305,8 @@ def render(rows: list) -> str:
                          f"{r.get('target', 'params')} | {r['level']:.0%} | {r['criterion']} | "
                          f"{r.get('train_per_class') or 'all'} | "
                          f"{r.get('reconstruct_images', 0)} | {r['params']:,} | {r['epochs']} | "
-                         f"{r.get('distill_features', 0):g} | {_pct(r.get('pruned_val'))} | {_pct(r['val'])} | {_pct(r['test'])} | "
+                         f"{r.get('distill_features', 0):g} | {_pct(r.get('pruned_val'))} | "
+                         f"{_pct(r['val'])} | {_pct(r['test'])} | "
                          f"{_pct(r['bar_val'])} | {_pct(r['bar_test'])} | "
                          f"{100 * (r['test'] - r['bar_test']):+.1f} | "
                          f"{r['finetune_seconds']:.0f} |")

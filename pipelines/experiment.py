@@ -1,6 +1,7 @@
 """Data-aware vs data-agnostic pruning over CIFAR-100 subsets: a resumable sweep and its report.
 
-python -m pipelines.experiment --flagfile=experiments/v2_1_priority.flags  (experiments/v2.sh: every stage)
+python -m pipelines.experiment --flagfile=experiments/v2_1_priority.flags
+(`experiments/v2.sh` runs every stage of v2.)
 Runs subsets x networks x levels x seeds x methods (tfprune.experiments.sweep; order: per
 level, the agnostic run, then every subset's methods), skipping runs whose result.json
 exists, so the same command resumes a stopped sweep. Then writes SWEEP/report/: results.csv,

@@ -7,11 +7,10 @@ Defaults: the shipped pretrained ResNet-20, the bundled real `aquatic` sample, t
 cut to the subset's classes, 50% of the predicted LiteRT float32 single-thread latency removed
 (channel counts in whole kernel tiles, round_to=auto), criterion `act_l2`, fine-tuned with
 distillation from the original restricted to the subset (logits and feature maps), against an
-`l1` baseline. Every
-stage writes into --output and is skipped when its outputs exist, so a stopped run resumes;
-runs/main/report.md shows the result. --output records the run's settings (run_config.json):
-a rerun with other settings, or a non-empty directory that holds no run, is refused before
-any work (--restart moves it aside).
+`l1` baseline. Every stage writes into --output and is skipped when its outputs exist, so a
+stopped run resumes; runs/main/report.md shows the result. --output records the run's
+settings (run_config.json): a rerun with other settings, or a non-empty directory that holds
+no run, is refused before any work (--restart moves it aside).
 """
 import dataclasses
 

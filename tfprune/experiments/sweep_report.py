@@ -56,8 +56,8 @@ def _label(res: dict) -> str:
 
 def collect(sweep_dirs) -> list[dict]:
     """One row per (run, evaluated subset); the agnostic run adds a `control1` row
-    (`control1@N` for agnostic@N). A row's
-    `correct` holds the selected epoch's per-image test correctness (None if not stored)."""
+    (`control1@N` for agnostic@N). A row's `correct` holds the selected epoch's per-image test
+    correctness (None if not stored)."""
     rows = []
     for path in run_files(sweep_dirs)[0]:
         res = json.loads(path.read_text())
@@ -277,7 +277,7 @@ def plot(table: dict, key, path, boot=None) -> None:
     import matplotlib.pyplot as plt
     ms = table[key]
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    for m in [m for m in baseline_methods(table) if m in ms] + [m for m in aware_methods(table) if m in ms]:
+    for m in [m for m in baseline_methods(table) + aware_methods(table) if m in ms]:
         lv = sorted(ms[m])
         line, = ax.plot([100 * x for x in lv], [100 * ms[m][x] for x in lv], marker="o",
                         label=m, linestyle="--" if m.startswith("control") else "-")

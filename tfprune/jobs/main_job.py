@@ -6,9 +6,9 @@ With `head="subset"` (the default) the classifier is cut to the subset's classes
 pruning (tfprune.core.head; labels 0..k-1 in subset order, `tfprune.data.relabel`), and the
 fine-tune distils from the original model restricted to those classes (`restricted.keras`,
 the bar to beat) unless `distill_alpha` is 0, on the logits and (`distill_features`) on the
-residual streams' feature maps at the channels the plan kept. The report sets the shipped model against the
-original (100-way and restricted), and against data-agnostic `l1` filters pruned to the same
-level with the same fine-tuning (`l1/`).
+residual streams' feature maps at the channels the plan kept. The report sets the shipped
+model against the original (100-way and restricted), and against data-agnostic `l1` filters
+pruned to the same level with the same fine-tuning (`l1/`).
 
 Each stage is a module-level function of a `Run` (config, directory, splits, log) that writes
 its outputs into the run directory; `run_chain` skips a stage whose outputs exist, so a

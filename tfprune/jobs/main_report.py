@@ -34,11 +34,7 @@ def report_markdown(s: dict) -> str:
         f"(achieved {p['achieved']['level']:.1%}, round_to {cfg.get('round_to', 1)})"
         + (f", reconstructed by least squares on {cfg['reconstruct_images']} training images at "
            "most" if cfg.get("reconstruct_images") else "") + ", fine-tuned "
-        f"{cfg['finetune_epochs']} epochs" + (
-            f" with distillation from the restricted original (alpha {cfg['distill_alpha']}, "
-            f"T {cfg['distill_temperature']}"
-            + (f", feature maps x{cfg['distill_features']}" if cfg.get("distill_features")
-               else "") + ")" if cfg.get("distill_alpha") else "")
+        f"{cfg['finetune_epochs']} epochs" + _distillation(cfg)
         + f"; head `{cfg.get('head', 'full')}`.", "",
         *baselines_markdown(s),
         "| model | test accuracy | params | MACs | weight bytes | filters |",
@@ -100,6 +96,14 @@ def report_markdown(s: dict) -> str:
                   + f" | {sum(t.values()):.0f} |", ""]
     lines += ["![accuracy and cost](report.png)", ""]
     return "\n".join(lines)
+
+
+def _distillation(cfg: dict) -> str:
+    if not cfg.get("distill_alpha"):
+        return ""
+    maps = f", feature maps x{cfg['distill_features']}" if cfg.get("distill_features") else ""
+    return (f" with distillation from the restricted original (alpha {cfg['distill_alpha']}, "
+            f"T {cfg['distill_temperature']}{maps})")
 
 
 def baselines_markdown(s: dict) -> list[str]:
