@@ -1,7 +1,7 @@
 """Do adapted models beat the honest baseline on the device's own classes? (issue #14)
 
 The bar is the original model restricted to the subset's classes (its logits of those
-classes, no training). Three parts, each appending to benchmarks/results/adaptation.json
+classes, no training). Four parts, each appending to benchmarks/results/adaptation.json
 (a finished row is skipped on a re-run) and re-rendering adaptation.md:
 
 - `main`: the main job's default (`pipelines.run`: sample data, aquatic, 50% params), timed,
@@ -12,11 +12,19 @@ classes, no training). Three parts, each appending to benchmarks/results/adaptat
 - `levels`: a subset of the full data (`--data=npz:...`) at several parameter levels,
   `act_l2` against `l1` with the same fine-tuning (distillation of logits and, with
   `--features`, feature maps), against the bar.
+- `phone`: the main job's chain (prune, then fine-tune; `tfprune.jobs.main_job`) on a phone's
+  data the clean base never saw: `--train_per_class` images a class from the subset's val
+  split (held out of the base's pretraining) are the device's, the next 50 a class are val,
+  the official test images are test. `--phone_recipes` (names of PHONE_RECIPES: settings of
+  the main job) x `--seeds` (which device images, and the training seed); rows also give the
+  student's top-1 agreement with the teacher (the bar) on each split.
 
 python -m benchmarks.adaptation --part=main
 python -m benchmarks.adaptation --part=recipes
 python -m benchmarks.adaptation --part=levels --data=npz:/work/shared/data/cifar100.npz \
     --subset=aquatic --levels=0.5,0.7,0.9 --epochs=15
+python -m benchmarks.adaptation --part=phone --data=npz:/work/shared/data/cifar100.npz \
+    --subset=aquatic --train_per_class=50 --phone_recipes=lr0.01,lr0.1 --seeds=0,1
 """
 from __future__ import annotations
 
@@ -26,14 +34,16 @@ from pathlib import Path
 
 from absl import app, flags
 
-flags.DEFINE_enum("part", "main", ["main", "recipes", "levels", "render"], "What to run.")
-flags.DEFINE_string("data", "sample", "Data of the levels part.")
-flags.DEFINE_string("subset", "aquatic", "Subset of the levels part.")
+flags.DEFINE_enum("part", "main", ["main", "recipes", "levels", "phone", "render"],
+                  "What to run.")
+flags.DEFINE_string("data", "sample", "Data of the levels and phone parts.")
+flags.DEFINE_string("subset", "aquatic", "Subset of the levels and phone parts.")
 flags.DEFINE_list("levels", ["0.5", "0.7", "0.9"], "Parameter levels of the levels part.")
 flags.DEFINE_list("criteria", ["act_l2", "l1"], "Criteria of the levels part.")
 flags.DEFINE_integer("epochs", 15, "Fine-tuning epochs of the levels part.", lower_bound=1)
 flags.DEFINE_integer("train_per_class", 0, "levels: keep this many training images per class "
-                     "(seeded), as on a phone; 0: all.", lower_bound=0)
+                     "(seeded), as on a phone; 0: all. phone: the device's images a class.",
+                     lower_bound=0)
 flags.DEFINE_integer("reconstruct_images", 1000, "levels: least-squares reconstruction on up "
                      "to this many training images after pruning (0: off).", lower_bound=0)
 flags.DEFINE_enum("target", "params", ["params", "latency"], "levels: what --levels count "
@@ -42,6 +52,8 @@ flags.DEFINE_float("features", 20.0, "levels: feature-map distillation weight (t
                    "--distill_features; 0: logits only, as rows measured before it).",
                    lower_bound=0.0)
 flags.DEFINE_list("recipes", [], "Recipe names of the recipes part (default: all).")
+flags.DEFINE_list("phone_recipes", ["default"], "phone: names of PHONE_RECIPES.")
+flags.DEFINE_list("seeds", ["0"], "phone: seeds (device images and training).")
 flags.DEFINE_bool("resume", False, "main: resume the run in WORKDIR/main instead of a fresh "
                   "run (its wall time is then the sum of its stages' recorded times).")
 flags.DEFINE_string("baseline_criterion", "l1", "main: the chain's baseline criterion (empty: "
@@ -61,6 +73,23 @@ RECIPES = {
     "kd80_bn09_mixup": (80, 0.9, 0.9, "mixup"),
     "ce80_bn09": (80, 0.9, 0.0, "none"),
 }
+
+# name: main job settings (tfprune.jobs.main_job.ChainConfig fields) changed from its defaults
+PHONE_RECIPES = {
+    "default": {},
+    "lr0.01": {"finetune_lr": 0.01},
+    "lr0.03": {"finetune_lr": 0.03},
+    "lr0.1": {"finetune_lr": 0.1},
+    "lr0.3": {"finetune_lr": 0.3},
+    "T2": {"distill_temperature": 2.0},
+    "logits_only": {"distill_features": 0.0},
+    "lr0.1_cutmix": {"finetune_lr": 0.1, "distill_mix": "cutmix"},
+    "lr0.1_40ep": {"finetune_lr": 0.1, "finetune_epochs": 40},
+    "lr0.1_160ep": {"finetune_lr": 0.1, "finetune_epochs": 160},
+}
+PHONE_VAL_PER_CLASS = 50
+PHONE_FINETUNE_FIELDS = ("finetune_epochs", "finetune_lr", "distill_alpha",
+                         "distill_temperature", "distill_features", "distill_mix")
 
 
 def _load(path: Path) -> list:
@@ -221,6 +250,96 @@ def part_levels() -> None:
             _add(row)
 
 
+def _phone_splits(seed: int):
+    """The subset's splits with the device's images and val drawn from its val split."""
+    import dataclasses
+
+    import numpy as np
+
+    from tfprune import data
+    full = data.load_subset(FLAGS.data, FLAGS.subset, 0)  # seed 0: the base's held-out split
+    rng = np.random.default_rng([seed, 99])
+    device, val = [], []
+    for c in full.classes:
+        order = rng.permutation(np.flatnonzero(full.val.y == c))
+        if len(order) < FLAGS.train_per_class + PHONE_VAL_PER_CLASS:
+            raise SystemExit(f"--train_per_class {FLAGS.train_per_class}: class {c} has "
+                             f"{len(order)} val images, {PHONE_VAL_PER_CLASS} more are needed")
+        device.append(order[:FLAGS.train_per_class])
+        val.append(order[FLAGS.train_per_class:FLAGS.train_per_class + PHONE_VAL_PER_CLASS])
+    return dataclasses.replace(full, train=full.val.take(np.sort(np.concatenate(device))),
+                               val=full.val.take(np.sort(np.concatenate(val))))
+
+
+def _agreement(model, teacher, images) -> dict:
+    """Top-1 accuracy of `model` on `images` and its top-1 agreement with `teacher`."""
+    import numpy as np
+
+    from tfprune import data
+
+    def top1(m):
+        return np.concatenate([np.argmax(m(x, training=False), -1)
+                               for x, _ in data.as_dataset(images, 256)])
+    student = top1(model)
+    return {"accuracy": float((student == images.y).mean()),
+            "agreement": float((student == top1(teacher)).mean())}
+
+
+def part_phone() -> None:
+    import dataclasses
+    import shutil
+
+    import keras
+
+    from tfprune import data
+    from tfprune.jobs import main_job
+    from tfprune.training import fit as train
+
+    if not FLAGS.train_per_class:
+        raise SystemExit("--part=phone needs --train_per_class (the device's images a class)")
+    base = _base()
+    for seed in (int(v) for v in FLAGS.seeds):
+        splits = _phone_splits(seed)
+        shared = Path(FLAGS.workdir) / f"phone_{FLAGS.subset}_{FLAGS.train_per_class}_s{seed}"
+        shared.mkdir(parents=True, exist_ok=True)
+        for name in FLAGS.phone_recipes:
+            if name not in PHONE_RECIPES:
+                raise SystemExit(f"--phone_recipes: unknown recipe {name!r}; choose from "
+                                 f"{', '.join(PHONE_RECIPES)}")
+            row_id = (f"phone:{FLAGS.data}:{FLAGS.subset}:{FLAGS.train_per_class}:{seed}:"
+                      f"{name}:{base}")
+            if _done(row_id):
+                continue
+            cfg = dataclasses.replace(main_job.ChainConfig(), data=FLAGS.data,
+                                      subset=FLAGS.subset, seed=seed, **PHONE_RECIPES[name])
+            run = main_job.Run(cfg, shared, splits, data.relabel(splits))
+            keras.utils.set_random_seed(seed)
+            if not (shared / "restricted.json").exists():
+                main_job.evaluate(run)
+            if not (shared / "pruned.json").exists():  # the prune stage ignores the recipes
+                main_job.prune(run)
+            out = shared / name
+            out.mkdir(exist_ok=True)
+            for f in ("restricted.keras", "pruned.keras", "plan.json"):
+                shutil.copy(shared / f, out / f)
+            run = dataclasses.replace(run, dir=out)
+            main_job.finetune(run)
+            model, teacher = run.load("finetuned.keras"), run.load("restricted.keras")
+            row = {"id": row_id, "part": "phone", "base": base, "data": FLAGS.data,
+                   "subset": FLAGS.subset, "train_per_class": FLAGS.train_per_class,
+                   "seed": seed, "recipe": name, "settings": PHONE_RECIPES[name],
+                   "finetune": {k: getattr(cfg, k) for k in PHONE_FINETUNE_FIELDS},
+                   "finetune_seconds": run.read("finetuned.json")["seconds"],
+                   "pruned_test": json.loads((shared / "pruned.json").read_text())[
+                       "test_accuracy"]}
+            for split in ("train", "val", "test"):
+                images = getattr(run.head_splits, split)
+                row[split] = _agreement(model, teacher, images)
+                row[f"bar_{split}"] = train.accuracy(teacher, images)
+            print(json.dumps(row))
+            _add(row)
+
+
 def _pct(x) -> str:
     return "-" if x is None else f"{100 * x:.1f}%"
 
@@ -247,6 +366,37 @@ def _render_recipes(recipes: list, base: str, main: list) -> list:
                   f"student ({student / 1e6:.1f}M MACs each), the teacher adds one forward "
                   f"pass ({teacher / 1e6:.1f}M): up to x{1 + teacher / (3 * student):.2f}."]
     return lines + [""]
+
+
+def _render_phone(rows: list) -> list:
+    lines = ["## The main job's recipe on a phone's data the base never saw (chosen on val)", "",
+             "Device images: `per class` images a class from the subset's val split (held out "
+             "of the clean base's pretraining); val: the next 50 a class; test: the official "
+             "test images. Pruned as the main job (50% of float32 latency, reconstruction), "
+             "then fine-tuned with the recipe's settings (the main job's otherwise). Values "
+             "per seed (seed: which device images, and the training seed); `agree`: top-1 "
+             "agreement with the bar on val.", "",
+             "| data | subset | per class | recipe | settings | seeds | val | test | val - bar "
+             "(pp, mean) | test - bar (pp, mean) | agree val | fine-tune s |", "|" + "---|" * 12]
+    groups: dict = {}
+    for r in rows:
+        groups.setdefault((r["data"].split("/")[-1], r["subset"], r["train_per_class"],
+                           r["recipe"]), []).append(r)
+    for (source, subset, per_class, recipe), rs in sorted(groups.items()):
+        rs = sorted(rs, key=lambda r: r["seed"])
+        each = lambda key: " / ".join(_pct(r[key]["accuracy"]) for r in rs)
+        gap = lambda key: sum(r[key]["accuracy"] - r[f"bar_{key}"] for r in rs) / len(rs)
+        settings = ", ".join(f"{k} {v}" for k, v in rs[0]["settings"].items()) or "-"
+        lines.append(f"| {source} | {subset} | {per_class} | {recipe} | {settings} | "
+                     f"{', '.join(str(r['seed']) for r in rs)} | {each('val')} | "
+                     f"{each('test')} | {100 * gap('val'):+.1f} | {100 * gap('test'):+.1f} | "
+                     f"{' / '.join(_pct(r['val']['agreement']) for r in rs)} | "
+                     f"{sum(r['finetune_seconds'] for r in rs) / len(rs):.0f} |")
+    bars = {(r["subset"], r["seed"]): (r["bar_val"], r["bar_test"]) for r in rows}
+    lines += ["", "Bar (val / test) per seed: " + "; ".join(
+        f"{subset} seed {seed}: {_pct(v)} / {_pct(t)}"
+        for (subset, seed), (v, t) in sorted(bars.items())) + ".", ""]
+    return lines
 
 
 def render(rows: list) -> str:
@@ -311,6 +461,9 @@ def render(rows: list) -> str:
                          f"{100 * (r['test'] - r['bar_test']):+.1f} | "
                          f"{r['finetune_seconds']:.0f} |")
         lines.append("")
+    phone = [r for r in rows if r["part"] == "phone"]
+    if phone:
+        lines += _render_phone(phone)
     return "\n".join(lines)
 
 
@@ -318,7 +471,7 @@ def main(argv):
     del argv
     from tfprune import console
     console.quiet_logs()
-    {"main": part_main, "recipes": part_recipes, "levels": part_levels,
+    {"main": part_main, "recipes": part_recipes, "levels": part_levels, "phone": part_phone,
      "render": lambda: _save(_load(Path(FLAGS.results).with_suffix(".json")))}[FLAGS.part]()
 
 

@@ -71,6 +71,34 @@ def test_device_finetune_report_resume_and_keras_twin(exported, tmp_path):
     assert report["device"]["history"][2]["lr"] == pytest.approx(0.005)
 
 
+def test_held_out_images_keep_the_best_weights(exported, tmp_path):
+    """With val images the run ends on the best val epoch (ties: the earliest, the starting
+    weights included); the kept weights' test accuracy is the one reported."""
+    from tfprune.ondevice.runtime import TrainableRuntime
+
+    splits = data.relabel(data.load_subset("sample", "aquatic"))
+    train, val = splits.train.take(np.arange(0, 400, 2)), splits.train.take(np.arange(1, 400, 4))
+    open_rt = lambda: TrainableRuntime(exported / "trainable.tflite")
+    quiet = lambda message: None
+    for schedule, out in (("0:0.05", tmp_path / "learns"), ("0:0", tmp_path / "frozen")):
+        dev = finetune.device_finetune(open_rt, train, splits.test, 2, schedule, out, log=quiet,
+                                       val=val)
+        val_scores = [dev["initial_val_accuracy"]] + [h["val_accuracy"] for h in dev["history"]]
+        tests = [dev["initial_test_accuracy"]] + [h["test_accuracy"] for h in dev["history"]]
+        assert dev["kept_epoch"] == int(np.argmax(val_scores))
+        assert dev["final_test_accuracy"] == tests[dev["kept_epoch"]]
+        kept = dev.pop("runtime").state()
+        reference = open_rt()
+        reference.restore(out / f"epoch_{dev['kept_epoch']}.npz")
+        assert np.array_equal(kept, reference.state())
+    # at lr 0 no epoch changes the val accuracy: the tie keeps the weights it started from
+    assert dev["kept_epoch"] == 0 and (tmp_path / "frozen" / "epoch_0.npz").exists()
+    # a run resumed with held-out images that it was not started with is refused
+    with pytest.raises(finetune.CheckpointMismatch, match="held_out: 100 -> None"):
+        finetune.device_finetune(open_rt, train, splits.test, 3, "0:0", tmp_path / "frozen",
+                                 log=quiet)
+
+
 def test_bad_input_exits_with_a_clear_message(exported, tmp_path):
     proc = _run(f"--trainable={tmp_path / 'missing.tflite'}", f"--output={tmp_path}", check=False)
     assert proc.returncode != 0 and "missing.tflite does not exist" in proc.stderr

@@ -47,7 +47,7 @@ class ChainConfig:
     bn_batches: int = 8
     reconstruct_images: int = 1000
     finetune_epochs: int = 80
-    finetune_lr: float = 0.01
+    finetune_lr: float = 0.1
     weight_decay: float = 5e-4
     batch_size: int = 64
     distill_alpha: float = 0.9
@@ -288,7 +288,8 @@ def device(run: Run) -> None:
     result = device_ft.device_finetune(
         lambda: TrainableRuntime(trainable, manifest), run.head_splits.train,
         run.head_splits.test, cfg.device_epochs, f"0:{cfg.device_lr}", run.dir / "device",
-        seed=cfg.seed, restart_after=max(1, cfg.device_epochs // 2), log=run.log)
+        seed=cfg.seed, restart_after=max(1, cfg.device_epochs // 2), log=run.log,
+        val=run.head_splits.val)
     result.pop("runtime")
     run.write_json("device.json", {"trainable": str(trainable), **result})
 
@@ -417,6 +418,6 @@ def _summary(run: Run) -> dict:
             k: v.get("size_bytes") for k, v in bundle_manifest["files"].items()}},
         "device": dev and {k: dev.get(k) for k in (
             "trainable", "initial_test_accuracy", "final_test_accuracy", "epochs_done",
-            "history", "restart")},
+            "history", "restart", "kept_epoch")},
         "stage_seconds": run.read(STAGES) or {},
     }

@@ -11,6 +11,16 @@ def _pct(x) -> str:
     return "-" if x is None else f"{100 * x:.1f}%"
 
 
+def _kept(device: dict) -> str:
+    """Which weights the device stage kept (best on the held-out val images), in words."""
+    kept = device.get("kept_epoch")
+    if kept is None:
+        return "the last epoch; no held-out images"
+    if kept == 0:
+        return "the shipped weights: no epoch beat them on the held-out val images"
+    return f"epoch {kept}, the best on the held-out val images"
+
+
 def _gate(status) -> str:
     """A gate's status ("pass", "fail", "not run"; older summaries hold booleans)."""
     if isinstance(status, bool):
@@ -85,8 +95,10 @@ def report_markdown(s: dict) -> str:
                   f"an app restart (new interpreter + restore) after epoch "
                   f"{restart.get('after_epoch', '-')}: bit-identical "
                   f"{restart.get('bit_identical', '-')}.", "",
-                  "| test accuracy before | after | train img/s (last epoch) |", "|---|---|---|",
-                  f"| {_pct(d['initial_test_accuracy'])} | {_pct(d['final_test_accuracy'])} | "
+                  "| test accuracy before | after the last epoch | kept | train img/s (last "
+                  "epoch) |", "|---|---|---|---|",
+                  f"| {_pct(d['initial_test_accuracy'])} | {_pct(last.get('test_accuracy'))} | "
+                  f"{_pct(d['final_test_accuracy'])} ({_kept(d)}) | "
                   f"{last.get('images_per_second', 0):.1f} |", ""]
     if s.get("stage_seconds"):
         t = s["stage_seconds"]

@@ -48,7 +48,7 @@ def training_batches(images, batch_size: int, seed: int, epoch: int, augment: bo
 
 def device_finetune(open_runtime: Callable, train, test, epochs: int, schedule: str,
                     workdir, seed: int = 0, augment: bool = True, restart_after: int | None = None,
-                    log: Callable = print) -> dict:
+                    log: Callable = print, val=None) -> dict:
     """Fine-tune on the device for `epochs`, resuming from `workdir`'s checkpoint if any.
 
     `open_runtime()` makes a fresh `TrainableRuntime` (a new app process). After every epoch
@@ -57,13 +57,18 @@ def device_finetune(open_runtime: Callable, train, test, epochs: int, schedule: 
     Checkpoints made under another schedule, seed, augmentation or model are refused
     (`CheckpointMismatch`); a non-finite loss stops the run (`TrainingDiverged`) with the last
     finished epoch's checkpoint kept.
+
+    With `val` (images the device holds out of training) the run ends on the weights with the
+    best val accuracy, the starting weights (`epoch_0.npz`) included; the earliest wins a tie,
+    so an update is kept only when the held-out images say it helps (`kept_epoch`).
     """
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     lr_at = parse_schedule(schedule)
     rt = open_runtime()
     settings = {"schedule": schedule, "seed": seed, "augment": augment,
-                "model": rt.manifest.get("fingerprint")}
+                "model": rt.manifest.get("fingerprint"),
+                "held_out": None if val is None else len(val)}
     progress = {"epochs_done": 0, "history": [], "restart": None, "settings": settings}
     if (workdir / PROGRESS).exists() and (workdir / LATEST).exists():
         progress = json.loads((workdir / PROGRESS).read_text())
@@ -80,6 +85,9 @@ def device_finetune(open_runtime: Callable, train, test, epochs: int, schedule: 
         log(f"resumed from {workdir / LATEST} after epoch {progress['epochs_done']}")
     else:
         progress["initial_test_accuracy"] = rt.evaluate(normalize_np(test.x), test.y)
+        if val is not None:
+            progress["initial_val_accuracy"] = rt.evaluate(normalize_np(val.x), val.y)
+            rt.save(workdir / "epoch_0.npz")
     bs = rt.batch_size
     for epoch in range(progress["epochs_done"], epochs):
         rt.set_learning_rate(lr_at(epoch))
@@ -101,6 +109,8 @@ def device_finetune(open_runtime: Callable, train, test, epochs: int, schedule: 
         row = {"epoch": epoch + 1, "lr": lr_at(epoch), "loss": loss_sum / seen,
                "train_accuracy": correct / seen, "seconds": seconds, "images_per_second": seen / seconds,
                "test_accuracy": rt.evaluate(normalize_np(test.x), test.y)}
+        if val is not None:
+            row["val_accuracy"] = rt.evaluate(normalize_np(val.x), val.y)
         progress["history"].append(row)
         progress["epochs_done"] = epoch + 1
         rt.save(workdir / f"epoch_{epoch + 1}.npz")
@@ -116,6 +126,14 @@ def device_finetune(open_runtime: Callable, train, test, epochs: int, schedule: 
                 f"{step}, bit-identical: {progress['restart']['bit_identical']}")
         from tfprune.fileio import atomic_write_text
         atomic_write_text(workdir / PROGRESS, json.dumps(progress, indent=1))
+    if val is not None:
+        scores = [progress["initial_val_accuracy"]] + [h["val_accuracy"]
+                                                       for h in progress["history"]]
+        progress["kept_epoch"] = int(np.argmax(scores))
+        if progress["kept_epoch"] < progress["epochs_done"]:
+            rt.restore(workdir / f"epoch_{progress['kept_epoch']}.npz")
+            log(f"kept epoch {progress['kept_epoch']}: the best val accuracy "
+                f"({scores[progress['kept_epoch']]:.3f}; the last epoch's {scores[-1]:.3f})")
     progress["final_test_accuracy"] = rt.evaluate(normalize_np(test.x), test.y)
     progress["runtime"] = rt
     return progress
