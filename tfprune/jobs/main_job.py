@@ -53,7 +53,7 @@ class ChainConfig:
     distill_alpha: float = 0.9
     distill_temperature: float = 4.0
     distill_features: float = 20.0
-    distill_mix: str = "none"
+    distill_mix: str = "cutmix"
     transfer_data: str = ""
     transfer_images: int = 0
     baseline_criterion: str = "l1"

@@ -44,7 +44,8 @@ def report_markdown(s: dict) -> str:
         f"(achieved {p['achieved']['level']:.1%}, round_to {cfg.get('round_to', 1)})"
         + (f", reconstructed by least squares on {cfg['reconstruct_images']} training images at "
            "most" if cfg.get("reconstruct_images") else "") + ", fine-tuned "
-        f"{cfg['finetune_epochs']} epochs" + _distillation(cfg)
+        f"{cfg['finetune_epochs']} epochs from lr {cfg.get('finetune_lr', '-')}"
+        + _distillation(cfg)
         + f"; head `{cfg.get('head', 'full')}`.", "",
         *baselines_markdown(s),
         "| model | test accuracy | params | MACs | weight bytes | filters |",
@@ -111,11 +112,16 @@ def report_markdown(s: dict) -> str:
 
 
 def _distillation(cfg: dict) -> str:
-    if not cfg.get("distill_alpha"):
+    terms = []
+    if cfg.get("distill_alpha"):
+        terms.append(f"logits: alpha {cfg['distill_alpha']}, T {cfg['distill_temperature']}")
+    if cfg.get("distill_features"):
+        terms.append(f"feature maps x{cfg['distill_features']}")
+    if not terms:
         return ""
-    maps = f", feature maps x{cfg['distill_features']}" if cfg.get("distill_features") else ""
-    return (f" with distillation from the restricted original (alpha {cfg['distill_alpha']}, "
-            f"T {cfg['distill_temperature']}{maps})")
+    mix = cfg.get("distill_mix", "none")
+    views = f"; label-free {mix} views added" if mix != "none" else ""
+    return f" with distillation from the restricted original ({'; '.join(terms)}{views})"
 
 
 def baselines_markdown(s: dict) -> list[str]:
