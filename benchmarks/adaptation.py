@@ -272,18 +272,14 @@ def _phone_splits(seed: int):
                                val=full.val.take(np.sort(np.concatenate(val))))
 
 
-def _agreement(model, teacher, images) -> dict:
-    """Top-1 accuracy of `model` on `images` and its top-1 agreement with `teacher`."""
-    import numpy as np
+def _agreement(model, teacher, images) -> tuple[dict, float]:
+    """`model`'s top-1 accuracy on `images` and its top-1 agreement with `teacher`, and the
+    teacher's accuracy (each model run once)."""
+    from tfprune.training import fit as train
 
-    from tfprune import data
-
-    def top1(m):
-        return np.concatenate([np.argmax(m(x, training=False), -1)
-                               for x, _ in data.as_dataset(images, 256)])
-    student = top1(model)
-    return {"accuracy": float((student == images.y).mean()),
-            "agreement": float((student == top1(teacher)).mean())}
+    student, bar = train.top1(model, images), train.top1(teacher, images)
+    return ({"accuracy": float((student == images.y).mean()),
+             "agreement": float((student == bar).mean())}, float((bar == images.y).mean()))
 
 
 def part_phone() -> None:
@@ -294,7 +290,6 @@ def part_phone() -> None:
 
     from tfprune import data
     from tfprune.jobs import main_job
-    from tfprune.training import fit as train
 
     if not FLAGS.train_per_class:
         raise SystemExit("--part=phone needs --train_per_class (the device's images a class)")
@@ -320,6 +315,7 @@ def part_phone() -> None:
                 main_job.evaluate(run)
             if not (shared / "pruned.json").exists():  # the prune stage ignores the recipes
                 main_job.prune(run)
+            pruned_test = run.read("pruned.json")["test_accuracy"]
             out = shared / name
             out.mkdir(exist_ok=True)
             for f in ("restricted.keras", "pruned.keras", "plan.json"):
@@ -332,12 +328,10 @@ def part_phone() -> None:
                    "seed": seed, "recipe": name, "settings": PHONE_RECIPES[name],
                    "finetune": {k: getattr(cfg, k) for k in PHONE_BASE},
                    "finetune_seconds": run.read("finetuned.json")["seconds"],
-                   "pruned_test": json.loads((shared / "pruned.json").read_text())[
-                       "test_accuracy"]}
+                   "pruned_test": pruned_test}
             for split in ("train", "val", "test"):
-                images = getattr(run.head_splits, split)
-                row[split] = _agreement(model, teacher, images)
-                row[f"bar_{split}"] = train.accuracy(teacher, images)
+                row[split], row[f"bar_{split}"] = _agreement(
+                    model, teacher, getattr(run.head_splits, split))
             print(json.dumps(row))
             _add(row)
 

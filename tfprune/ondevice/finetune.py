@@ -65,6 +65,8 @@ def device_finetune(open_runtime: Callable, train, test, epochs: int, schedule: 
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     lr_at = parse_schedule(schedule)
+    test_x = normalize_np(test.x)
+    val_x = None if val is None else normalize_np(val.x)
     rt = open_runtime()
     settings = {"schedule": schedule, "seed": seed, "augment": augment,
                 "model": rt.manifest.get("fingerprint"),
@@ -84,9 +86,9 @@ def device_finetune(open_runtime: Callable, train, test, epochs: int, schedule: 
         rt.restore(workdir / LATEST)
         log(f"resumed from {workdir / LATEST} after epoch {progress['epochs_done']}")
     else:
-        progress["initial_test_accuracy"] = rt.evaluate(normalize_np(test.x), test.y)
+        progress["initial_test_accuracy"] = rt.evaluate(test_x, test.y)
         if val is not None:
-            progress["initial_val_accuracy"] = rt.evaluate(normalize_np(val.x), val.y)
+            progress["initial_val_accuracy"] = rt.evaluate(val_x, val.y)
             rt.save(workdir / "epoch_0.npz")
     bs = rt.batch_size
     for epoch in range(progress["epochs_done"], epochs):
@@ -108,9 +110,9 @@ def device_finetune(open_runtime: Callable, train, test, epochs: int, schedule: 
         seconds = time.time() - start
         row = {"epoch": epoch + 1, "lr": lr_at(epoch), "loss": loss_sum / seen,
                "train_accuracy": correct / seen, "seconds": seconds, "images_per_second": seen / seconds,
-               "test_accuracy": rt.evaluate(normalize_np(test.x), test.y)}
+               "test_accuracy": rt.evaluate(test_x, test.y)}
         if val is not None:
-            row["val_accuracy"] = rt.evaluate(normalize_np(val.x), val.y)
+            row["val_accuracy"] = rt.evaluate(val_x, val.y)
         progress["history"].append(row)
         progress["epochs_done"] = epoch + 1
         rt.save(workdir / f"epoch_{epoch + 1}.npz")
@@ -134,6 +136,6 @@ def device_finetune(open_runtime: Callable, train, test, epochs: int, schedule: 
             rt.restore(workdir / f"epoch_{progress['kept_epoch']}.npz")
             log(f"kept epoch {progress['kept_epoch']}: the best val accuracy "
                 f"({scores[progress['kept_epoch']]:.3f}; the last epoch's {scores[-1]:.3f})")
-    progress["final_test_accuracy"] = rt.evaluate(normalize_np(test.x), test.y)
+    progress["final_test_accuracy"] = rt.evaluate(test_x, test.y)
     progress["runtime"] = rt
     return progress

@@ -182,15 +182,22 @@ class _Checkpoint(keras.callbacks.Callback):
         atomic_write_text(self.workdir / STATE, json.dumps(state))
 
 
-def accuracy(model: keras.Model, images, batch_size: int = 256) -> float:
-    """Top-1 accuracy on `images` (tfprune.data.Images), in eager batches: no compile, nothing
-    to trace, and the model is left as it was."""
+def top1(model: keras.Model, images, batch_size: int = 256):
+    """The model's top-1 class for each of `images` (tfprune.data.Images), in order, in eager
+    batches: no compile, nothing to trace, and the model is left as it was."""
     import numpy as np
 
     from tfprune import data
 
-    hits = sum(int((np.argmax(model(x, training=False), -1) == y.numpy()).sum())
-               for x, y in data.as_dataset(images, batch_size))
+    if not len(images):
+        return np.zeros(0, np.int64)
+    return np.concatenate([np.argmax(model(x, training=False), -1)
+                           for x, _ in data.as_dataset(images, batch_size)])
+
+
+def accuracy(model: keras.Model, images, batch_size: int = 256) -> float:
+    """Top-1 accuracy on `images` (`top1`); 0 for no images."""
+    hits = int((top1(model, images, batch_size) == images.y).sum())
     return hits / max(1, len(images))
 
 
