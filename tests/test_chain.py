@@ -82,7 +82,7 @@ def test_chain_runs_and_resumes(tmp_path):
     device = summary["device"]
     assert device["trainable"] == str(run / "bundle" / "trainable.tflite")
     assert device["epochs_done"] == 2 and device["restart"]["bit_identical"]
-    # ...and kept the epoch (the shipped weights: 0) that did best on the held-out val images
+    # ...and ended on the epoch it kept (tfprune.ondevice.finetune.kept_epoch)
     tests = [device["initial_test_accuracy"]] + [h["test_accuracy"] for h in device["history"]]
     assert device["final_test_accuracy"] == tests[device["kept_epoch"]]
     report = (run / "report.md").read_text()

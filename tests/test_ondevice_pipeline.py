@@ -72,8 +72,9 @@ def test_device_finetune_report_resume_and_keras_twin(exported, tmp_path):
 
 
 def test_held_out_images_keep_the_best_weights(exported, tmp_path):
-    """With val images the run ends on the best val epoch (ties: the earliest, the starting
-    weights included); the kept weights' test accuracy is the one reported."""
+    """With val images the run ends on the epoch `kept_epoch` picks from the per-image val
+    results it recorded, which match the recorded val accuracies; the kept weights' test
+    accuracy is the one reported."""
     from tfprune.ondevice.runtime import TrainableRuntime
 
     splits = data.relabel(data.load_subset("sample", "aquatic"))
@@ -84,8 +85,11 @@ def test_held_out_images_keep_the_best_weights(exported, tmp_path):
         dev = finetune.device_finetune(open_rt, train, splits.test, 2, schedule, out, log=quiet,
                                        val=val)
         val_scores = [dev["initial_val_accuracy"]] + [h["val_accuracy"] for h in dev["history"]]
+        bits = [dev["initial_val_correct"]] + [h["val_correct"] for h in dev["history"]]
+        correct = [np.array([b == "1" for b in c]) for c in bits]
+        assert [c.mean() for c in correct] == pytest.approx(val_scores)
         tests = [dev["initial_test_accuracy"]] + [h["test_accuracy"] for h in dev["history"]]
-        assert dev["kept_epoch"] == int(np.argmax(val_scores))
+        assert dev["kept_epoch"] == finetune.kept_epoch(correct)
         assert dev["final_test_accuracy"] == tests[dev["kept_epoch"]]
         kept = dev.pop("runtime").state()
         reference = open_rt()
@@ -97,6 +101,23 @@ def test_held_out_images_keep_the_best_weights(exported, tmp_path):
     with pytest.raises(finetune.CheckpointMismatch, match="held_out: 100 -> None"):
         finetune.device_finetune(open_rt, train, splits.test, 3, "0:0", tmp_path / "frozen",
                                  log=quiet)
+
+
+def test_an_update_is_kept_only_beyond_the_noise():
+    """kept_epoch: a paired sign test against the starting weights, then the best accuracy."""
+    start = np.array([True] * 60 + [False] * 40)
+    swapped = np.roll(start, 5)         # 5 wins, 5 losses: the same accuracy, kept out
+    small = start.copy()
+    small[60:64] = True                 # 4 wins, 0 losses: 4 > 1.645 * 2, kept
+    noisy = start.copy()
+    noisy[60:70], noisy[:5] = True, False  # 10 wins, 5 losses: 5 < 1.645 * sqrt(15), kept out
+    big = start.copy()
+    big[60:75] = True                   # 15 wins: kept, and the best
+    assert finetune.kept_epoch([start, swapped]) == 0
+    assert finetune.kept_epoch([start, noisy]) == 0
+    assert finetune.kept_epoch([start, noisy, small]) == 2
+    assert finetune.kept_epoch([start, big, small, big.copy()]) == 1  # the earliest of a tie
+    assert finetune.kept_epoch([start]) == 0
 
 
 def test_bad_input_exits_with_a_clear_message(exported, tmp_path):

@@ -416,8 +416,9 @@ def _summary(run: Run) -> dict:
         "failed_gates": validation["failed_gates"],
         "bundle": bundle_manifest and {"dir": str(run.dir / "bundle"), "files": {
             k: v.get("size_bytes") for k, v in bundle_manifest["files"].items()}},
-        "device": dev and {k: dev.get(k) for k in (
+        "device": dev and {**{k: dev.get(k) for k in (
             "trainable", "initial_test_accuracy", "final_test_accuracy", "epochs_done",
-            "history", "restart", "kept_epoch")},
+            "restart", "kept_epoch")}, "history": [  # per-image results stay in device.json
+                {k: v for k, v in h.items() if k != "val_correct"} for h in dev["history"]]},
         "stage_seconds": run.read(STAGES) or {},
     }

@@ -12,13 +12,15 @@ def _pct(x) -> str:
 
 
 def _kept(device: dict) -> str:
-    """Which weights the device stage kept (best on the held-out val images), in words."""
+    """Which weights the device stage kept (tfprune.ondevice.finetune.kept_epoch), in words."""
     kept = device.get("kept_epoch")
     if kept is None:
         return "the last epoch; no held-out images"
     if kept == 0:
-        return "the shipped weights: no epoch beat them on the held-out val images"
-    return f"epoch {kept}, the best on the held-out val images"
+        return ("the shipped weights: no epoch beat them on the held-out val images beyond "
+                "those images' noise (paired sign test)")
+    return (f"epoch {kept}, the best of the epochs that beat the shipped weights on the "
+            "held-out val images beyond their noise (paired sign test)")
 
 
 def _gate(status) -> str:

@@ -46,6 +46,30 @@ def training_batches(images, batch_size: int, seed: int, epoch: int, augment: bo
         yield normalize_np(x), images.y[idx].astype(np.int32)
 
 
+SIGN_TEST_Z = 1.645  # one-sided 95%, normal approximation
+
+
+def kept_epoch(correct: list, z: float = SIGN_TEST_Z) -> int:
+    """Which epoch's weights to keep, from each epoch's per-image val correctness (boolean
+    arrays; index 0: the starting weights): the best val accuracy among the epochs that beat
+    the start in a paired sign test (wins - losses > z * sqrt(wins + losses), a win being an
+    image the epoch gets right and the start got wrong), the earliest on a tie; 0 when none
+    does. On 100 held-out images a 4-point gain can be noise; this keeps it only if it is
+    not."""
+    start, best = correct[0], 0
+    for epoch, now in enumerate(correct[1:], 1):
+        wins, losses = int(np.sum(now & ~start)), int(np.sum(~now & start))
+        if wins - losses > z * np.sqrt(wins + losses) and now.sum() > correct[best].sum():
+            best = epoch
+    return best
+
+
+def _val_results(rt, x, y) -> tuple[float, str]:
+    """Val accuracy and per-image correctness as a '0'/'1' string (JSON-sized)."""
+    correct = np.argmax(rt.logits(x), -1) == np.asarray(y)
+    return float(correct.mean()) if len(y) else 0.0, "".join("1" if c else "0" for c in correct)
+
+
 def device_finetune(open_runtime: Callable, train, test, epochs: int, schedule: str,
                     workdir, seed: int = 0, augment: bool = True, restart_after: int | None = None,
                     log: Callable = print, val=None) -> dict:
@@ -58,9 +82,10 @@ def device_finetune(open_runtime: Callable, train, test, epochs: int, schedule: 
     (`CheckpointMismatch`); a non-finite loss stops the run (`TrainingDiverged`) with the last
     finished epoch's checkpoint kept.
 
-    With `val` (images the device holds out of training) the run ends on the weights with the
-    best val accuracy, the starting weights (`epoch_0.npz`) included; the earliest wins a tie,
-    so an update is kept only when the held-out images say it helps (`kept_epoch`).
+    With `val` (images the device holds out of training) the run ends on the weights that
+    `kept_epoch` picks from each epoch's per-image val results, the starting weights
+    (`epoch_0.npz`) included: an update is kept only when the held-out images say, beyond
+    their noise, that it helps.
     """
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
@@ -70,7 +95,8 @@ def device_finetune(open_runtime: Callable, train, test, epochs: int, schedule: 
     rt = open_runtime()
     settings = {"schedule": schedule, "seed": seed, "augment": augment,
                 "model": rt.manifest.get("fingerprint"),
-                "held_out": None if val is None else len(val)}
+                "held_out": None if val is None else len(val),
+                "keep": None if val is None else f"sign test, z {SIGN_TEST_Z}"}
     progress = {"epochs_done": 0, "history": [], "restart": None, "settings": settings}
     if (workdir / PROGRESS).exists() and (workdir / LATEST).exists():
         progress = json.loads((workdir / PROGRESS).read_text())
@@ -88,7 +114,8 @@ def device_finetune(open_runtime: Callable, train, test, epochs: int, schedule: 
     else:
         progress["initial_test_accuracy"] = rt.evaluate(test_x, test.y)
         if val is not None:
-            progress["initial_val_accuracy"] = rt.evaluate(val_x, val.y)
+            progress["initial_val_accuracy"], progress["initial_val_correct"] = \
+                _val_results(rt, val_x, val.y)
             rt.save(workdir / "epoch_0.npz")
     bs = rt.batch_size
     for epoch in range(progress["epochs_done"], epochs):
@@ -112,7 +139,7 @@ def device_finetune(open_runtime: Callable, train, test, epochs: int, schedule: 
                "train_accuracy": correct / seen, "seconds": seconds, "images_per_second": seen / seconds,
                "test_accuracy": rt.evaluate(test_x, test.y)}
         if val is not None:
-            row["val_accuracy"] = rt.evaluate(val_x, val.y)
+            row["val_accuracy"], row["val_correct"] = _val_results(rt, val_x, val.y)
         progress["history"].append(row)
         progress["epochs_done"] = epoch + 1
         rt.save(workdir / f"epoch_{epoch + 1}.npz")
@@ -129,13 +156,16 @@ def device_finetune(open_runtime: Callable, train, test, epochs: int, schedule: 
         from tfprune.fileio import atomic_write_text
         atomic_write_text(workdir / PROGRESS, json.dumps(progress, indent=1))
     if val is not None:
-        scores = [progress["initial_val_accuracy"]] + [h["val_accuracy"]
-                                                       for h in progress["history"]]
-        progress["kept_epoch"] = int(np.argmax(scores))
-        if progress["kept_epoch"] < progress["epochs_done"]:
-            rt.restore(workdir / f"epoch_{progress['kept_epoch']}.npz")
-            log(f"kept epoch {progress['kept_epoch']}: the best val accuracy "
-                f"({scores[progress['kept_epoch']]:.3f}; the last epoch's {scores[-1]:.3f})")
+        bits = [progress["initial_val_correct"]] + [h["val_correct"] for h in progress["history"]]
+        kept = progress["kept_epoch"] = kept_epoch([np.array([b == "1" for b in c]) for c in bits])
+        if kept < progress["epochs_done"]:
+            rt.restore(workdir / f"epoch_{kept}.npz")
+            scores = [progress["initial_val_accuracy"]] + [h["val_accuracy"]
+                                                           for h in progress["history"]]
+            log(f"kept epoch {kept} (val accuracy {scores[kept]:.3f}; the last epoch's "
+                f"{scores[-1]:.3f}): " + ("no update beat the starting weights beyond the "
+                                          "held-out images' noise" if kept == 0 else
+                                          "the best update beyond the held-out images' noise"))
     progress["final_test_accuracy"] = rt.evaluate(test_x, test.y)
     progress["runtime"] = rt
     return progress
