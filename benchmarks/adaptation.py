@@ -386,7 +386,9 @@ def _render_phone(rows: list) -> list:
         rs = sorted(rs, key=lambda r: r["seed"])
         each = lambda key: " / ".join(_pct(r[key]["accuracy"]) for r in rs)
         gap = lambda key: sum(r[key]["accuracy"] - r[f"bar_{key}"] for r in rs) / len(rs)
-        settings = ", ".join(f"{k} {v}" for k, v in rs[0]["settings"].items()) or "-"
+        settings = ", ".join(f"{k} {v}" for k, v in rs[0]["settings"].items()) or (
+            "defaults: " + ", ".join(f"{k} {v}" for k, v in rs[0]["finetune"].items()
+                                     if PHONE_BASE.get(k) != v))
         lines.append(f"| {source} | {subset} | {per_class} | {recipe} | {settings} | "
                      f"{', '.join(str(r['seed']) for r in rs)} | {each('val')} | "
                      f"{each('test')} | {100 * gap('val'):+.1f} | {100 * gap('test'):+.1f} | "
