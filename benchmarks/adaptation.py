@@ -91,6 +91,7 @@ PHONE_RECIPES = {
     "lr0.1_160ep": {"finetune_lr": 0.1, "finetune_epochs": 160},
     "lr0.1_cutmix_160ep": {"finetune_lr": 0.1, "distill_mix": "cutmix", "finetune_epochs": 160},
     "lr0.1_cutmix_alpha1": {"finetune_lr": 0.1, "distill_mix": "cutmix", "distill_alpha": 1.0},
+    "lr0.1_cutmix_bs32": {"finetune_lr": 0.1, "distill_mix": "cutmix", "batch_size": 32},
 }
 PHONE_VAL_PER_CLASS = 50
 
