@@ -71,7 +71,7 @@ def test_device_finetune_report_resume_and_keras_twin(exported, tmp_path):
     assert report["device"]["history"][2]["lr"] == pytest.approx(0.005)
 
 
-def test_held_out_images_keep_the_best_weights(exported, tmp_path):
+def test_held_out_images_decide_the_kept_weights(exported, tmp_path):
     """With val images the run ends on the epoch `kept_epoch` picks from the per-image val
     results it recorded, which match the recorded val accuracies; the kept weights' test
     accuracy is the one reported."""

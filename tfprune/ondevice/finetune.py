@@ -66,7 +66,7 @@ def kept_epoch(correct: list, z: float = SIGN_TEST_Z) -> int:
 
 def _val_results(rt, x, y) -> tuple[float, str]:
     """Val accuracy and per-image correctness as a '0'/'1' string (JSON-sized)."""
-    correct = np.argmax(rt.logits(x), -1) == np.asarray(y)
+    correct = rt.correct(x, y)
     return float(correct.mean()) if len(y) else 0.0, "".join("1" if c else "0" for c in correct)
 
 
@@ -162,10 +162,10 @@ def device_finetune(open_runtime: Callable, train, test, epochs: int, schedule: 
             rt.restore(workdir / f"epoch_{kept}.npz")
             scores = [progress["initial_val_accuracy"]] + [h["val_accuracy"]
                                                            for h in progress["history"]]
+            why = ("no update beat the starting weights" if kept == 0 else
+                   "the best update") + " beyond the held-out images' noise"
             log(f"kept epoch {kept} (val accuracy {scores[kept]:.3f}; the last epoch's "
-                f"{scores[-1]:.3f}): " + ("no update beat the starting weights beyond the "
-                                          "held-out images' noise" if kept == 0 else
-                                          "the best update beyond the held-out images' noise"))
+                f"{scores[-1]:.3f}): {why}")
     progress["final_test_accuracy"] = rt.evaluate(test_x, test.y)
     progress["runtime"] = rt
     return progress

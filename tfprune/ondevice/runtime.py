@@ -116,9 +116,13 @@ class TrainableRuntime:
             out.append(self.runners["infer"](x=self._pad(chunk, 0.0, len(chunk)))["logits"][:len(chunk)])
         return np.concatenate(out) if out else np.zeros((0, self.num_classes), np.float32)
 
+    def correct(self, x, y) -> np.ndarray:
+        """Per image: is the top-1 class the label?"""
+        return np.argmax(self.logits(x), -1) == np.asarray(y)
+
     def evaluate(self, x, y) -> float:
         """Top-1 accuracy."""
-        return float(np.mean(np.argmax(self.logits(x), -1) == np.asarray(y))) if len(y) else 0.0
+        return float(np.mean(self.correct(x, y))) if len(y) else 0.0
 
     def filter_stats(self, x) -> dict[str, dict[str, np.ndarray]]:
         """{layer: {sum_abs, sum_sq, zeros, count}} summed over all images (float64)."""
