@@ -16,7 +16,7 @@ from tfprune.core import graph as graph_mod
 from tfprune.core import plan as plan_mod
 from tfprune.core import surgery
 from tfprune import scoring
-from tfprune.latency import blocks, cache as cache_mod
+from tfprune.latency import blocks, cache as cache_mod, tile as tile_mod
 from tfprune.latency.model import LatencyModel
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -83,6 +83,28 @@ def test_keys_change_with_layer_and_runtime():
     env = dict(cache_mod.environment(), litert="0.0.0")
     assert cache_mod.cache_key(sig["c1"], "litert-float32-1t", env) != \
         cache_mod.cache_key(sig["c1"], "litert-float32-1t")
+
+
+@pytest.mark.parametrize("tile,both", [(8, True), (16, False), (32, False), (None, False)])
+def test_tile_is_read_from_the_staircase_of_probe_times(tile, both):
+    """Times built from a kernel that pads to `tile` (outputs only, or inputs too) plus 2%
+    noise and a fixed cost give that tile back; a smooth cost (no tile) gives the smallest."""
+    c = np.asarray(tile_mod.CHANNELS, float)
+    pad = c if tile is None else np.ceil(c / tile) * tile
+    ms = 0.004 + 1e-5 * (pad * pad if both else c * pad)
+    rng = np.random.default_rng(tile or 0)
+    got, res = tile_mod.choose_tile(c, ms * rng.uniform(0.98, 1.02, len(c)))
+    assert got == (tile or min(tile_mod.CANDIDATES))
+    assert res[got] < 0.02 and set(res) == set(tile_mod.CANDIDATES)
+
+
+def test_tile_probe_is_shared_by_thread_counts(tmp_path):
+    cache = cache_mod.LatencyCache(tmp_path / "cache.json")
+    one = LatencyModel("litert-float32-1t", cache, log=None).tile()
+    n = len(json.loads((tmp_path / "cache.json").read_text())["entries"])
+    assert LatencyModel("litert-float32-2t", cache, log=None).tile() == one
+    assert len(json.loads((tmp_path / "cache.json").read_text())["entries"]) == n == 1
+    assert one in tile_mod.CANDIDATES
 
 
 def test_blocks_fuse_batchnorm_and_activation():

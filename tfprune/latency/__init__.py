@@ -5,6 +5,7 @@
 - `blocks`: a model cut into timed blocks (a layer with the BatchNorm/activations LiteRT fuses
   into it) and single-block Keras models at chosen channel counts.
 - `timing`: convert a block and time it in ai_edge_litert.
+- `tile`: the channel tile read from a probe's timings (a staircase fit).
 - `model`: `LatencyModel(runtime)`: the runtime's channel tile (`round_to=auto`), per-block
   tables, and `GraphCost`, the whole-model prediction the planner's `latency` target takes.
 

@@ -5,9 +5,9 @@
     cost = lm.graph_cost(graph, steps, model)     # times what the cache lacks, with progress
     cost.total({gid: kept})                       # predicted ms of the model pruned to `kept`
 
-Tile: a stack-free 3x3 conv on 16x16 maps is timed at 16..64 channels; the tile is the
-smallest multiple (4, 8, 16, 32) whose counts run within 5% of the best multiple's
-throughput (16 for XNNPACK float32 on AVX-512). `auto_steps` prunes groups in whole tiles,
+Tile (`tile.py`): a 3x3 conv on 16x16 maps is timed at 16..64 channels on one thread and the
+channel multiple read from the staircase its times make (16 for XNNPACK float32 on AVX-512,
+8 for int8; both thread counts share it). `auto_steps` prunes groups in whole tiles,
 and groups smaller than two tiles in halves of their largest power of two (a 16-channel
 stage may drop to 8).
 
@@ -35,12 +35,11 @@ import time
 import numpy as np
 
 from tfprune.latency import blocks as blocks_mod
+from tfprune.latency import tile as tile_mod
 from tfprune.latency import timing
 from tfprune.latency.cache import LatencyCache, cache_key
 from tfprune.latency.runtimes import DEFAULT, LatencyError, environment, parse_runtime
 
-TILE_CANDIDATES = (4, 8, 16, 32)
-PROBE_CHANNELS = tuple(range(16, 65, 4))
 MAX_POINTS = 3
 ROUNDS, INVOKES = 5, 15
 _BLOBS: dict = {}   # (precision, what) -> .tflite bytes: 1 and 2 threads share a conversion
@@ -142,10 +141,10 @@ class LatencyModel:
             _BLOBS[key] = timing.to_tflite(build(), self.rt.precision)
         return _BLOBS[key]
 
-    def _time_all(self, builds: dict, rounds=ROUNDS, invokes=INVOKES) -> dict:
+    def _time_all(self, builds: dict, rounds=ROUNDS, invokes=INVOKES, threads=None) -> dict:
         """{label: best round median ms} of {label: (build, what)}, timed side by side."""
         blobs = {k: self._blob(b, w) for k, (b, w) in builds.items()}
-        per_round = timing.time_interleaved(blobs, self.rt.threads, rounds, invokes)
+        per_round = timing.time_interleaved(blobs, threads or self.rt.threads, rounds, invokes)
         return {k: min(v) for k, v in per_round.items()}
 
     def _time(self, build, what, rounds=ROUNDS, invokes=INVOKES) -> float:
@@ -165,27 +164,36 @@ class LatencyModel:
         return self.cache.get(key)["ms"]
 
     def tile(self) -> int:
-        """The channel multiple this runtime's conv kernels run fastest at (cached)."""
-        key = self._key({"probe": "tile", "channels": PROBE_CHANNELS})
+        """The channel multiple this runtime's conv kernels work in (cached; `tile.py`).
+
+        The tile belongs to the micro-kernel, which threads share, so it is probed on one
+        thread of the runtime's precision, timed by the thread's CPU clock: 2-thread wall
+        times are too noisy to read a staircase from. A poor fit is re-timed twice, keeping
+        each count's fastest time."""
+        probe_rt = parse_runtime(f"litert-{self.rt.precision}-1t")
+        key = cache_key({"timed": {"probe": "tile", "channels": tile_mod.CHANNELS,
+                                   "fit": "staircase"}, "clock": timing.clock_of(1)},
+                        probe_rt.name, self.env)
         entry = self.cache.get(key)
         if entry is None:
             import keras
             start = time.time()
+
             def build(c):
                 keras.utils.set_random_seed(0)
                 inp = keras.Input((16, 16, c), batch_size=1)
                 return keras.Model(inp, keras.layers.Conv2D(c, 3, padding="same")(inp))
-            ms = self._time_all({c: (lambda c=c: build(c), ["probe", c])
-                                 for c in PROBE_CHANNELS}, rounds=9, invokes=20)
-            thr = {c: 16 * 16 * 9 * c * c / (ms[c] * 1e6) for c in PROBE_CHANNELS}
-            med = {m: float(np.median([v for c, v in thr.items() if c % m == 0]))
-                   for m in TILE_CANDIDATES}
-            best = max(med.values())
-            tile = min(m for m in TILE_CANDIDATES if med[m] >= 0.95 * best)
-            entry = {"runtime": self.rt.name, "tile": tile, "macs_per_ns": thr,
-                     "median_by_multiple": med}
+            builds = {c: (lambda c=c: build(c), ["probe", c]) for c in tile_mod.CHANNELS}
+            ms = {}
+            for _ in range(3):
+                timed = self._time_all(builds, rounds=9, invokes=20, threads=1)
+                ms = {c: min(t, ms.get(c, t)) for c, t in timed.items()}
+                tile, res = tile_mod.choose_tile(list(ms), list(ms.values()))
+                if min(res.values()) <= tile_mod.CLEAN_FIT:
+                    break
+            entry = {"runtime": probe_rt.name, "tile": tile, "ms": ms, "residuals": res}
             self.cache.put(key, entry)
-            self.log(f"latency: {self.rt.name}: channel tile {tile} "
+            self.log(f"latency: {self.rt.precision}: channel tile {tile} "
                      f"({time.time() - start:.0f} s probe)")
         return int(entry["tile"])
 
