@@ -45,8 +45,9 @@ flags.DEFINE_list("levels", ["0.3", "0.5", "0.7"], "FLOPs fractions to remove.")
 flags.DEFINE_list("round_to", ["1", "8"], "Channel rounding.")
 flags.DEFINE_list("precisions", ["float32", "int8"], "Conversion modes.")
 flags.DEFINE_integer("threads", 1, "LiteRT threads.")
-flags.DEFINE_integer("rounds", 7, "Interleaved timing rounds.")
-flags.DEFINE_integer("invokes", 20, "Timed invokes per model per round.")
+flags.DEFINE_integer("rounds", 40, "Interleaved timing rounds (many short rounds: a round's ratio "
+                     "spreads +-10 points on a shared machine).")
+flags.DEFINE_integer("invokes", 10, "Timed invokes per model per round.")
 flags.DEFINE_string("output", "benchmarks/results/latency.json", "JSON result path.")
 flags.DEFINE_bool("channel_sweep", False, "Run the conv channel-count sweep instead.")
 flags.DEFINE_list("channels", ["8", "12", "15", "16", "20", "24", "31", "32", "40", "48", "63",

@@ -42,6 +42,9 @@ from tfprune.latency.runtimes import DEFAULT, LatencyError, environment, parse_r
 
 MAX_POINTS = 3
 ROUNDS, INVOKES = 5, 15
+# A whole model's per-round ratio spreads +-10 points on a shared machine; the median of many
+# short rounds is steadier, and cheap (a round of 10 invokes takes 10-40 ms).
+CALIBRATION_ROUNDS, CALIBRATION_INVOKES = 40, 10
 _BLOBS: dict = {}   # (precision, what) -> .tflite bytes: 1 and 2 threads share a conversion
 
 
@@ -276,7 +279,8 @@ class LatencyModel:
         side by side (interleaved rounds); the reference's ms is the unpruned best round
         median times the median paired ratio. Cached by the model's fingerprint and steps."""
         key = self._key({"model": graph.fingerprint(), "calibration": "two-point",
-                         "steps": {str(k): v for k, v in sorted(steps.items())}})
+                         "steps": {str(k): v for k, v in sorted(steps.items())},
+                         "rounds": [CALIBRATION_ROUNDS, CALIBRATION_INVOKES]})
         if self.cache.get(key) is None:
             import statistics
 
@@ -284,7 +288,8 @@ class LatencyModel:
             ref = self.reference_cut(graph, model, steps)
             if ref is not None:
                 blobs["cut"] = self._shipped(ref[1], ["cut", graph.fingerprint(), steps])
-            per = timing.time_interleaved(blobs, self.rt.threads, 9, 20)
+            per = timing.time_interleaved(blobs, self.rt.threads, CALIBRATION_ROUNDS,
+                                          CALIBRATION_INVOKES)
             ms = min(per["full"])
             entry = {"runtime": self.rt.name, "model": graph.spec.name, "ms": ms}
             if ref is not None:
