@@ -59,7 +59,8 @@ flags.DEFINE_float("distill_features", _D.distill_features, "Weight of distillat
 flags.DEFINE_enum("distill_mix", _D.distill_mix, ["none", "mixup", "cutmix"],
                   "Add label-free mixed views of every batch (distillation only).")
 flags.DEFINE_string("transfer_data", _D.transfer_data, "Extra label-free images for "
-                    "distillation (host-side), e.g. npz:PATH; empty: the device's data only.")
+                    "distillation (host-side), e.g. npz:PATH: its train pool less the run's own "
+                    "train/val/test images; empty: the device's data only.")
 flags.DEFINE_integer("transfer_images", _D.transfer_images, "Images drawn from "
                      "--transfer_data (0: all).", lower_bound=0)
 flags.DEFINE_string("baseline_criterion", _D.baseline_criterion, "Data-agnostic baseline "

@@ -125,3 +125,21 @@ def test_chain_runs_and_resumes(tmp_path):
     assert any(line.startswith("[bundle] refused") for line in logs)
     assert not (run / "bundle").exists() and summary["bundle"] is None
     assert summary["device"]["trainable"] == str(run / "trainable" / "trainable.tflite")
+
+
+def test_transfer_images_leave_out_the_runs_own(tmp_path, mini_source):
+    """--transfer_data draws from its train pool less the run's own train/val/test images:
+    the val images that choose the kept epoch never come back as unlabelled training."""
+    from tests.conftest import MINI_NPZ
+    from tfprune import data
+
+    splits = data.split(mini_source, "aquatic", seed=2)
+    lines = []
+    cfg = chain.ChainConfig(data=f"npz:{MINI_NPZ}", transfer_data=f"npz:{MINI_NPZ}")
+    run = chain.Run(cfg, tmp_path, splits, data.relabel(splits), log=lines.append)
+    transfer = chain._transfer_images(run)
+    own = len(splits.train) + len(splits.val)
+    assert len(transfer) == len(mini_source.train) - own
+    ours = {img.tobytes() for part in (splits.train, splits.val) for img in part.x}
+    assert not ours & {img.tobytes() for img in transfer.x}
+    assert f"{own} of its images are the run's own" in lines[0]

@@ -41,6 +41,17 @@ def test_mixed_names_and_all(mini_source):
     assert data.resolve_classes("all", mini_source) == tuple(range(100))
 
 
+def test_a_transfer_pool_loses_the_runs_own_images(mini_source):
+    """`without` drops exactly the images byte-identical to the run's splits, so a transfer
+    pool drawn from the whole train pool never holds the run's val (or train/test) images."""
+    splits = data.split(mini_source, "aquatic", seed=1)
+    pool = mini_source.train.without(splits.train, splits.val, splits.test)
+    assert len(pool) == len(mini_source.train) - len(splits.train) - len(splits.val)
+    ours = {img.tobytes() for part in (splits.train, splits.val) for img in part.x}
+    assert not ours & {img.tobytes() for img in pool.x}
+    assert len(mini_source.train.without()) == len(mini_source.train)
+
+
 def test_bundled_sample_is_real_aquatic_cifar(sample_splits):
     assert len(sample_splits.classes) == 10
     assert (len(sample_splits.train), len(sample_splits.val), len(sample_splits.test)) == (400, 100, 300)

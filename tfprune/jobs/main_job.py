@@ -178,8 +178,12 @@ def _transfer_images(run: Run):
     if not cfg.transfer_data or cfg.distill_alpha <= 0:
         return None
     import numpy as np
-    pool = data.load_source(cfg.transfer_data).train
+    splits = run.splits  # the device's own images never join as unlabelled transfer images
+    whole = data.load_source(cfg.transfer_data).train
+    pool = whole.without(splits.train, splits.val, splits.test)
     n = min(len(pool), cfg.transfer_images or len(pool))
+    run.log(f"[finetune] {n} transfer images from {cfg.transfer_data} ({len(whole) - len(pool)} "
+            "of its images are the run's own and left out)")
     return pool.take(np.sort(np.random.default_rng([cfg.seed, 17]).choice(len(pool), n, False)))
 
 
