@@ -10,7 +10,8 @@ the main job's fine-tuning epoch runs no faster with XLA and pays 20-25 s more c
 
 For each workload and mode: the first epoch's seconds (tracing and XLA compilation included)
 and the median epoch time after it; and, from the same initial weights and batches, how far
-the two modes' weights drift apart (float rounding, not a different algorithm).
+the two modes' trainable weights (not a frozen teacher's) drift apart (float rounding, not a
+different algorithm).
 
     python -m benchmarks.xla --data=sample
 
@@ -90,7 +91,7 @@ def _time(build, ds, jit: bool, epochs: int) -> dict:
 
     model = build(jit)
     model.fit(ds, epochs=epochs, verbose=0, shuffle=False, callbacks=[Timer()])
-    weights = np.concatenate([np.ravel(w) for w in model.get_weights()])
+    weights = np.concatenate([np.ravel(w.numpy()) for w in model.trainable_weights])
     return {"first_epoch_s": round(times[0], 2), "epoch_s": float(np.median(times[1:])),
             "weights": weights}
 
@@ -127,8 +128,8 @@ def main(argv):
           "(tracing, XLA compilation) is shown apart, the others' median is the epoch time; "
           "each mode run twice, alternating, the better kept. Load average before / after: "
           f"{load_before[0]:.1f} / {out['loadavg_after'][0]:.1f} on {os.cpu_count()} CPUs. "
-          "Weight drift: relative L2 distance between the two modes' weights after the same "
-          "epochs from the same start (float rounding).", "",
+          "Weight drift: relative L2 distance between the two modes' trainable weights after "
+          "the same epochs from the same start (float rounding).", "",
           "| workload | images / step | epoch, graph (s) | epoch, XLA (s) | speed-up | "
           "first epoch, graph / XLA (s) | weight drift |", "|---|---|---|---|---|---|---|"]
     md += [f"| {r['workload']} | {r['batch_images']} | {r['epoch_s']['graph']} | "
