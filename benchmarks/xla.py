@@ -1,6 +1,6 @@
 """Keras training with and without XLA, side by side in one run, on this machine's CPU.
 Keras's "auto" leaves XLA off on machines without an accelerator, and tfprune keeps it so:
-the main job's fine-tuning epoch runs no faster with XLA and pays 20-25 s more compilation
+the main job's fine-tuning epoch runs no faster with XLA and pays 13-25 s more compilation
 (results/xla.md). Two workloads on real images:
 
 - `finetune`: the main job's fine-tuning step: ResNet-20 pruned to 50% of its parameters

@@ -131,9 +131,11 @@ class LatencyModel:
         self.log = log or (lambda *_: None)
         self.env = environment()
 
-    def _key(self, signature) -> str:
-        return cache_key({"timed": signature, "clock": timing.clock_of(self.rt.threads)},
-                         self.rt.name, self.env)
+    def _key(self, signature, rt=None) -> str:
+        """The cache key of `signature` timed on `rt` (default: this model's runtime)."""
+        rt = rt or self.rt
+        return cache_key({"timed": signature, "clock": timing.clock_of(rt.threads)}, rt.name,
+                         self.env)
 
     def _blob(self, build, what) -> bytes:
         """The .tflite of `build()`; `what` (JSON data) names it for the in-process memo."""
@@ -174,9 +176,8 @@ class LatencyModel:
         times are too noisy to read a staircase from. A poor fit is re-timed twice, keeping
         each count's fastest time."""
         probe_rt = parse_runtime(f"litert-{self.rt.precision}-1t")
-        key = cache_key({"timed": {"probe": "tile", "channels": tile_mod.CHANNELS,
-                                   "fit": "staircase"}, "clock": timing.clock_of(1)},
-                        probe_rt.name, self.env)
+        key = self._key({"probe": "tile", "channels": tile_mod.CHANNELS, "fit": "staircase"},
+                        probe_rt)
         entry = self.cache.get(key)
         if entry is None:
             import keras
@@ -189,7 +190,7 @@ class LatencyModel:
             builds = {c: (lambda c=c: build(c), ["probe", c]) for c in tile_mod.CHANNELS}
             ms = {}
             for _ in range(3):
-                timed = self._time_all(builds, rounds=9, invokes=20, threads=1)
+                timed = self._time_all(builds, rounds=9, invokes=20, threads=probe_rt.threads)
                 ms = {c: min(t, ms.get(c, t)) for c, t in timed.items()}
                 tile, res = tile_mod.choose_tile(list(ms), list(ms.values()))
                 if min(res.values()) <= tile_mod.CLEAN_FIT:
