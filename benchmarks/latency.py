@@ -57,6 +57,8 @@ flags.DEFINE_list("target_models", ["resnet20", "resnet56", "mobilenetv2", "mobi
                   "Models of --target_grid (zoo names, mobilenetv3small_96: keras.applications "
                   "MobileNetV3Small at 96 px, random weights).")
 flags.DEFINE_list("cuts", ["0.3", "0.5", "0.7"], "Latency fractions to remove (--target_grid).")
+flags.DEFINE_bool("feedback", True, "--target_grid: measure each plan and re-plan "
+                  "(tfprune.latency.feedback), as the apps do; off: the one-shot plan.")
 flags.DEFINE_list("runtimes", ["litert-float32-1t", "litert-float32-2t", "litert-int8-1t",
                                "litert-int8-2t"], "Runtimes of --target_grid.")
 flags.DEFINE_string("latency_cache", None, "Latency table cache (default: the user cache).")
@@ -183,8 +185,9 @@ def _target_grid():
             not in done] if out.exists() else []  # other models' and runtimes' rows stay
     for name, rt in ((m, r) for m in FLAGS.target_models for r in FLAGS.runtimes):
         rows += latency_target.run_model(name, [rt], [float(c) for c in FLAGS.cuts], cache,
-                                         FLAGS.rounds, FLAGS.invokes)
+                                         FLAGS.rounds, FLAGS.invokes, FLAGS.feedback)
         result = {"benchmark": "latency target", "rounds": FLAGS.rounds,
+                  "feedback": FLAGS.feedback,
                   "invokes": FLAGS.invokes, "criterion": "l1", "round_to": "auto",
                   "weights": "random (seed 0)", "environment": environment(),
                   "wall_s": round(time.time() - started, 1), "versions": card.versions(),

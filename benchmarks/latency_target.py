@@ -31,7 +31,8 @@ def build_model(name: str):
     return zoo.build(name)
 
 
-def run_model(name, runtimes, cuts, cache, rounds, invokes, log=print) -> list:
+def run_model(name, runtimes, cuts, cache, rounds, invokes, feedback=True,
+              log=print) -> list:
     import numpy as np
 
     from tfprune import scoring
@@ -59,10 +60,15 @@ def run_model(name, runtimes, cuts, cache, rounds, invokes, log=print) -> list:
             blobs["unpruned", rt.precision] = convert.convert(model, rt.precision,
                                                               calibration=calibration)
         variants, plans = {"unpruned": blobs["unpruned", rt.precision]}, {}
+        calibration = (cost.scale, cost.offset_ms)
         for cut in cuts:
+            cost.scale, cost.offset_ms = calibration  # every cut starts from the build's
+
+            def make(level):
+                return plan_mod.make_plan(g, scores, level, "latency", "global", steps,
+                                          criterion="l1", cost=cost)
             try:
-                p = plan_mod.make_plan(g, scores, cut, "latency", "global", steps,
-                                       criterion="l1", cost=cost)
+                p = cost.fit(make, model, g, cut, log) if feedback else make(cut)
             except plan_mod.PlanError as err:
                 rows.append({"model": name, "runtime": rt_name, "requested_cut": cut,
                              "error": str(err)})
@@ -109,6 +115,7 @@ def run_model(name, runtimes, cuts, cache, rounds, invokes, log=print) -> list:
                 "speedup": round(base / best, 4),
                 "efficiency": round(base / best / (macs0 / macs), 4),
                 "params_level": p["achieved"]["params_level"],
+                "feedback": p.get("latency_feedback", []),
                 "kept": {e["members"][0]: len(e["kept"]) for e in p["groups"]}})
             r = rows[-1]
             log(f"  cut {cut:.0%}: predicted {r['predicted_cut']:.1%}, measured "
@@ -154,7 +161,13 @@ def markdown(result) -> str:
     refused = [r for r in result["rows"] if "error" in r]
     pruned = [r for r in rows if r["requested_cut"]]
     lines = ["# Pruning to a requested cut of LiteRT latency (`--target=latency`)", "",
-             f"Random weights, l1 scores, round_to=auto, one shot. Timing: {result['rounds']} "
+             "Random weights, l1 scores, round_to=auto, "
+             + ("measured feedback (`tfprune.latency.feedback`: the plan's model is timed side "
+                "by side with the unpruned one when planning, and re-planned on a calibration "
+                "through that measurement while the cut is more than 4% off, at most 3 plans; "
+                "`plans` counts them, `one shot` gives the first plan's predicted and measured "
+                "cut). " if result.get("feedback") else "one shot. ")
+             + f"Timing: {result['rounds']} "
              f"interleaved rounds of {result['invokes']} invokes; measured cut = 1 - median over "
              "rounds of the paired ratio pruned/unpruned (min..max over rounds shown as noise); "
              "prediction error = predicted ms / measured ms (best round median) - 1, the "
@@ -170,22 +183,25 @@ def markdown(result) -> str:
              "includes waiting for the second core; `wall cut` is the cut on wall time of the "
              "same invokes. `load` is the 1-minute load average while the runtime was timed.",
              "",
-             "| model | runtime | requested | predicted cut | measured cut (rounds) | relative "
+             "| model | runtime | requested | one shot: predicted / measured | plans "
+             "| predicted cut | measured cut (rounds) | relative "
              "| wall cut | predicted ms | measured ms | pred. error | side by side | FLOPs x | "
              "speed-up | speed-up / FLOPs x | load | misses because |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         if r["requested_cut"] == 0:
             lines.append(f"| {r['model']} | {r['runtime']} | unpruned (tile {r['tile']}, "
-                         f"built {r['build_min']:.1f} min) | | | | | {r['predicted_ms']:.3f} | "
+                         f"built {r['build_min']:.1f} min) | | | | | | | {r['predicted_ms']:.3f} | "
                          f"{r['measured_ms']:.3f} | {r['prediction_error']:+.1%} | | | | | "
                          f"{r.get('load_average_1min', '-')} | |")
             continue
         lo, hi = r["cut_rounds_min_max"]
         wall = r.get("measured_cut_wall")
+        fb = r.get("feedback") or []
+        first = (f"{fb[0]['predicted_cut']:.1%} / {fb[0]['measured_cut']:.1%}" if fb else "-")
         lines.append(
-            f"| {r['model']} | {r['runtime']} | {r['requested_cut']:.0%} | "
-            f"{r['predicted_cut']:.1%} | {r['measured_cut']:.1%} ({lo:.0%}..{hi:.0%}) | "
+            f"| {r['model']} | {r['runtime']} | {r['requested_cut']:.0%} | {first} | "
+            f"{len(fb) or 1} | {r['predicted_cut']:.1%} | {r['measured_cut']:.1%} ({lo:.0%}..{hi:.0%}) | "
             f"{r['cut_relative_error']:+.1%} | {'-' if wall is None else f'{wall:.1%}'} | "
             f"{r['predicted_ms']:.3f} | {r['measured_ms']:.3f} | {r['prediction_error']:+.1%} | "
             f"{_side_by_side(r):+.1%} | {r['flops_reduction']:.2f} | {r['speedup']:.2f} | {r['efficiency']:.2f} | "

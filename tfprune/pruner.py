@@ -51,7 +51,7 @@ def prune_model(model, criterion: str, level: float, target: str = "params",
                 batch_size: int = 64, normalizer: str = "mean", bn_batches: int = 0,
                 options: dict | None = None, head_classes=None,
                 class_names=None, cost=None, reconstruct_images: int = 0,
-                log=None) -> PruneResult:
+                feedback: bool = True, log=None) -> PruneResult:
     """Score `model`'s filters with `criterion`, plan `level` of `target` away, cut them out,
     and (with `bn_batches` > 0 and `splits`) re-estimate BatchNorm statistics on that many
     augmented training batches. `options` go to the criterion (e.g. finetune_l1_epochs).
@@ -60,6 +60,9 @@ def prune_model(model, criterion: str, level: float, target: str = "params",
     (`tfprune.core.reconstruct`; no labels), before the BatchNorm re-estimation.
     `round_to` is an int or {group id: step}; `cost` prices the plan in predicted latency
     (both from `tfprune.latency.plan_terms`, which resolves round_to=auto and --runtime).
+    With target "latency" and `feedback`, `cost.fit` measures the planned model against the
+    unpruned one and re-plans until the measured cut is the level
+    (`tfprune.latency.feedback`; the plan records each measurement).
 
     `head_classes` (the subset head): the classifier is first cut to these classes of
     `model` (tfprune.core.head), and everything after, scoring included, works on the cut
@@ -92,8 +95,12 @@ def prune_model(model, criterion: str, level: float, target: str = "params",
     if scored.tuned_model is not None:  # finetune_l1: the paper prunes the tuned model
         model = scored.tuned_model
         g = graph_mod.build_graph(model, ignore=ignore)
-    plan = plan_mod.make_plan(g, scores, level, target, allocation, round_to, min_channels,
-                              criterion, normalizer, seed, cost)
+
+    def make(lvl):
+        return plan_mod.make_plan(g, scores, lvl, target, allocation, round_to, min_channels,
+                                  criterion, normalizer, seed, cost)
+    plan = cost.fit(make, model, g, level, log) if (
+        feedback and target == "latency" and cost is not None) else make(level)
     pruned = surgery.apply_plan(model, plan, graph=g)
     if head_entry is not None:
         plan["head"] = head_entry

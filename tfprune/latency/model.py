@@ -73,30 +73,54 @@ class GraphCost:
     cost object `tfprune.core.plan.make_plan(..., cost=)` takes (`total`, `delta`)."""
 
     def __init__(self, graph, runtime, tile, blocks, tables, measured_ms, env,
-                 reference=None):
-        """`reference`: ({group id: kept}, measured ms) of the reference cut, or None."""
+                 reference=None, measurer=None):
+        """`reference`: ({group id: kept}, measured ms) of the reference cut, or None;
+        `measurer`: the LatencyModel that built it (`fit` measures plans with it)."""
         self.runtime, self.tile, self.env = runtime, tile, env
         self.blocks, self.tables = blocks, tables
         self.measured_ms = measured_ms
         self.sizes = {g.id: g.size for g in graph.groups}
-        self.scale, self.offset_ms = 1.0, 0.0
-        self.reference = reference
-        full = sum(self._block_ms(i, {}) for i in range(len(blocks)))
-        cut = sum(self._block_ms(i, reference[0]) for i in range(len(blocks))) \
-            if reference else full
-        saved = measured_ms - reference[1] if reference else 0.0
-        if full - cut > 0.05 * full and saved > 0:   # two points
-            self.scale = saved / (full - cut)
-            self.offset_ms = measured_ms - self.scale * full
-        elif measured_ms >= full:  # one point: what the blocks miss is fixed cost
-            self.offset_ms = measured_ms - full
-        elif full > 0:             # blocks timed alone cost more than inside the model
-            self.scale = measured_ms / full
-        self.floor_ms = 0.02 * measured_ms   # a negative offset never predicts below this
+        self.measurer, self.feedback = measurer, []
         self.by_group = {}
         for i, b in enumerate(blocks):
             for gid in set(b.cin.share) | set(b.cout.share):
                 self.by_group.setdefault(gid, []).append(i)
+        self.reference = reference
+        self.floor_ms = 0.02 * measured_ms   # a negative offset never predicts below this
+        self._calibrate(reference)
+
+    def _calibrate(self, point) -> bool:
+        """Fit offset and scale through the unpruned model and `point` ({kept}, ms), or, with
+        no usable point, through the unpruned model alone. True if two points were used."""
+        self.scale, self.offset_ms = 1.0, 0.0
+        full = sum(self._block_ms(i, {}) for i in range(len(self.blocks)))
+        cut = sum(self._block_ms(i, point[0]) for i in range(len(self.blocks))) \
+            if point else full
+        saved = self.measured_ms - point[1] if point else 0.0
+        if full - cut > 0.05 * full and saved > 0:   # two points
+            self.scale = saved / (full - cut)
+            self.offset_ms = self.measured_ms - self.scale * full
+            return True
+        if self.measured_ms >= full:  # one point: what the blocks miss is fixed cost
+            self.offset_ms = self.measured_ms - full
+        elif full > 0:                # blocks timed alone cost more than inside the model
+            self.scale = self.measured_ms / full
+        return False
+
+    def recalibrate(self, counts: dict, ratio: float) -> bool:
+        """Calibrate on a measured plan instead of the reference cut: the model pruned to
+        `counts` measured at `ratio` of the unpruned one. False (calibration unchanged) when
+        that point cannot anchor a fit (it saves too little on its tables, or nothing)."""
+        before = (self.scale, self.offset_ms)
+        if self._calibrate((counts, ratio * self.measured_ms)):
+            return True
+        self.scale, self.offset_ms = before
+        return False
+
+    def fit(self, make, source, graph, level: float, log=None) -> dict:
+        """The plan of `make(level)`, measured and re-planned (`tfprune.latency.feedback`)."""
+        from tfprune.latency import feedback
+        return feedback.fit_plan(self, make, source, graph, level, log)
 
     def _block_ms(self, i, counts):
         b = self.blocks[i]
@@ -121,7 +145,7 @@ class GraphCost:
                 "cpu": self.env["cpu"], "measured_unpruned_ms": round(self.measured_ms, 5),
                 "offset_ms": round(self.offset_ms, 5), "scale": round(self.scale, 5),
                 "reference_cut_ms": None if not self.reference else round(self.reference[1], 5),
-                "timed_blocks": len(self.blocks)}
+                "timed_blocks": len(self.blocks), "feedback": self.feedback}
 
 
 class LatencyModel:
@@ -303,6 +327,25 @@ class LatencyModel:
         return entry["ms"], None if ref is None else (
             {int(k): v for k, v in ref["counts"].items()}, ref["ms"])
 
+    def measured_ratio(self, source, graph, pruned, counts: dict) -> float:
+        """Latency of `pruned` over that of `source` (the model it was cut from, `graph`'s),
+        both converted the way they ship and timed side by side: the median of the paired
+        per-round ratios. Cached by the source's fingerprint and the kept counts."""
+        what = {str(k): v for k, v in sorted(counts.items())}
+        key = self._key({"model": graph.fingerprint(), "measured": what,
+                         "rounds": [CALIBRATION_ROUNDS, CALIBRATION_INVOKES]})
+        if self.cache.get(key) is None:
+            import statistics
+
+            blobs = {"full": self._shipped(source, ["model", graph.fingerprint()]),
+                     "cut": self._shipped(pruned, ["plan", graph.fingerprint(), what])}
+            per = timing.time_interleaved(blobs, self.rt.threads, CALIBRATION_ROUNDS,
+                                          CALIBRATION_INVOKES)
+            self.cache.put(key, {"runtime": self.rt.name, "model": graph.spec.name,
+                                 "ratio": statistics.median(
+                                     c / f for c, f in zip(per["cut"], per["full"]))})
+        return float(self.cache.get(key)["ratio"])
+
     def graph_cost(self, graph, steps: dict, model) -> GraphCost:
         """Tables for every changing block of `graph` (timed when not cached, with progress)
         and the whole-model calibration (`calibrate`)."""
@@ -319,7 +362,7 @@ class LatencyModel:
                          f"blocks, {(time.time() - start) / 60:.1f} min")
         ms, reference = self.calibrate(graph, model, steps)
         cost = GraphCost(graph, self.rt.name, self.tile(), found, tables, ms, self.env,
-                         reference)
+                         reference, measurer=self)
         if time.time() - start > 5:
             self.log(f"latency: {graph.spec.name} {self.rt.name}: model built, {len(found)} "
                      f"blocks in {(time.time() - start) / 60:.1f} min")
