@@ -472,6 +472,35 @@ def test_sweep_runs_resumes_and_reports(tmp_path, tiny_file):
     assert json.loads(paths["deltas"].read_text()) == json.loads(both["deltas"].read_text())
 
 
+def test_control4_reruns_an_agnostic_run_whose_model_a_checkout_lacks(tmp_path, tiny_file):
+    """Results are committed, models are not (.gitignore): on a fresh checkout Control 4's
+    agnostic run has its result and no model, so it is run again, its old directory aside."""
+    setup = tiny_setup(tiny_file, bn_batches=1)
+    specs = sweep.grid(["aquatic"], ["tiny"], [0.5], [0], ["agnostic", "control4"])
+    logs = []
+    assert sweep.run_sweep(specs, {"tiny": setup}, tmp_path, ["aquatic"], logs.append,
+                           max_runs=2) == 2
+    agnostic = tmp_path / "runs" / "agnostic_tiny_l50_s0"
+    before = json.loads((agnostic / "result.json").read_text())
+    for path in agnostic.rglob("*"):  # what .gitignore leaves out of a checkout
+        if path.suffix == ".keras" or path.name == "state.json":
+            path.unlink()
+    assert sweep.run_sweep(specs, {"tiny": setup}, tmp_path, ["aquatic"], logs.append) == 1
+    assert any("agnostic_tiny_l50_s0 has its result but not its model" in m for m in logs)
+    aside = tmp_path / "rerun" / "agnostic_tiny_l50_s0"
+    assert json.loads((aside / "result.json").read_text()) == before
+    assert (agnostic / "train" / "checkpoint.keras").exists()
+    again = json.loads((agnostic / "result.json").read_text())
+    assert again["achieved"] == before["achieved"]
+    c4 = json.loads((tmp_path / "runs" / "control4_tiny_aquatic_l50_s0" / "result.json")
+                    .read_text())
+    assert c4["start_from"] == str(agnostic)
+    files, duplicates = sweep_report.run_files(tmp_path)  # the report reads runs/ only
+    assert [f.parent.name for f in files] == ["agnostic_tiny_l50_s0",
+                                              "control4_tiny_aquatic_l50_s0", "unpruned_tiny_s0"]
+    assert duplicates == []
+
+
 def test_experiment_app_micro_grid(tmp_path, tiny_file):
     """The absl app end to end on the mini fixture: estimate, sweep, report; bad flag."""
     args = [sys.executable, "-m", "pipelines.experiment", f"--data={MINI}",

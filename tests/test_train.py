@@ -60,6 +60,16 @@ def test_fit_resumes_from_checkpoint(tmp_path, sample_splits):
     assert [r.split(",")[0] for r in rows[1:]] == ["0", "1"]
     _, state = train.fit_resumable(_tiny_model, ds, 2, tmp_path, verbose=0)  # already done
     assert state["epochs_done"] == 2
+    with open(tmp_path / train.LOG, "a") as f:  # epoch 2 logged, killed before its checkpoint
+        f.write(rows[-1].replace("1,", "2,", 1) + "\n")
+    train.fit_resumable(_tiny_model, ds, 3, tmp_path, verbose=0)
+    rows = (tmp_path / train.LOG).read_text().splitlines()
+    assert [r.split(",")[0] for r in rows[1:]] == ["0", "1", "2"]
+    (tmp_path / train.CHECKPOINT).unlink()  # a checkout without the model: a fresh start
+    (tmp_path / train.STATE).unlink()
+    train.fit_resumable(_tiny_model, ds, 1, tmp_path, verbose=0)
+    rows = (tmp_path / train.LOG).read_text().splitlines()
+    assert [r.split(",")[0] for r in rows[1:]] == ["0"]
 
 
 def test_atomic_write_leaves_no_temp(tmp_path):

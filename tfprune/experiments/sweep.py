@@ -35,6 +35,7 @@ from tfprune import fileio
 from tfprune.errors import TfpruneError
 from tfprune.experiments import protocol
 from tfprune.experiments import recipes
+from tfprune.training import fit as train
 
 
 DISTILL_COST = 1.33  # adapt's training step also runs the teacher forward (~1/3 of a step)
@@ -218,6 +219,26 @@ def run_spec(spec: RunSpec, setup: protocol.Setup, sweep_dir, subsets) -> dict:
                         if spec.method == "control4" else None)
 
 
+def restore_source(spec: RunSpec, setups: dict, sweep_dir, subsets, log=print) -> None:
+    """Control 4 fine-tunes its agnostic run's final model. A checkout holds results, not
+    models (.gitignore), so a finished agnostic run without its model is run again: its old
+    directory moves to `sweep_dir/rerun/<id>` (out of the report's reach) first."""
+    import shutil
+
+    source = agnostic_of(spec)
+    path = Path(sweep_dir) / "runs" / source.id
+    if not (path / protocol.RESULT).exists() or (path / "train" / train.CHECKPOINT).exists():
+        return
+    aside = Path(sweep_dir) / "rerun" / source.id
+    if aside.exists():
+        shutil.rmtree(aside)
+    aside.parent.mkdir(parents=True, exist_ok=True)
+    path.rename(aside)
+    log(f"{source.id} has its result but not its model, which {spec.id} starts from: "
+        f"running it again (the earlier result is in {aside})")
+    run_spec(source, setups[source.network], sweep_dir, subsets)
+
+
 def run_sweep(specs, setups: dict, sweep_dir, subsets, log=print, max_runs: int | None = None):
     """Run every spec whose result is missing (`setups`: {network: Setup}); returns the
     number of runs executed. `max_runs` stops after that many (time-boxed sessions)."""
@@ -239,6 +260,8 @@ def run_sweep(specs, setups: dict, sweep_dir, subsets, log=print, max_runs: int 
     started = time.time()
     for spec in todo[:max_runs]:
         t0 = time.time()
+        if spec.method == "control4":
+            restore_source(spec, setups, sweep_dir, subsets, log)
         result = run_spec(spec, setups[spec.network], sweep_dir, subsets)
         keras.backend.clear_session()
         done += 1

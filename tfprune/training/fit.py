@@ -212,6 +212,19 @@ def atomic_save(model: keras.Model, path: Path, optimizer: bool = True) -> None:
     atomic_write(path, model.save, Path(path).suffix)
 
 
+def _trim_log(path: Path, epochs_done: int) -> None:
+    """Keep the CSV log's rows of the epochs the checkpoint holds: a fresh start (no
+    checkpoint) empties it, and an epoch logged but killed before its checkpoint goes."""
+    if not path.exists():
+        return
+    lines = path.read_text().splitlines(keepends=True)
+    keep = lines[:1] + [r for r in lines[1:] if int(r.split(",", 1)[0]) < epochs_done]
+    if epochs_done == 0:
+        path.unlink()
+    elif keep != lines:
+        atomic_write_text(path, "".join(keep))
+
+
 def fit_resumable(build_compiled, train_ds, epochs: int, workdir, val_ds=None,
                   extra_eval: dict | None = None, verbose: int = 2, schedule=None,
                   callbacks=()):
@@ -234,6 +247,7 @@ def fit_resumable(build_compiled, train_ds, epochs: int, workdir, val_ds=None,
             model.optimizer.learning_rate = schedule
     else:
         model = build_compiled()
+    _trim_log(workdir / LOG, state["epochs_done"])
     if state["epochs_done"] < epochs:
         kept = (f"nothing of the diverged epoch was saved; {workdir / CHECKPOINT} holds the "
                 "last epoch that finished, if any")
