@@ -84,6 +84,11 @@ def test_keys_change_with_layer_and_runtime():
     env = dict(cache_mod.environment(), litert="0.0.0")
     assert cache_mod.cache_key(sig["c1"], "litert-float32-1t", env) != \
         cache_mod.cache_key(sig["c1"], "litert-float32-1t")
+    here = cache_mod.environment()["cpu"]
+    assert "family" in here and here.count(";") == 1  # a generation, not only a brand name
+    env = dict(cache_mod.environment(), cpu=here + " amx_tile")
+    assert cache_mod.cache_key(sig["c1"], "litert-float32-1t", env) != \
+        cache_mod.cache_key(sig["c1"], "litert-float32-1t")
 
 
 @pytest.mark.parametrize("tile,both", [(8, True), (16, False), (32, False), (None, False)])

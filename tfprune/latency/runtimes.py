@@ -44,6 +44,10 @@ def parse_round_to(value):
     return n
 
 
+SIMD_FLAGS = {"avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni", "avx512_bf16",
+              "avx512_fp16", "amx_tile", "amx_int8", "amx_bf16", "asimd", "asimddp", "sve"}
+
+
 @functools.lru_cache(maxsize=1)
 def environment() -> dict:
     """What the measurements depend on besides the block: LiteRT version and the CPU."""
@@ -52,8 +56,17 @@ def environment() -> dict:
     cpu = platform.processor() or platform.machine()
     try:
         with open("/proc/cpuinfo") as f:
-            cpu = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")),
-                       cpu)
+            info = {}
+            for ln in f:
+                if not ln.strip():
+                    break  # the first processor's block
+                key, _, value = ln.partition(":")
+                info[key.strip()] = value.strip()
+        # a virtual machine's model name ("AMD EPYC") hides the generation, whose kernels
+        # differ (int8 ran 10x faster on one EPYC than another): family/model and SIMD too
+        simd = sorted(set(info.get("flags", "").split()) & SIMD_FLAGS)
+        cpu = (f"{info.get('model name', cpu)} (family {info.get('cpu family', '?')}, model "
+               f"{info.get('model', '?')}; {' '.join(simd) or 'no avx'})")
     except OSError:
         pass
     try:
