@@ -92,6 +92,7 @@ PHONE_RECIPES = {
     "lr0.1_cutmix_160ep": {"finetune_lr": 0.1, "distill_mix": "cutmix", "finetune_epochs": 160},
     "lr0.1_cutmix_alpha1": {"finetune_lr": 0.1, "distill_mix": "cutmix", "distill_alpha": 1.0},
     "lr0.1_cutmix_bs32": {"finetune_lr": 0.1, "distill_mix": "cutmix", "batch_size": 32},
+    "lr0.1_cutmix_ema": {"finetune_lr": 0.1, "distill_mix": "cutmix", "finetune_ema": 0.99},
     # 16 epochs of the device's 500 images and 3,600 of the host's (--data's train pool less
     # the device's own), which only the teacher labels: 65,600 student passes, the default's
     # 80,000 (80 epochs of 500 images and their cutmix copies) less a fifth
@@ -126,6 +127,14 @@ def _base() -> str:
     """The pretrained base the rows were measured on, by its card's test accuracy."""
     from tfprune.models import cards, loader
     return f"{cards.read_card(loader.pretrained_path('resnet20'))['test_accuracy']:.2%}"
+
+
+def _host() -> str:
+    """The CPU the row ran on, short: the latency target's plans, and so the pruned models,
+    differ between CPU generations (rows from before this was recorded: `earlier`)."""
+    from tfprune.latency.runtimes import environment
+    cpu = environment()["cpu"]
+    return cpu.split(";")[0].replace(" (", ", ") if "(" in cpu else cpu
 
 
 def _done(row_id: str) -> bool:
@@ -313,7 +322,7 @@ def part_phone() -> None:
                 raise SystemExit(f"--phone_recipes: unknown recipe {name!r}; choose from "
                                  f"{', '.join(PHONE_RECIPES)}")
             row_id = (f"phone:{FLAGS.data}:{FLAGS.subset}:{FLAGS.train_per_class}:{seed}:"
-                      f"{name}:{base}")
+                      f"{name}:{base}:{_host()}")
             if _done(row_id):
                 continue
             settings = {**PHONE_BASE, **PHONE_RECIPES[name]} if name != "default" else {}
@@ -339,7 +348,8 @@ def part_phone() -> None:
                    "seed": seed, "recipe": name, "settings": PHONE_RECIPES[name],
                    "finetune": {k: getattr(cfg, k) for k in PHONE_BASE},
                    "finetune_seconds": run.read("finetuned.json")["seconds"],
-                   "pruned_test": pruned_test}
+                   "pruned_test": pruned_test, "host": _host(),
+                   "params": run.read("pruned.json")["params"]}
             for split in ("train", "val", "test"):
                 row[split], row[f"bar_{split}"] = _agreement(
                     model, teacher, getattr(run.head_splits, split))
@@ -385,21 +395,23 @@ def _render_phone(rows: list) -> list:
              "the main job's defaults). Values "
              "per seed (seed: which device images, and the training seed); `agree`: top-1 "
              "agreement with the bar on val.", "",
-             "| data | subset | per class | recipe | settings | seeds | val | test | val - bar "
-             "(pp, mean) | test - bar (pp, mean) | agree val | fine-tune s |", "|" + "---|" * 12]
+             "| host | data | subset | per class | recipe | settings | params | seeds | val | "
+             "test | val - bar (pp, mean) | test - bar (pp, mean) | agree val | fine-tune s |",
+             "|" + "---|" * 14]
     groups: dict = {}
     for r in rows:
-        groups.setdefault((r["data"].split("/")[-1], r["subset"], r["train_per_class"],
-                           r["recipe"]), []).append(r)
-    for (source, subset, per_class, recipe), rs in sorted(groups.items()):
+        groups.setdefault((r.get("host", "earlier"), r["data"].split("/")[-1], r["subset"],
+                           r["train_per_class"], r["recipe"]), []).append(r)
+    for (host, source, subset, per_class, recipe), rs in sorted(groups.items()):
         rs = sorted(rs, key=lambda r: r["seed"])
         each = lambda key: " / ".join(_pct(r[key]["accuracy"]) for r in rs)
         gap = lambda key: sum(r[key]["accuracy"] - r[f"bar_{key}"] for r in rs) / len(rs)
         settings = ", ".join(f"{k} {v}" for k, v in rs[0]["settings"].items()) or (
             "defaults: " + ", ".join(f"{k} {v}" for k, v in rs[0]["finetune"].items()
                                      if PHONE_BASE.get(k) != v))
-        lines.append(f"| {source} | {subset} | {per_class} | {recipe} | {settings} | "
-                     f"{', '.join(str(r['seed']) for r in rs)} | {each('val')} | "
+        params = " / ".join(f"{r['params']:,}" for r in rs if "params" in r) or "-"
+        lines.append(f"| {host} | {source} | {subset} | {per_class} | {recipe} | {settings} | "
+                     f"{params} | {', '.join(str(r['seed']) for r in rs)} | {each('val')} | "
                      f"{each('test')} | {100 * gap('val'):+.1f} | {100 * gap('test'):+.1f} | "
                      f"{' / '.join(_pct(r['val']['agreement']) for r in rs)} | "
                      f"{sum(r['finetune_seconds'] for r in rs) / len(rs):.0f} |")

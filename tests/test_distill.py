@@ -164,3 +164,29 @@ def test_feature_distillation_brings_the_maps_closer_and_resumes(pruned_student,
     np.testing.assert_array_equal(np.asarray(again(x[:8])), np.asarray(model(x[:8])))
     with pytest.raises(ValueError, match="needs one"):
         fit.finetune(student, splits.train, 1, 0.01, taps=tapped, feature_weight=1.0)
+
+
+@pytest.mark.parametrize("with_teacher", [True, False])
+def test_weight_average_is_the_moving_average_of_the_steps(teacher_student, sample_splits,
+                                                           with_teacher):
+    """Two one-batch epochs with ema=m end at m * (weights after step 1) + (1 - m) * (weights
+    after step 2), the steps being those of the run without the average (Keras starts the
+    average at the first step's weights)."""
+    import keras
+
+    teacher, student = teacher_student
+    splits = data.relabel(sample_splits)
+    one = data.Images(splits.train.x[:16], splits.train.y[:16])  # one batch of 16
+
+    def run(ema, epochs):
+        model = keras.models.clone_model(student)
+        model.set_weights(student.get_weights())
+        fit.finetune(model, one, epochs, 0.05, batch_size=16, teacher=teacher if with_teacher
+                     else None, verbose=0, ema=ema)
+        return [v.numpy() for v in model.trainable_variables]
+    first, second, averaged = run(0.0, 1), run(0.0, 2), run(0.9, 2)
+    moved = 0
+    for w1, w2, avg in zip(first, second, averaged):
+        np.testing.assert_allclose(avg, 0.9 * w1 + 0.1 * w2, rtol=1e-4, atol=1e-5)
+        moved += not np.allclose(w1, w2)
+    assert moved > 10

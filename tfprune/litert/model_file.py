@@ -240,10 +240,13 @@ def load_interpreter(source: Source, num_threads: int | None = None):
     naming the reason (Flex ops in particular)."""
     from ai_edge_litert.interpreter import Interpreter
 
+    from tfprune.console import native_stderr_hidden
+
     data, name = read_bytes(source)
     try:
-        interp = Interpreter(model_content=data, num_threads=num_threads)
-        interp.allocate_tensors()
+        with native_stderr_hidden():  # LiteRT's "INFO: Created ... XNNPACK delegate" line
+            interp = Interpreter(model_content=data, num_threads=num_threads)
+            interp.allocate_tensors()
     except Exception as err:
         flex = inspect(data).flex_ops()
         why = (f"it needs the select-TF-ops (Flex) runtime for {', '.join(flex)}, which "

@@ -145,12 +145,13 @@ def _as_list(outputs) -> list:
 
 def compile_distill(student, teacher, learning_rate, weight_decay: float, momentum: float = 0.9,
                     alpha: float = 0.9, temperature: float = 4.0, taps=(),
-                    feature_weight: float = 0.0) -> Distiller:
-    """`Distiller(student, teacher)` compiled with SGD (momentum, decoupled weight decay) and
-    the labelled-row accuracy, ready for `fit`."""
+                    feature_weight: float = 0.0, ema: float = 0.0) -> Distiller:
+    """`Distiller(student, teacher)` compiled with SGD (`tfprune.training.fit.sgd`: momentum,
+    decoupled weight decay, optional weight EMA) and the labelled-row accuracy, for `fit`."""
+    from tfprune.training.fit import sgd
+
     model = Distiller(student, teacher, alpha, temperature, taps, feature_weight)
-    model.compile(optimizer=keras.optimizers.SGD(learning_rate, momentum=momentum,
-                                                 weight_decay=weight_decay or None),
+    model.compile(optimizer=sgd(learning_rate, weight_decay, momentum, ema=ema),
                   metrics=[LabelledAccuracy(name="accuracy")])
     return model
 

@@ -39,11 +39,20 @@ def cosine_schedule(peak: float, epochs: int, steps_per_epoch: int, warmup_epoch
         warmup_target=peak if warmup else None, warmup_steps=warmup)
 
 
+def sgd(learning_rate, weight_decay: float, momentum: float = 0.9, nesterov: bool = False,
+        ema: float = 0.0):
+    """SGD with momentum and decoupled weight decay; with `ema` in (0, 1), Keras keeps an
+    exponential moving average of the weights (that momentum per step), which replaces the
+    weights when `fit` ends."""
+    return keras.optimizers.SGD(learning_rate, momentum=momentum, nesterov=nesterov,
+                                weight_decay=weight_decay or None, use_ema=ema > 0,
+                                ema_momentum=ema if ema > 0 else 0.99)
+
+
 def compile_sgd(model: keras.Model, learning_rate, weight_decay: float, momentum: float = 0.9,
-                nesterov: bool = False) -> keras.Model:
-    """Compile for 100-way logits with SGD; Keras applies the weight decay decoupled."""
-    optimizer = keras.optimizers.SGD(learning_rate, momentum=momentum, nesterov=nesterov,
-                                     weight_decay=weight_decay or None)
+                nesterov: bool = False, ema: float = 0.0) -> keras.Model:
+    """Compile for 100-way logits with SGD (`sgd`)."""
+    optimizer = sgd(learning_rate, weight_decay, momentum, nesterov, ema)
     model.compile(optimizer=optimizer,
                   loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                   metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")])
@@ -113,7 +122,8 @@ def finetune(model: keras.Model, train_images, epochs: int, peak_lr: float,
              val_images=None, verbose: int = 2, bn_momentum: float | None = FINETUNE_BN_MOMENTUM,
              teacher: keras.Model | None = None, distill_alpha: float = 0.9,
              distill_temperature: float = 4.0, mix: str = "none",
-             transfer_images=None, taps=(), feature_weight: float = 0.0) -> dict:
+             transfer_images=None, taps=(), feature_weight: float = 0.0,
+             ema: float = 0.0) -> dict:
     """Fine-tune a (pruned) model on `train_images` (tfprune.data.Images): SGD with momentum,
     cosine schedule from `peak_lr`, CIFAR augmentation, BatchNorm momentum `bn_momentum`
     during the run (`batchnorm_momentum`); returns the Keras history. Raises
@@ -123,7 +133,8 @@ def finetune(model: keras.Model, train_images, epochs: int, peak_lr: float,
     (tfprune.training.distill): the teacher sees the same augmented batches, `mix` adds
     label-free mixup/cutmix views of each batch, and `transfer_images` (Images, labels
     ignored) join the training images without labels; `taps` (tfprune.training.taps) with a
-    `feature_weight` add the feature maps' loss."""
+    `feature_weight` add the feature maps' loss. `ema` > 0: the weights end as their moving
+    average over the run's steps (`sgd`)."""
     from tfprune import data
     from tfprune.training import distill
 
@@ -143,9 +154,9 @@ def finetune(model: keras.Model, train_images, epochs: int, peak_lr: float,
     if teacher is not None:
         trained = distill.compile_distill(model, teacher, schedule, weight_decay, 0.9,
                                           distill_alpha, distill_temperature, taps,
-                                          feature_weight)
+                                          feature_weight, ema)
     else:
-        compile_sgd(model, schedule, weight_decay)
+        compile_sgd(model, schedule, weight_decay, ema=ema)
     ds = distill.with_mixed_views(
         data.as_dataset(train_images, batch_size, training=True, seed=seed), mix, seed)
     val = data.as_dataset(val_images, 256) if val_images is not None else None
