@@ -335,21 +335,22 @@ def part_phone() -> None:
                 main_job.evaluate(run)
             if not (shared / "pruned.json").exists():  # the prune stage ignores the recipes
                 main_job.prune(run)
-            pruned_test = run.read("pruned.json")["test_accuracy"]
+            pruned = run.read("pruned.json")
             out = shared / name
             out.mkdir(exist_ok=True)
             for f in ("restricted.keras", "pruned.keras", "plan.json"):
                 shutil.copy(shared / f, out / f)
             run = dataclasses.replace(run, dir=out)
-            main_job.finetune(run)
+            if not (out / "finetuned.json").exists():  # a killed benchmark resumes here
+                main_job.finetune(run)
             model, teacher = run.load("finetuned.keras"), run.load("restricted.keras")
             row = {"id": row_id, "part": "phone", "base": base, "data": FLAGS.data,
                    "subset": FLAGS.subset, "train_per_class": FLAGS.train_per_class,
                    "seed": seed, "recipe": name, "settings": PHONE_RECIPES[name],
                    "finetune": {k: getattr(cfg, k) for k in PHONE_BASE},
                    "finetune_seconds": run.read("finetuned.json")["seconds"],
-                   "pruned_test": pruned_test, "host": _host(),
-                   "params": run.read("pruned.json")["params"]}
+                   "pruned_test": pruned["test_accuracy"], "host": _host(),
+                   "params": pruned["params"]}
             for split in ("train", "val", "test"):
                 row[split], row[f"bar_{split}"] = _agreement(
                     model, teacher, getattr(run.head_splits, split))

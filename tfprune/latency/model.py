@@ -118,7 +118,10 @@ class GraphCost:
         return False
 
     def fit(self, make, source, graph, level: float, log=None) -> dict:
-        """The plan of `make(level)`, measured and re-planned (`tfprune.latency.feedback`)."""
+        """The plan of `make(level)`, measured and re-planned (`tfprune.latency.feedback`);
+        without a measurer (a cost not built by a LatencyModel) the plan as made."""
+        if self.measurer is None:
+            return make(level)
         from tfprune.latency import feedback
         return feedback.fit_plan(self, make, source, graph, level, log)
 
