@@ -8,6 +8,8 @@
 - `tile`: the channel tile read from a probe's timings (a staircase fit).
 - `model`: `LatencyModel(runtime)`: the runtime's channel tile (`round_to=auto`), per-block
   tables, and `GraphCost`, the whole-model prediction the planner's `latency` target takes.
+- `feedback`: the planned model measured side by side with the unpruned one, and re-planned
+  on a calibration through that measurement until the measured cut is the level.
 
 One way only: `tfprune.core` and `tfprune.pruner` never import this package; the planner
 takes a cost object and per-group steps, which `plan_terms` makes for the apps and jobs.

@@ -26,6 +26,8 @@ the rest of the unpruned time. Blocks timed alone miss what pruning does to the 
 taken from the unpruned model alone predicted cuts 4-5 points short. When the reference cut
 cannot be made or saves nothing on its tables, one point: the excess of the unpruned model
 over its tables is fixed cost (scale 1), a shortfall scales the tables down (offset 0).
+`GraphCost.recalibrate` moves the second point onto a measured plan (`measured_ratio`), which
+`GraphCost.fit` uses to re-plan until the measured cut is the level (`feedback.py`).
 """
 from __future__ import annotations
 
