@@ -218,3 +218,36 @@ def test_registry_takes_new_criteria_and_checks_them(resnet56):
     with pytest.raises(scoring.ScoringError, match="unknown criterion"):
         scoring.get("no_such")
     del scoring.CRITERIA["test_needs_data"], scoring.CRITERIA["test_wrong_length"]
+
+
+class _LinearCost:
+    """A latency model by hand: every kept channel of group g costs ms[g]."""
+
+    def __init__(self, graph, ms):
+        self.ms, self.size = ms, {g.id: g.size for g in graph.prunable_groups()}
+
+    def total(self, counts):
+        return sum(c * counts.get(g, self.size[g]) for g, c in self.ms.items())
+
+    def delta(self, counts, gid, new):
+        return self.ms[gid] * (new - counts.get(gid, self.size[gid]))
+
+    def describe(self):
+        return {"runtime": "by hand"}
+
+
+def test_latency_prices_a_tied_channel_as_all_the_filters_it_removes():
+    """Equal importance everywhere; a residual stream's channel (4 tied filters) saves twice the
+    ms of a single conv's. Counted once per removed filter it loses 4 for 2 ms, so the single
+    convs go first (counted once per channel, the stream looked the cheaper cut)."""
+    g = graph_mod.build_graph(zoo.build("resnet20"))
+    groups = g.prunable_groups()
+    scores = {m: np.ones(grp.size) for grp in groups for m in grp.members}
+    tied = {grp.id for grp in groups if len(grp.members) == 4}
+    assert len(tied) == 3
+    cost = _LinearCost(g, {grp.id: 2.0 if grp.id in tied else 1.0 for grp in groups})
+    plan = plan_mod.make_plan(g, scores, 0.2, "latency", "global", 1, cost=cost)
+    kept = {e["id"]: len(e["kept"]) for e in plan["groups"]}
+    assert all(kept[gid] == g.groups[gid].size for gid in tied)
+    assert sum(g.groups[gid].size - kept[gid] for gid in kept) > 0
+    assert plan["achieved"]["latency_level"] == pytest.approx(0.2, abs=0.01)

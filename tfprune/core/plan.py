@@ -15,7 +15,9 @@ min_channels=2, criterion=None, normalizer="mean", seed=None, cost=None)` return
   target is met; with round_to steps, single-step group reductions then land it closer to
   the level (the ranking's levels jump a whole step at a time). For `latency` the ranking is
   greedy by importance lost per predicted millisecond saved: each step takes the group
-  reduction (to one of its allowed counts) with the lowest sum of removed scores per ms.
+  reduction (to one of its allowed counts) with the lowest sum of removed scores per ms, a
+  group channel's score counted once per member filter it removes (a residual stream's
+  channel is a filter in every block it ties: averaged, it looked as cheap as one filter).
   `uniform`: the same fraction removed from every prunable group.
 - every group keeps at least `min_channels` channels, and a multiple of `round_to` (or all);
   `round_to` is an int or {group id: step} (`round_to=auto`, resolved by the caller).
@@ -177,8 +179,10 @@ def make_plan(graph, scores: dict, level: float, target: str = "params",
     reached = _reached(graph, groups, target, cost, keeps_for)
     _check_reachable(level, target, groups, steps, min_channels, reached)
     if target == "latency" and allocation == "global":
-        keep_counts = _greedy_latency(groups, sizes, steps, min_channels, order, gscores, cost,
-                                      level)
+        per_filter = {g.id: gscores[g.id] * max(1, sum(m in scores for m in g.members))
+                      for g in groups if g.id in gscores}  # once per member filter removed
+        keep_counts = _greedy_latency(groups, sizes, steps, min_channels, order, per_filter,
+                                      cost, level)
     else:
         if allocation == "uniform":
             def counts_at(x):
