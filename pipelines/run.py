@@ -4,7 +4,7 @@ on-device fine-tuning of the bundle, and report against the unpruned model.
 
 python -m pipelines.run --output=runs/main
 Defaults: the shipped pretrained ResNet-20, the bundled real `aquatic` sample, the classifier
-cut to the subset's classes, 50% of the predicted LiteRT float32 single-thread latency removed
+cut to the subset's classes, 30% of the predicted LiteRT float32 single-thread latency removed
 (channel counts in whole kernel tiles, round_to=auto), criterion `act_l2`, fine-tuned with
 distillation from the original restricted to the subset (logits and feature maps), against an
 `l1` baseline. Every stage writes into --output and is skipped when its outputs exist, so a

@@ -39,7 +39,7 @@ class ChainConfig:
     subset: str = "aquatic"
     head: str = "subset"
     criterion: str = "act_l2"
-    level: float = 0.5
+    level: float = 0.3
     target: str = "latency"
     round_to: int | str = "auto"
     runtime: str = "litert-float32-1t"
