@@ -139,15 +139,17 @@ def test_run_directory_records_its_config_and_refuses_another(tmp_path):
     # the same settings resume; allow_failed_validation may change (it changes no result)
     run_dir.prepare(out, {**defaults, "allow_failed_validation": True}, defaults=defaults,
                     ignore=("allow_failed_validation",))
-    with pytest.raises(run_dir.RunDirError, match=r"level: 0\.5 -> 0\.3.*--restart"):
-        run_dir.prepare(out, {**defaults, "level": 0.3}, defaults=defaults)
+    other = round(defaults["level"] + 0.2, 2)
+    with pytest.raises(run_dir.RunDirError,
+                       match=rf"level: {defaults['level']} -> {other}.*--restart"):
+        run_dir.prepare(out, {**defaults, "level": other}, defaults=defaults)
     assert snapshot(out)["report.md"] == before["report.md"]
     # the app refuses before any work
     proc = app("pipelines.run", f"--output={out}", "--subset=fish", "--level=0.3")
     assert "subset: 'aquatic' -> 'fish'" in refused(proc, "holds a run made with other settings")
     # --restart moves the old run aside untouched and starts afresh
     logs = []
-    run_dir.prepare(out, {**defaults, "level": 0.3}, defaults=defaults, restart=True,
+    run_dir.prepare(out, {**defaults, "level": other}, defaults=defaults, restart=True,
                     log=logs.append)
     assert snapshot(tmp_path / "R.old-1")["report.md"] == before["report.md"]
     assert sorted(os.listdir(out)) == [run_dir.CONFIG] and "R.old-1" in logs[0]

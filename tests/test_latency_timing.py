@@ -34,10 +34,13 @@ def test_block_path_converts_like_the_shipped_path(precision):
 
 
 def _heavy_model():
-    """One 3x3 conv on 64x64x64 maps: an invoke of several ms, longer than a time slice."""
+    """Two 3x3 convs on 128x128x64 maps (1.2 GMACs): an invoke of ~10 ms on a fast core,
+    longer than a scheduler time slice (one conv on 64x64 maps took 1.2 ms on an AVX-512
+    EPYC, and a competitor then rarely preempted it)."""
     keras.utils.set_random_seed(0)
-    inp = keras.Input((64, 64, 64), batch_size=1)
-    return keras.Model(inp, keras.layers.Conv2D(64, 3, padding="same")(inp))
+    inp = keras.Input((128, 128, 64), batch_size=1)
+    x = keras.layers.Conv2D(64, 3, padding="same")(inp)
+    return keras.Model(inp, keras.layers.Conv2D(64, 3, padding="same")(x))
 
 
 @pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="needs Linux CPU affinity")
