@@ -25,7 +25,7 @@ def test_chain_runs_and_resumes(tmp_path):
     _small_cnn(tmp_path / "small.keras")
     # target params: this tiny CNN's blocks take microseconds, below the timing noise of a
     # shared machine (tests/test_latency.py and the benchmark test the latency target)
-    cfg = chain.ChainConfig(model=str(tmp_path / "small.keras"), target="params",
+    cfg = chain.ChainConfig(model=str(tmp_path / "small.keras"), target="params", level=0.5,
                             finetune_epochs=1,
                             calibration_batches=2, bn_batches=2, calibration_samples=20,
                             latency_runs=2, device_epochs=2)
