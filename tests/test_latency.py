@@ -273,6 +273,23 @@ def test_feedback_replans_until_the_measured_cut_is_the_level(built):
                                atol=2e-4)
 
 
+def test_feedback_goes_as_far_as_it_can_when_the_level_falls_out_of_reach(built):
+    """Requested near the highest predicted level on a machine where only 70% of each saving is
+    real, the corrected prediction cannot reach it: the loop plans the highest it can reach."""
+    model, g, _, steps, cost = built
+    cost = copy.copy(cost)
+    cost.measurer = _SlowCuts(cost)
+    scores = scoring.compute_scores("l1", model, g)
+
+    def make(level):
+        return plan_mod.make_plan(g, scores, level, "latency", "global", steps, cost=cost)
+    level = round(0.95 * _highest(g, steps, cost), 3)
+    plan = cost.fit(make, model, g, level)
+    tried = plan["latency_feedback"]
+    assert len(tried) >= 2 and tried[-1]["measured_cut"] > tried[0]["measured_cut"]
+    assert plan["latency_feedback"] == tried and tried[0]["measured_cut"] < level
+
+
 def test_pruner_measures_latency_plans_on_real_litert(built):
     """prune_model with target latency times the planned model against the unpruned one in
     LiteRT (converted as shipped); the measurement is cached, so a rerun re-times nothing."""

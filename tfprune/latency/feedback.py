@@ -9,7 +9,8 @@ side by side with the unpruned one (`LatencyModel.measured_ratio`). If the measu
 by more than TOLERANCE (relative), the prediction is recalibrated through the unpruned model
 and this plan (`GraphCost.recalibrate`) and the level planned again, at most MAX_PLANS times.
 The greedy order does not depend on the calibration's scale, so each re-plan walks the same
-path to a point where the corrected prediction meets the level. No training in the loop.
+path to a point where the corrected prediction meets the level, or, when the correction puts
+the level out of reach, to the highest level it can reach. No training in the loop.
 
 The plan kept is the one measured closest to the request; it records every measured plan in
 `plan["latency_feedback"]` (also the cost's `describe()["feedback"]`).
@@ -48,6 +49,12 @@ def fit_plan(cost, make, source, graph, level: float, log=None) -> dict:
             break
         try:
             plan = make(level)
+        except plan_mod.UnreachableLevel as err:  # out of reach on the corrected prediction:
+            try:                                  # the closest the model can get
+                plan = make(err.highest)
+            except plan_mod.PlanError as again:
+                log(f"latency: re-planning stopped: {again}")
+                break
         except plan_mod.PlanError as err:
             log(f"latency: re-planning stopped: {err}")
             break
