@@ -52,7 +52,7 @@ def _ratio(candidate: bytes, reference: bytes, threads: int, rounds: int, invoke
     from tfprune.latency import timing
 
     per = timing.time_interleaved({"c": candidate, "r": reference}, threads, rounds, invokes)
-    ratio = statistics.median(c / r for c, r in zip(per["c"], per["r"]))
+    ratio = timing.paired_ratio(per, "c", "r")
     return ratio, min(per["c"]), min(per["r"])
 
 

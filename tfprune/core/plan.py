@@ -373,6 +373,11 @@ def _plan_dict(graph, kept, before, level, target, allocation, round_to, min_cha
     return plan
 
 
+def kept_counts(plan: dict) -> dict:
+    """{group id: channels kept} of `plan`."""
+    return {e["id"]: len(e["kept"]) for e in plan["groups"]}
+
+
 def check_plan(plan: dict, graph) -> dict:
     """{group id: kept channel indices} of `plan` for the model of `graph`, or PlanError."""
     if not isinstance(plan, dict) or plan.get("format") != FORMAT:

@@ -21,10 +21,6 @@ TOLERANCE = 0.04
 MAX_PLANS = 3
 
 
-def _counts(plan: dict) -> dict:
-    return {e["id"]: len(e["kept"]) for e in plan["groups"]}
-
-
 def fit_plan(cost, make, source, graph, level: float, log=None) -> dict:
     """`make(level)`'s plan, measured and re-planned on `cost` (a GraphCost with a measurer).
     `source` is the model the plans apply to (`graph` is its channel graph)."""
@@ -35,7 +31,7 @@ def fit_plan(cost, make, source, graph, level: float, log=None) -> dict:
     tried = []
     plan = make(level)
     for attempt in range(MAX_PLANS):
-        counts = _counts(plan)
+        counts = plan_mod.kept_counts(plan)
         pruned = surgery.apply_plan(source, plan, graph=graph)
         ratio = cost.measurer.measured_ratio(source, graph, pruned, counts)
         row = {"predicted_cut": round(plan["achieved"]["latency_level"], 4),
@@ -58,7 +54,7 @@ def fit_plan(cost, make, source, graph, level: float, log=None) -> dict:
         except plan_mod.PlanError as err:
             log(f"latency: re-planning stopped: {err}")
             break
-        if _counts(plan) == counts:
+        if plan_mod.kept_counts(plan) == counts:
             break
     plan, _ = min(tried, key=lambda t: abs(t[1]["measured_cut"] - level))
     cost.feedback = [row for _, row in tried]

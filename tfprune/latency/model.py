@@ -301,7 +301,7 @@ class LatencyModel:
                                    "params", "uniform", steps, criterion="l1")
         except plan_mod.PlanError:
             return None
-        counts = {e["id"]: len(e["kept"]) for e in p["groups"]}
+        counts = plan_mod.kept_counts(p)
         return counts, surgery.apply_plan(model, p, graph=graph)
 
     def calibrate(self, graph, model, steps) -> tuple:
@@ -312,8 +312,6 @@ class LatencyModel:
                          "steps": {str(k): v for k, v in sorted(steps.items())},
                          "rounds": [CALIBRATION_ROUNDS, CALIBRATION_INVOKES]})
         if self.cache.get(key) is None:
-            import statistics
-
             blobs = {"full": self._shipped(model, ["model", graph.fingerprint()])}
             ref = self.reference_cut(graph, model, steps)
             if ref is not None:
@@ -323,7 +321,7 @@ class LatencyModel:
             ms = min(per["full"])
             entry = {"runtime": self.rt.name, "model": graph.spec.name, "ms": ms}
             if ref is not None:
-                ratio = statistics.median(c / f for c, f in zip(per["cut"], per["full"]))
+                ratio = timing.paired_ratio(per, "cut", "full")
                 entry["reference"] = {"counts": {str(k): v for k, v in ref[0].items()},
                                       "ms": ms * ratio}
             self.cache.put(key, entry)
@@ -340,15 +338,12 @@ class LatencyModel:
         key = self._key({"model": graph.fingerprint(), "measured": what,
                          "rounds": [CALIBRATION_ROUNDS, CALIBRATION_INVOKES]})
         if self.cache.get(key) is None:
-            import statistics
-
             blobs = {"full": self._shipped(source, ["model", graph.fingerprint()]),
                      "cut": self._shipped(pruned, ["plan", graph.fingerprint(), what])}
             per = timing.time_interleaved(blobs, self.rt.threads, CALIBRATION_ROUNDS,
                                           CALIBRATION_INVOKES)
             self.cache.put(key, {"runtime": self.rt.name, "model": graph.spec.name,
-                                 "ratio": statistics.median(
-                                     c / f for c, f in zip(per["cut"], per["full"]))})
+                                 "ratio": timing.paired_ratio(per, "cut", "full")})
         return float(self.cache.get(key)["ratio"])
 
     def graph_cost(self, graph, steps: dict, model) -> GraphCost:

@@ -13,9 +13,10 @@ FILES = {"litert-float32-1t": ("model_float32.tflite", "1"),
 
 def predict_plan(model, graph, plan: dict, runtimes=RUNTIMES, cache=None, log=print) -> dict:
     """{runtime: {"unpruned": ms, "pruned": ms}} predicted for `plan` applied to `model`."""
+    from tfprune.core import plan as plan_mod
     from tfprune.latency.model import LatencyModel
 
-    counts = {e["id"]: len(e["kept"]) for e in plan["groups"]}
+    counts = plan_mod.kept_counts(plan)
     steps = {e["id"]: e.get("step", plan["round_to"] if isinstance(plan["round_to"], int)
                                  else 1) for e in plan["groups"]}
     out = {}

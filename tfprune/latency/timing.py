@@ -111,3 +111,9 @@ def time_interleaved(blobs: dict, threads: int, rounds: int = 5, invokes: int = 
             if wall is not None:
                 wall[k].append(statistics.median(times["wall"]))
     return out
+
+
+def paired_ratio(per_round: dict, num, den) -> float:
+    """Median over rounds of `num`'s round median over `den`'s (`time_interleaved` output):
+    pairing each round cancels the machine's drift between rounds."""
+    return statistics.median(a / b for a, b in zip(per_round[num], per_round[den]))
