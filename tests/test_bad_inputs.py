@@ -173,6 +173,25 @@ def test_keras_finetune_that_diverges_stops_and_writes_nothing(tmp_path, model_f
     assert not (tmp_path / "o").exists()
 
 
+@pytest.mark.parametrize("losses,stops_at", [([2.3, 2.1, float("nan")], 3),
+                                               ([2.3, 40.0, 1.5e29], 3),
+                                               ([0.2, 900.0, 9e3], None)])
+def test_divergence_is_a_non_finite_or_blown_up_loss(losses, stops_at):
+    """A loss BLOWUP times the first one (at least 1) is divergence, as NaN is: a huge rate
+    left the CI machine's loss at 1.5e29 and finite."""
+    from tfprune.training.fit import StopOnNonFinite
+
+    stop = StopOnNonFinite()
+    stop.on_epoch_begin(0)
+    for i, loss in enumerate(losses):
+        if i + 1 == stops_at:
+            with pytest.raises(TrainingDiverged, match=f"loss .* batch {i + 1} "):
+                stop.on_train_batch_end(i, {"loss": loss})
+            return
+        stop.on_train_batch_end(i, {"loss": loss})
+    assert stops_at is None
+
+
 def test_resumable_training_that_diverges_keeps_its_last_checkpoint(tmp_path, model_file):
     from tfprune import data
     from tfprune.training import fit as train

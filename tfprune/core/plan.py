@@ -261,7 +261,7 @@ def _greedy_latency(groups, sizes, steps, min_channels, order, gscores, cost, le
         low = -(-low // step) * step
         allowed[g.id] = sorted({int(size)} | set(range(int(low), int(size), int(step))))
     now, prev = base, (dict(counts), base)
-    while now > goal:
+    while now - goal > 1e-9 * base:
         best = None
         for g in groups:
             c = counts[g.id]
@@ -275,9 +275,9 @@ def _greedy_latency(groups, sizes, steps, min_channels, order, gscores, cost, le
                 if best is None or key < best[0]:
                     best = (key, g.id, k, saved)
         if best is None:
-            raise PlanError(f"level {level:.3f} of latency cannot be reached: the highest "
-                            f"reachable level is {1 - now / base:.3f} (no further reduction "
-                            "saves predicted time)")
+            raise UnreachableLevel(f"level {level:.3f} of latency cannot be reached: the "
+                                   f"highest reachable level is {1 - now / base:.3f} (no "
+                                   "further reduction saves predicted time)", 1 - now / base)
         prev = (dict(counts), now)
         counts[best[1]] = best[2]
         now -= best[3]

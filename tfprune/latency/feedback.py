@@ -21,6 +21,21 @@ TOLERANCE = 0.04
 MAX_PLANS = 3
 
 
+def _reachable(make, level: float) -> dict:
+    """`make(level)`, or when the corrected prediction puts it out of reach, the plan of the
+    highest level it reaches (the greedy may stop short of the floor's level: then once more)."""
+    from tfprune.core import plan as plan_mod
+
+    for _ in range(3):
+        try:
+            return make(level)
+        except plan_mod.UnreachableLevel as err:
+            if err.highest >= level:
+                raise
+            level = err.highest
+    return make(level)
+
+
 def fit_plan(cost, make, source, graph, level: float, log=None) -> dict:
     """`make(level)`'s plan, measured and re-planned on `cost` (a GraphCost with a measurer).
     `source` is the model the plans apply to (`graph` is its channel graph)."""
@@ -44,13 +59,7 @@ def fit_plan(cost, make, source, graph, level: float, log=None) -> dict:
         if not cost.recalibrate(counts, ratio):
             break
         try:
-            plan = make(level)
-        except plan_mod.UnreachableLevel as err:  # out of reach on the corrected prediction:
-            try:                                  # the closest the model can get
-                plan = make(err.highest)
-            except plan_mod.PlanError as again:
-                log(f"latency: re-planning stopped: {again}")
-                break
+            plan = _reachable(make, level)
         except plan_mod.PlanError as err:
             log(f"latency: re-planning stopped: {err}")
             break

@@ -97,12 +97,16 @@ def batchnorm_momentum(model: keras.Model, momentum: float | None):
 
 
 class StopOnNonFinite(keras.callbacks.Callback):
-    """Raise `TrainingDiverged` at the first batch whose loss is NaN or infinite; `kept` says
-    what the caller keeps (appended to the message)."""
+    """Raise `TrainingDiverged` at the first batch whose loss is NaN, infinite or BLOWUP times
+    the run's first loss (at least 1): a rate that throws the weights to 1e30 can keep the
+    loss finite for a while, and no recipe recovers from there. `kept` says what the caller
+    keeps (appended to the message)."""
+
+    BLOWUP = 1e4
 
     def __init__(self, kept: str = "nothing of this run was saved"):
         super().__init__()
-        self.kept, self.epoch = kept, 0
+        self.kept, self.epoch, self.first = kept, 0, None
 
     def on_epoch_begin(self, epoch, logs=None):
         self.epoch = epoch
@@ -111,10 +115,12 @@ class StopOnNonFinite(keras.callbacks.Callback):
         import math
 
         loss = float((logs or {}).get("loss", 0.0))
-        if not math.isfinite(loss):
+        if self.first is None and math.isfinite(loss):
+            self.first = max(abs(loss), 1.0)
+        if not math.isfinite(loss) or loss > self.BLOWUP * (self.first or 1.0):
             raise TrainingDiverged(
-                f"training diverged: loss {loss} at epoch {self.epoch + 1}, batch {batch + 1} "
-                f"(is the learning rate too high?); {self.kept}")
+                f"training diverged: loss {loss:.4g} at epoch {self.epoch + 1}, batch "
+                f"{batch + 1} (is the learning rate too high?); {self.kept}")
 
 
 def finetune(model: keras.Model, train_images, epochs: int, peak_lr: float,
