@@ -48,6 +48,8 @@ flags.DEFINE_integer("reconstruct_images", 1000, "levels: least-squares reconstr
                      "to this many training images after pruning (0: off).", lower_bound=0)
 flags.DEFINE_enum("target", "params", ["params", "latency"], "levels: what --levels count "
                   "(latency: litert-float32-1t, round_to=auto).")
+flags.DEFINE_string("round_to", "auto", "levels: channel steps of the plans (auto: the "
+                    "runtime's tile; 90% of params needs smaller steps, e.g. 4).")
 flags.DEFINE_float("features", 20.0, "levels: feature-map distillation weight (the main job's "
                    "--distill_features; 0: logits only, as rows measured before it).",
                    lower_bound=0.0)
@@ -245,11 +247,13 @@ def part_levels() -> None:
         for criterion in FLAGS.criteria:
             row_id = (f"level:{FLAGS.data}:{FLAGS.subset}:{level}:{criterion}:{FLAGS.epochs}:"
                       f"{FLAGS.target}:{FLAGS.train_per_class}:{FLAGS.reconstruct_images}:"
-                      f"{base}" + (f":f{FLAGS.features:g}" if FLAGS.features else ""))
+                      f"{base}" + (f":f{FLAGS.features:g}" if FLAGS.features else "")
+                      + (f":r{FLAGS.round_to}" if FLAGS.round_to != "auto" else ""))
             if _done(row_id):
                 continue
             keras.utils.set_random_seed(0)
-            round_to, cost = plan_terms(original, FLAGS.target, "auto", "litert-float32-1t")
+            round_to, cost = plan_terms(original, FLAGS.target, FLAGS.round_to,
+                                        "litert-float32-1t")
             result = pruner.prune_model(original, criterion, level, FLAGS.target,
                                         round_to=round_to, cost=cost, splits=splits,
                                         calibration_batches=8, bn_batches=8,
@@ -263,7 +267,7 @@ def part_levels() -> None:
                                          "subset": FLAGS.subset, "level": level,
                                          "base": base,
                                          "criterion": criterion, "bar_val": bar["val"],
-                                         "target": FLAGS.target,
+                                         "target": FLAGS.target, "round_to": FLAGS.round_to,
                                          "train_per_class": FLAGS.train_per_class,
                                          "reconstruct_images": FLAGS.reconstruct_images,
                                          **pruned_acc,

@@ -1,0 +1,17 @@
+#!/bin/sh
+# Issue 14's full-data levels (benchmarks/adaptation.py --part=levels), subset by subset;
+# finished rows are skipped, so rerun to resume.
+#   nohup nice -n 10 experiments/levels.sh > runs/levels.log 2>&1 &
+set -e
+cd "$(dirname "$0")/.."
+run() {
+    .venv/bin/python -m benchmarks.adaptation --part=levels \
+        --data=npz:/work/shared/data/cifar100.npz --epochs=15 "$@"
+}
+for subset in indoor outdoor aquatic; do
+    run --subset=$subset --levels=0.5,0.7
+done
+# 90% of params is out of reach with tile-aligned counts (round_to=auto tops out at 0.884)
+for subset in aquatic indoor outdoor; do
+    run --subset=$subset --levels=0.9 --round_to=4
+done
