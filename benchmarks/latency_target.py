@@ -60,9 +60,8 @@ def run_model(name, runtimes, cuts, cache, rounds, invokes, feedback=True,
             blobs["unpruned", rt.precision] = convert.convert(model, rt.precision,
                                                               calibration=calibration)
         variants, plans = {"unpruned": blobs["unpruned", rt.precision]}, {}
-        built_fit = (cost.scale, cost.offset_ms)
         for cut in cuts:
-            cost.scale, cost.offset_ms = built_fit  # every cut starts from the build's
+            cost.reset()  # every cut starts from the build's calibration
 
             def make(level):
                 return plan_mod.make_plan(g, scores, level, "latency", "global", steps,

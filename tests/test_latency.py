@@ -220,6 +220,7 @@ def _counts(plan):
 def test_recalibration_passes_through_the_measured_plan(built):
     model, g, _, steps, cost = built
     cost = copy.copy(cost)
+    built_fit = (cost.scale, cost.offset_ms)
     plan = plan_mod.make_plan(g, scoring.compute_scores("l1", model, g), 0.25, "latency",
                               "global", steps, cost=cost)
     counts = _counts(plan)
@@ -230,6 +231,8 @@ def test_recalibration_passes_through_the_measured_plan(built):
     before = (cost.scale, cost.offset_ms)
     assert not cost.recalibrate(counts, 1.0)  # saves nothing: no fit through it
     assert (cost.scale, cost.offset_ms) == before
+    cost.reset()
+    assert (cost.scale, cost.offset_ms) == built_fit != before
 
 
 class _SlowCuts:

@@ -119,6 +119,11 @@ class GraphCost:
         self.scale, self.offset_ms = before
         return False
 
+    def reset(self) -> None:
+        """Back to the calibration it was built with (the reference cut), no feedback."""
+        self._calibrate(self.reference)
+        self.feedback = []
+
     def fit(self, make, source, graph, level: float, log=None) -> dict:
         """The plan of `make(level)`, measured and re-planned (`tfprune.latency.feedback`);
         without a measurer (a cost not built by a LatencyModel) the plan as made."""
