@@ -31,6 +31,8 @@ flags.DEFINE_enum("target", _D.target, ["params", "flops", "filters", "latency"]
                   "What --level counts (latency: predicted ms on --runtime).")
 flags.DEFINE_string("round_to", _D.round_to, "Keep channel counts multiples of this integer, "
                     "or auto: the channel tile the latency model finds cheapest on --runtime.")
+flags.DEFINE_integer("min_channels", _D.min_channels, "Channels every group keeps at "
+                     "least.", lower_bound=1)
 flags.DEFINE_string("runtime", _D.runtime, "Latency model runtime: litert-float32-1t, "
                     "litert-float32-2t, litert-int8-1t or litert-int8-2t.")
 flags.DEFINE_integer("calibration_batches", _D.calibration_batches, "Scoring batches.",

@@ -143,3 +143,20 @@ def test_transfer_images_leave_out_the_runs_own(tmp_path, mini_source):
     ours = {img.tobytes() for part in (splits.train, splits.val) for img in part.x}
     assert not ours & {img.tobytes() for img in transfer.x}
     assert f"{own} of its images are the run's own" in lines[0]
+
+
+def test_every_setting_of_the_main_job_is_a_flag_of_the_app():
+    """pipelines.run builds ChainConfig from its flags by field name: a field without a flag
+    could never be set from the command line."""
+    import dataclasses
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    proc = subprocess.run([sys.executable, "-m", "pipelines.run", "--helpfull"],
+                          cwd=Path(__file__).resolve().parents[1], capture_output=True,
+                          text=True, timeout=300)
+    assert "--output" in proc.stdout, proc.stderr[-2000:]  # absl exits 1 after the help
+    missing = [f.name for f in dataclasses.fields(chain.ChainConfig)
+               if f"--{f.name}" not in proc.stdout and f"--[no]{f.name}" not in proc.stdout]
+    assert not missing and "--min_channels" in proc.stdout

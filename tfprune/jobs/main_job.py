@@ -42,11 +42,12 @@ class ChainConfig:
     level: float = 0.3
     target: str = "latency"
     round_to: int | str = "auto"
+    min_channels: int = 2
     runtime: str = "litert-float32-1t"
     calibration_batches: int = 8
     bn_batches: int = 8
     reconstruct_images: int = 1000
-    finetune_epochs: int = 80
+    finetune_epochs: int = 60
     finetune_lr: float = 0.1
     finetune_ema: float = 0.0
     weight_decay: float = 5e-4
@@ -146,7 +147,8 @@ def _prune(run: Run, criterion: str):
     round_to, cost = plan_terms(original, cfg.target, cfg.round_to, cfg.runtime, log=run.log)
     return pruner.prune_model(
         original, criterion, cfg.level, cfg.target, round_to=round_to,
-        seed=cfg.seed, splits=run.head_splits, calibration_batches=cfg.calibration_batches,
+        min_channels=cfg.min_channels, seed=cfg.seed, splits=run.head_splits,
+        calibration_batches=cfg.calibration_batches,
         batch_size=cfg.batch_size, bn_batches=cfg.bn_batches,
         reconstruct_images=cfg.reconstruct_images, log=run.log,
         head_classes=run.splits.classes if run.subset_head else None,
