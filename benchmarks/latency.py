@@ -65,6 +65,8 @@ flags.DEFINE_string("latency_cache", None, "Latency table cache (default: the us
 flags.DEFINE_string("main_job", None, "Time a main-job run directory's unpruned and pruned "
                     "files side by side instead (benchmarks/latency_main_job.py).")
 flags.DEFINE_list("main_job_threads", ["1", "2"], "Thread counts of --main_job.")
+flags.DEFINE_string("main_job_name", "latency_main_job", "File stem of --main_job's results "
+                    "(beside --output).")
 flags.DEFINE_bool("equal_latency", False, "Run the accuracy-at-equal-latency comparison instead.")
 flags.DEFINE_string("accuracy_data", "sample", "Data of --equal_latency.")
 flags.DEFINE_string("accuracy_subset", "aquatic", "Subset of --equal_latency.")
@@ -214,7 +216,7 @@ def _main_job():
 
     result = latency_main_job.run(Path(FLAGS.main_job), [int(t) for t in FLAGS.main_job_threads],
                                   FLAGS.rounds, FLAGS.invokes)
-    out = Path(FLAGS.output).with_name("latency_main_job.json")
+    out = Path(FLAGS.output).with_name(f"{FLAGS.main_job_name}.json")
     fileio.atomic_write_text(out, json.dumps(result, indent=2))
     fileio.atomic_write_text(out.with_suffix(".md"), latency_main_job.markdown(result))
     print(f"latency: wrote {out} and {out.with_suffix('.md')}")
