@@ -110,8 +110,8 @@ def run(data: str, subset: str, cuts, runtime: str, epochs: int, seeds, out: Pat
             level = search[side]["params_level"]
             if level is not None:
                 result = prune(level, "params")
-                if {e["id"]: len(e["kept"]) for e in result.plan["groups"]} != {
-                        e["id"]: len(e["kept"]) for e in params_plan(lat, level)["groups"]}:
+                if plan_mod.kept_counts(result.plan) != plan_mod.kept_counts(
+                        params_plan(lat, level)):
                     raise RuntimeError(f"params level {level}: prune_model planned other "
                                        "counts than the timed search")
                 models[f"params_{side}"] = (result, search[side]["ratio"] *

@@ -166,7 +166,7 @@ def test_latency_plan_lands_where_no_single_step_gets_closer(built, fraction):
     scores = scoring.compute_scores("l1", model, g)
     plan = plan_mod.make_plan(g, scores, level, "latency", "global", steps, criterion="l1",
                               cost=cost)
-    counts = {e["id"]: len(e["kept"]) for e in plan["groups"]}
+    counts = plan_mod.kept_counts(plan)
     base, goal = cost.total({}), cost.total({}) * (1 - level)
     here = abs(cost.total(counts) - goal)
     for entry in plan["groups"]:
@@ -213,17 +213,13 @@ def test_unreachable_level_exits_non_zero_naming_the_highest(tmp_path):
     assert not (tmp_path / "out" / "pruned.keras").exists()
 
 
-def _counts(plan):
-    return {e["id"]: len(e["kept"]) for e in plan["groups"]}
-
-
 def test_recalibration_passes_through_the_measured_plan(built):
     model, g, _, steps, cost = built
     cost = copy.copy(cost)
     built_fit = (cost.scale, cost.offset_ms)
     plan = plan_mod.make_plan(g, scoring.compute_scores("l1", model, g), 0.25, "latency",
                               "global", steps, cost=cost)
-    counts = _counts(plan)
+    counts = plan_mod.kept_counts(plan)
     ratio = min(0.95, cost.total(counts) / cost.total({}) * 1.15)
     assert cost.recalibrate(counts, ratio)
     assert cost.total({}) == pytest.approx(cost.measured_ms, rel=1e-9)
@@ -267,7 +263,7 @@ def test_feedback_replans_until_the_measured_cut_is_the_level(built):
     assert tried[1]["predicted_cut"] == pytest.approx(tried[1]["measured_cut"], abs=1e-3)
     errors = [abs(t["measured_cut"] - level) for t in tried]
     assert min(errors) < errors[0]
-    kept = 1 - machine.measured_ratio(None, g, None, _counts(plan))
+    kept = 1 - machine.measured_ratio(None, g, None, plan_mod.kept_counts(plan))
     assert abs(kept - level) == pytest.approx(min(errors), abs=1e-4)  # the closest is kept
     assert plan["runtime"]["feedback"] == tried
     x = np.random.default_rng(0).normal(size=(4, 32, 32, 3)).astype("float32")
