@@ -178,8 +178,14 @@ def test_keras_finetune_that_diverges_stops_and_writes_nothing(tmp_path, model_f
                                                ([0.2, 900.0, 9e3], None)])
 def test_divergence_is_a_non_finite_or_blown_up_loss(losses, stops_at):
     """A loss BLOWUP times the first one (at least 1) is divergence, as NaN is: a huge rate
-    left the CI machine's loss at 1.5e29 and finite."""
+    left the CI machine's loss at 1.5e29 and finite. Keras fine-tunes (the callback) and the
+    on-device loop (`LossWatch` itself) stop on the same batch."""
+    from tfprune.errors import LossWatch
     from tfprune.training.fit import StopOnNonFinite
+
+    watch = LossWatch()
+    flags = [watch.diverged(loss) for loss in losses]
+    assert flags.index(True) + 1 == stops_at if stops_at else not any(flags)
 
     stop = StopOnNonFinite()
     stop.on_epoch_begin(0)

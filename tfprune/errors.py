@@ -12,4 +12,23 @@ class TfpruneError(ValueError):
 
 
 class TrainingDiverged(TfpruneError):
-    """Training produced a non-finite loss; nothing from the diverged steps was written."""
+    """Training diverged (`LossWatch`); nothing from the diverged steps was written."""
+
+
+class LossWatch:
+    """The one rule for divergence, for Keras and on-device training alike: a loss that is
+    NaN, infinite or BLOWUP times the run's first finite loss (at least 1). A rate that throws
+    the weights to 1e30 can keep the loss finite for a while, and no recipe recovers from
+    there."""
+
+    BLOWUP = 1e4
+
+    def __init__(self):
+        self.first = None
+
+    def diverged(self, loss: float) -> bool:
+        import math
+
+        if self.first is None and math.isfinite(loss):
+            self.first = max(abs(loss), 1.0)
+        return not math.isfinite(loss) or loss > self.BLOWUP * (self.first or 1.0)

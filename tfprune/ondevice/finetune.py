@@ -15,7 +15,7 @@ from typing import Callable
 import numpy as np
 
 from tfprune.data.arrays import augment_np, normalize_np
-from tfprune.errors import TfpruneError, TrainingDiverged
+from tfprune.errors import LossWatch, TfpruneError, TrainingDiverged
 
 LATEST, PROGRESS = "latest.npz", "progress.json"
 
@@ -79,8 +79,8 @@ def device_finetune(open_runtime: Callable, train, test, epochs: int, schedule: 
     the state is checkpointed (`latest.npz`, `epoch_K.npz`); after epoch `restart_after` the
     runtime is thrown away and a new one restores the checkpoint, which must be bit-identical.
     Checkpoints made under another schedule, seed, augmentation or model are refused
-    (`CheckpointMismatch`); a non-finite loss stops the run (`TrainingDiverged`) with the last
-    finished epoch's checkpoint kept.
+    (`CheckpointMismatch`); a diverged loss (`LossWatch`: NaN, infinite or a blow-up) stops
+    the run (`TrainingDiverged`) with the last finished epoch's checkpoint kept.
 
     With `val` (images the device holds out of training) the run ends on the weights that
     `kept_epoch` picks from each epoch's per-image val results, the starting weights
@@ -117,16 +117,16 @@ def device_finetune(open_runtime: Callable, train, test, epochs: int, schedule: 
             progress["initial_val_accuracy"], progress["initial_val_correct"] = \
                 _val_results(rt, val_x, val.y)
             rt.save(workdir / "epoch_0.npz")
-    bs = rt.batch_size
+    bs, watch = rt.batch_size, LossWatch()
     for epoch in range(progress["epochs_done"], epochs):
         rt.set_learning_rate(lr_at(epoch))
         start, loss_sum, correct, seen = time.time(), 0.0, 0, 0
         batches = list(training_batches(train, bs, seed, epoch, augment))
         for i, (x, y) in enumerate(batches, 1):
             loss, hit = rt.train_batch(x, y)
-            if not np.isfinite(loss):
+            if watch.diverged(float(loss)):
                 raise TrainingDiverged(
-                    f"on-device training diverged: loss {loss} at epoch {epoch + 1}, batch {i} "
+                    f"on-device training diverged: loss {float(loss):.4g} at epoch {epoch + 1}, batch {i} "
                     f"(is the learning rate too high?); "
                     + (f"{workdir / LATEST} keeps epoch {progress['epochs_done']}"
                        if progress["epochs_done"] else "no checkpoint was written"))

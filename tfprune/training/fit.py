@@ -11,7 +11,7 @@ from pathlib import Path
 
 import keras
 
-from tfprune.errors import TfpruneError, TrainingDiverged
+from tfprune.errors import LossWatch, TfpruneError, TrainingDiverged
 from tfprune.fileio import atomic_write, atomic_write_text
 from tfprune.training.schedules import schedule_points
 
@@ -97,27 +97,19 @@ def batchnorm_momentum(model: keras.Model, momentum: float | None):
 
 
 class StopOnNonFinite(keras.callbacks.Callback):
-    """Raise `TrainingDiverged` at the first batch whose loss is NaN, infinite or BLOWUP times
-    the run's first loss (at least 1): a rate that throws the weights to 1e30 can keep the
-    loss finite for a while, and no recipe recovers from there. `kept` says what the caller
-    keeps (appended to the message)."""
-
-    BLOWUP = 1e4
+    """Raise `TrainingDiverged` at the first batch whose loss diverged (`LossWatch`: NaN,
+    infinite or a blow-up). `kept` says what the caller keeps (appended to the message)."""
 
     def __init__(self, kept: str = "nothing of this run was saved"):
         super().__init__()
-        self.kept, self.epoch, self.first = kept, 0, None
+        self.kept, self.epoch, self.watch = kept, 0, LossWatch()
 
     def on_epoch_begin(self, epoch, logs=None):
         self.epoch = epoch
 
     def on_train_batch_end(self, batch, logs=None):
-        import math
-
         loss = float((logs or {}).get("loss", 0.0))
-        if self.first is None and math.isfinite(loss):
-            self.first = max(abs(loss), 1.0)
-        if not math.isfinite(loss) or loss > self.BLOWUP * (self.first or 1.0):
+        if self.watch.diverged(loss):
             raise TrainingDiverged(
                 f"training diverged: loss {loss:.4g} at epoch {self.epoch + 1}, batch "
                 f"{batch + 1} (is the learning rate too high?); {self.kept}")
