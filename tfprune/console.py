@@ -13,17 +13,48 @@ failed CUDA probe is an error-level line there) and errors elsewhere; Python-sid
 from __future__ import annotations
 
 import contextlib
+import importlib
 import os
+import re
 import sys
 import tempfile
 from typing import Callable
 
 
 def prepare_environment() -> None:
-    """Set TensorFlow's logging level and the Keras backend unless the user chose them."""
+    """Set TensorFlow's logging level and the Keras backend unless the user chose them, then
+    load TensorFlow with the INFO lines its C++ side prints before its log is set up held
+    back (TF 2.21: the oneDNN notice and the CUDA probe, whatever TF_CPP_MIN_LOG_LEVEL
+    says); anything else printed meanwhile is passed on. TF_CPP_MIN_LOG_LEVEL=0 shows all."""
     cpu_only = not os.path.exists("/proc/driver/nvidia")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3" if cpu_only else "2")
     os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+    if os.environ["TF_CPP_MIN_LOG_LEVEL"] != "0":
+        with _native_stderr_held() as held:
+            importlib.import_module("tensorflow")
+        sys.stderr.write("".join(ln for ln in held().splitlines(True)
+                                 if not _PRE_LOG_INFO.match(ln)))
+
+
+_PRE_LOG_INFO = re.compile(r"I\d{4} |WARNING: All log messages before absl::InitializeLog")
+
+
+@contextlib.contextmanager
+def _native_stderr_held():
+    """Send file descriptor 2 to a temporary file while the block runs; yields a function
+    that returns what was written (call it after the block)."""
+    sys.stderr.flush()
+    saved, text = os.dup(2), []
+    with tempfile.TemporaryFile() as held:
+        os.dup2(held.fileno(), 2)
+        try:
+            yield lambda: "".join(text)
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            held.seek(0)
+            text.append(held.read().decode(errors="replace"))
 
 
 def quiet_logs() -> None:
@@ -49,21 +80,14 @@ def native_stderr_hidden():
     when the block raises, so nothing needed to understand a failure is lost."""
     from absl import logging as absl_logging
 
-    sys.stderr.flush()
-    saved = os.dup(2)
     failed = True
-    with tempfile.TemporaryFile() as held:
-        os.dup2(held.fileno(), 2)
-        try:
+    try:
+        with _native_stderr_held() as held:
             yield
             failed = False
-        finally:
-            sys.stderr.flush()
-            os.dup2(saved, 2)
-            os.close(saved)
-            if failed or absl_logging.get_verbosity() >= 0:
-                held.seek(0)
-                sys.stderr.write(held.read().decode(errors="replace"))
+    finally:
+        if failed or absl_logging.get_verbosity() >= 0:
+            sys.stderr.write(held())
 
 
 def app_main(name: str, resume_hint: Callable[[], str] | None = None):
