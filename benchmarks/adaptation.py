@@ -81,11 +81,13 @@ RECIPES = {
 }
 
 # name: main job settings (tfprune.jobs.main_job.ChainConfig fields) changed from PHONE_BASE;
-# "default" is the main job's defaults as they are
+# names starting "default" change the main job's defaults instead
 PHONE_BASE = {"level": 0.5, "finetune_epochs": 80, "finetune_lr": 0.01, "distill_alpha": 0.9,
               "distill_temperature": 4.0, "distill_features": 20.0, "distill_mix": "none"}
 PHONE_RECIPES = {
     "default": {},
+    # the data-agnostic rival: the main job with l1 filters, the same fine-tuning
+    "default_l1": {"criterion": "l1"},
     "lr0.01": {"finetune_lr": 0.01},
     "lr0.03": {"finetune_lr": 0.03},
     "lr0.1": {"finetune_lr": 0.1},
@@ -351,7 +353,8 @@ def part_phone() -> None:
                       f"{name}:{base}:{_host()}")
             if _done(row_id):
                 continue
-            settings = {**PHONE_BASE, **PHONE_RECIPES[name]} if name != "default" else {}
+            settings = PHONE_RECIPES[name] if name.startswith("default") \
+                else {**PHONE_BASE, **PHONE_RECIPES[name]}
             settings = {k: FLAGS.data if v == "--data" else v for k, v in settings.items()}
             cfg = dataclasses.replace(main_job.ChainConfig(), data=FLAGS.data,
                                       subset=FLAGS.subset, seed=seed, **settings)
@@ -440,9 +443,11 @@ def _render_phone(rows: list) -> list:
         rs = sorted(rs, key=lambda r: r["seed"])
         each = lambda key: " / ".join(_pct(r[key]["accuracy"]) for r in rs)
         gap = lambda key: sum(r[key]["accuracy"] - r[f"bar_{key}"] for r in rs) / len(rs)
-        settings = ", ".join(f"{k} {v}" for k, v in rs[0]["settings"].items()) or (
-            "defaults: " + ", ".join(f"{k} {v}" for k, v in rs[0]["finetune"].items()
-                                     if PHONE_BASE.get(k) != v))
+        settings = ", ".join(f"{k} {v}" for k, v in rs[0]["settings"].items())
+        if recipe.startswith("default"):
+            settings = "defaults: " + ", ".join(
+                [f"{k} {v}" for k, v in rs[0]["finetune"].items() if PHONE_BASE.get(k) != v]
+                + ([settings] if settings else []))
         params = " / ".join(f"{r['params']:,}" for r in rs if "params" in r) or "-"
         lines.append(f"| {host} | {source} | {subset} | {per_class} | {recipe} | {settings} | "
                      f"{params} | {', '.join(str(r['seed']) for r in rs)} | {each('val')} | "
