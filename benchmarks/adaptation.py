@@ -199,7 +199,7 @@ def _finetune_row(row_id, model, teacher, splits, epochs, bn, alpha, mix, extra,
     from tfprune.training import fit as train
     start = time.time()
     history = train.finetune(model, splits.train, epochs, lr, 5e-4, 64, 0, None,
-                             verbose=0, bn_momentum=bn,
+                             verbose=2, bn_momentum=bn,
                              teacher=teacher if alpha or features else None,
                              distill_alpha=alpha, mix=mix, taps=taps, feature_weight=features)
     seconds = time.time() - start
