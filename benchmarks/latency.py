@@ -26,7 +26,8 @@ its FLOPs reduction (benchmarks/latency_main_job.py); writes
 benchmarks/results/latency_main_job.json and .md.
 `--equal_latency` compares latency-targeted with params-targeted pruning at equal measured
 latency after the same fine-tuning (benchmarks/latency_accuracy.py); writes
-benchmarks/results/latency_accuracy.json and .md:
+benchmarks/results/latency_accuracy.json and .md (a fine-tuning recipe other than lr 0.01
+alone names the files, e.g. latency_accuracy_lr0.1_cutmix_f20 for the main job's):
 .venv/bin/python -m benchmarks.latency --equal_latency \
     --accuracy_data=npz:/work/shared/data/cifar100.npz --accuracy_cuts=0.5,0.7
 """
@@ -75,6 +76,12 @@ flags.DEFINE_string("accuracy_runtime", "litert-float32-1t", "Runtime of --equal
 flags.DEFINE_integer("accuracy_epochs", 15, "Fine-tuning epochs of --equal_latency.",
                      lower_bound=1)
 flags.DEFINE_list("accuracy_seeds", ["0"], "Fine-tuning seeds of --equal_latency.")
+flags.DEFINE_float("accuracy_lr", 0.01, "Fine-tuning peak rate of --equal_latency.",
+                   lower_bound=0.0)
+flags.DEFINE_enum("accuracy_mix", "none", ["none", "mixup", "cutmix"],
+                  "Mixed views in the fine-tuning of --equal_latency.")
+flags.DEFINE_float("accuracy_features", 0.0, "Feature maps' loss weight in the fine-tuning "
+                   "of --equal_latency (the main job's: 20).", lower_bound=0.0)
 FLAGS = flags.FLAGS
 
 
@@ -203,11 +210,16 @@ def _equal_latency():
     from benchmarks import latency_accuracy
     from tfprune.latency.cache import LatencyCache
 
-    out = Path(FLAGS.output).with_name("latency_accuracy.json")
+    recipe = "".join([f"_lr{FLAGS.accuracy_lr:g}" if FLAGS.accuracy_lr != 0.01 else "",
+                      f"_{FLAGS.accuracy_mix}" if FLAGS.accuracy_mix != "none" else "",
+                      f"_f{FLAGS.accuracy_features:g}" if FLAGS.accuracy_features else ""])
+    out = Path(FLAGS.output).with_name(f"latency_accuracy{recipe}.json")
     latency_accuracy.run(FLAGS.accuracy_data, FLAGS.accuracy_subset,
                          [float(c) for c in FLAGS.accuracy_cuts], FLAGS.accuracy_runtime,
                          FLAGS.accuracy_epochs, [int(s) for s in FLAGS.accuracy_seeds], out,
-                         LatencyCache(FLAGS.latency_cache), FLAGS.rounds, FLAGS.invokes)
+                         LatencyCache(FLAGS.latency_cache), FLAGS.rounds, FLAGS.invokes,
+                         lr=FLAGS.accuracy_lr, mix=FLAGS.accuracy_mix,
+                         features=FLAGS.accuracy_features)
     print(f"latency: wrote {out} and {out.with_suffix('.md')}")
 
 

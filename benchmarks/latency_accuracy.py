@@ -57,7 +57,10 @@ def _ratio(candidate: bytes, reference: bytes, threads: int, rounds: int, invoke
 
 
 def run(data: str, subset: str, cuts, runtime: str, epochs: int, seeds, out: Path, cache,
-        rounds: int = 7, invokes: int = 20, log=print) -> list:
+        rounds: int = 7, invokes: int = 20, log=print, lr: float = 0.01, mix: str = "none",
+        features: float = 0.0) -> list:
+    """`lr`, `mix` and `features` (the feature maps' loss weight, tfprune.training.taps):
+    the fine-tuning recipe every arm gets."""
     import keras
 
     from tfprune import data as data_mod, pruner
@@ -67,11 +70,13 @@ def run(data: str, subset: str, cuts, runtime: str, epochs: int, seeds, out: Pat
     from tfprune.latency import parse_runtime, plan_terms
     from tfprune.models import loader
     from tfprune.training import fit as train
+    from tfprune.training import taps
 
     rt = parse_runtime(runtime)
     header = {"benchmark": "latency accuracy", "model": "pretrained:resnet20", "data": data,
               "subset": subset, "runtime": runtime, "criterion": "act_l2", "epochs": epochs,
-              "round_to": "auto", "rounds": rounds, "invokes": invokes}
+              "round_to": "auto", "rounds": rounds, "invokes": invokes, "lr": lr, "mix": mix,
+              "features": features}
     full = data_mod.load_subset(data, subset, 0)
     splits = data_mod.relabel(full)
     original = loader.load_model("pretrained:resnet20")
@@ -125,9 +130,11 @@ def run(data: str, subset: str, cuts, runtime: str, epochs: int, seeds, out: Pat
                 model = keras.models.clone_model(result.pruned)
                 model.set_weights(result.pruned.get_weights())
                 start = time.time()
-                train.finetune(model, splits.train, epochs, 0.01, weight_decay=5e-4,
-                               batch_size=64, seed=seed, val_images=None, verbose=0,
-                               bn_momentum=0.9, teacher=teacher, distill_alpha=0.9, mix="none")
+                train.finetune(model, splits.train, epochs, lr, weight_decay=5e-4,
+                               batch_size=64, seed=seed, val_images=None, verbose=2,
+                               bn_momentum=0.9, teacher=teacher, distill_alpha=0.9, mix=mix,
+                               taps=taps.feature_taps(model, result.plan) if features else (),
+                               feature_weight=features)
                 row = {"id": row_id, "cut": cut, "arm": name, "target": result.plan["target"],
                        "level": level, "seed": seed, "measured_ms": ms,
                        "predicted_latency_level": result.plan["achieved"].get("latency_level"),
@@ -204,8 +211,11 @@ def markdown(result) -> str:
              f"runtime `{result['runtime']}` (latency measured on the thread's CPU clock, "
              f"best of {result['rounds']} interleaved round medians of {result['invokes']} "
              f"invokes). Same fine-tuning for every model: {result['epochs']} epochs, "
-             "distillation from the original restricted to the subset (alpha 0.9, T 4), BN "
-             "momentum 0.9, lr 0.01 cosine, batch 64. Params levels were chosen by measured "
+             "distillation from the original restricted to the subset (alpha 0.9, T 4"
+             + (f", feature maps x{result['features']:g}" if result.get("features") else "")
+             + f"), BN momentum 0.9, lr {result.get('lr', 0.01):g} cosine, batch 64"
+             + (f", {result['mix']} views" if result.get("mix", "none") != "none" else "")
+             + ". Params levels were chosen by measured "
              "latency only (bisection on the paired latency ratio); no split chose anything. "
              "Accuracy on the test split (val beside it).", ""]
     for s in (r for r in rows if r["id"].startswith("search:")):
