@@ -50,6 +50,9 @@ flags.DEFINE_float("finetune_lr", _D.finetune_lr, "Peak fine-tuning learning rat
 flags.DEFINE_float("finetune_ema", _D.finetune_ema, "Fine-tuned weights end as their moving "
                    "average with this momentum per step (0: the last weights).",
                    lower_bound=0.0, upper_bound=0.9999)
+flags.DEFINE_integer("finetune_warmup", _D.finetune_warmup, "Epochs over which the fine-tuning "
+                     "rate rises linearly to --finetune_lr before its cosine decay.",
+                     lower_bound=0)
 flags.DEFINE_float("weight_decay", _D.weight_decay, "Fine-tuning weight decay.", lower_bound=0.0)
 flags.DEFINE_integer("batch_size", _D.batch_size, "Batch size for scoring and fine-tuning.",
                      lower_bound=1)

@@ -34,6 +34,17 @@ def test_cosine_schedule_warms_up_then_decays():
     assert lrs[2] > lrs[3] > lrs[4] and lrs[4] == pytest.approx(0, abs=1e-6)
 
 
+def test_finetune_warms_its_rate_up(sample_splits):
+    """`warmup_epochs` reaches the fine-tune's schedule: 2 epochs of one 64-image batch warm up
+    over 2 steps, then decay over the other 2."""
+    model = _tiny_model()
+    train.finetune(model, sample_splits.train.take(np.arange(64)), 4, 0.1, verbose=0,
+                   warmup_epochs=2)
+    schedule = model.optimizer.get_config()["learning_rate"]["config"]
+    assert (schedule["warmup_steps"], schedule["decay_steps"]) == (2, 2)
+    assert schedule["warmup_target"] == pytest.approx(0.1)
+
+
 def _tiny_model():
     inputs = keras.Input((32, 32, 3))
     x = keras.layers.Conv2D(4, 3, strides=4, name="conv")(inputs)

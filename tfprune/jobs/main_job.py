@@ -50,6 +50,7 @@ class ChainConfig:
     finetune_epochs: int = 60
     finetune_lr: float = 0.1
     finetune_ema: float = 0.0
+    finetune_warmup: int = 0
     weight_decay: float = 5e-4
     batch_size: int = 64
     distill_alpha: float = 0.9
@@ -204,7 +205,8 @@ def _finetune(run: Run, model, plan: dict) -> dict:
         distill_alpha=cfg.distill_alpha, distill_temperature=cfg.distill_temperature,
         mix=cfg.distill_mix, transfer_images=_transfer_images(run),
         taps=taps.feature_taps(model, plan) if cfg.distill_features > 0 else (),
-        feature_weight=cfg.distill_features, ema=cfg.finetune_ema)
+        feature_weight=cfg.distill_features, ema=cfg.finetune_ema,
+        warmup_epochs=cfg.finetune_warmup)
     return {"history": history, "seconds": time.time() - start}
 
 

@@ -121,7 +121,7 @@ def finetune(model: keras.Model, train_images, epochs: int, peak_lr: float,
              teacher: keras.Model | None = None, distill_alpha: float = 0.9,
              distill_temperature: float = 4.0, mix: str = "none",
              transfer_images=None, taps=(), feature_weight: float = 0.0,
-             ema: float = 0.0) -> dict:
+             ema: float = 0.0, warmup_epochs: int = 0) -> dict:
     """Fine-tune a (pruned) model on `train_images` (tfprune.data.Images): SGD with momentum,
     cosine schedule from `peak_lr`, CIFAR augmentation, BatchNorm momentum `bn_momentum`
     during the run (`batchnorm_momentum`); returns the Keras history. Raises
@@ -132,7 +132,8 @@ def finetune(model: keras.Model, train_images, epochs: int, peak_lr: float,
     label-free mixup/cutmix views of each batch, and `transfer_images` (Images, labels
     ignored) join the training images without labels; `taps` (tfprune.training.taps) with a
     `feature_weight` add the feature maps' loss. `ema` > 0: the weights end as their moving
-    average over the run's steps (`sgd`)."""
+    average over the run's steps (`sgd`). `warmup_epochs`: the rate rises linearly from 0 to
+    `peak_lr` over these first epochs (`cosine_schedule`)."""
     from tfprune import data
     from tfprune.training import distill
 
@@ -147,7 +148,7 @@ def finetune(model: keras.Model, train_images, epochs: int, peak_lr: float,
             np.concatenate([train_images.y, np.full(len(transfer_images), -1,
                                                     train_images.y.dtype)]))
     steps = -(-len(train_images) // batch_size)
-    schedule = cosine_schedule(peak_lr, epochs, steps)
+    schedule = cosine_schedule(peak_lr, epochs, steps, warmup_epochs)
     trained = model
     if teacher is not None:
         trained = distill.compile_distill(model, teacher, schedule, weight_decay, 0.9,
