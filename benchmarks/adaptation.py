@@ -52,6 +52,8 @@ flags.DEFINE_float("lr", 0.01, "levels: peak fine-tuning learning rate (cosine).
                    lower_bound=0.0)
 flags.DEFINE_enum("mix", "none", ["none", "mixup", "cutmix"], "levels: label-free mixed views "
                   "of every batch (the main job's default is cutmix).")
+flags.DEFINE_float("alpha", 0.9, "levels: distillation weight (1 - alpha: cross-entropy on "
+                   "the labels).", lower_bound=0.0, upper_bound=1.0)
 flags.DEFINE_string("round_to", "auto", "levels: channel steps of the plans (auto: the "
                     "runtime's tile; 90% of params needs smaller steps, e.g. 4).")
 flags.DEFINE_float("features", 20.0, "levels: feature-map distillation weight (the main job's "
@@ -284,7 +286,8 @@ def part_levels() -> None:
                       f"{base}" + (f":f{FLAGS.features:g}" if FLAGS.features else "")
                       + (f":r{FLAGS.round_to}" if FLAGS.round_to != "auto" else "")
                       + (f":lr{FLAGS.lr:g}" if FLAGS.lr != 0.01 else "")
-                      + (f":{FLAGS.mix}" if FLAGS.mix != "none" else ""))
+                      + (f":{FLAGS.mix}" if FLAGS.mix != "none" else "")
+                      + (f":a{FLAGS.alpha:g}" if FLAGS.alpha != 0.9 else ""))
             if _done(row_id):
                 continue
             keras.utils.set_random_seed(0)
@@ -298,7 +301,8 @@ def part_levels() -> None:
                                         reconstruct_images=FLAGS.reconstruct_images)
             pruned_acc = {"pruned_val": train.accuracy(result.pruned, splits.val),
                           "pruned_test": train.accuracy(result.pruned, splits.test)}
-            row = _finetune_row(row_id, result.pruned, teacher, splits, FLAGS.epochs, 0.9, 0.9,
+            row = _finetune_row(row_id, result.pruned, teacher, splits, FLAGS.epochs, 0.9,
+                                FLAGS.alpha,
                                 FLAGS.mix, {"part": "levels", "data": FLAGS.data,
                                          "subset": FLAGS.subset, "level": level,
                                          "base": base,
@@ -527,7 +531,7 @@ def render(rows: list) -> str:
                   "the BatchNorm re-estimation (0: off). `pruned`: val accuracy before "
                   "fine-tuning.", "",
                   "| base | data | subset | target | level | criterion | per class | recon | "
-                  "params | epochs | lr, mix, round_to | features | pruned val | val | test | "
+                  "params | epochs | lr, mix, round_to (alpha if not 0.9) | features | pruned val | val | test | "
                   "bar val | bar test | vs bar (pp) | fine-tune s |", "|" + "---|" * 19]
         for r in sorted(levels, key=lambda r: (r.get("base", PREVIOUS_BASE), r["subset"],
                                                r.get("target", "params"),
@@ -541,7 +545,9 @@ def render(rows: list) -> str:
                          f"{r.get('train_per_class') or 'all'} | "
                          f"{r.get('reconstruct_images', 0)} | {r['params']:,} | {r['epochs']} | "
                          f"{r.get('lr', 0.01):g}, {r.get('mix', 'none')}, "
-                         f"{r.get('round_to', 'auto')} | {r.get('distill_features', 0):g} | "
+                         f"{r.get('round_to', 'auto')}"
+                         + (f", alpha {r['distill_alpha']:g}" if r["distill_alpha"] != 0.9
+                            else "") + f" | {r.get('distill_features', 0):g} | "
                          f"{_pct(r.get('pruned_val'))} | "
                          f"{_pct(r['val'])} | {_pct(r['test'])} | "
                          f"{_pct(r['bar_val'])} | {_pct(r['bar_test'])} | "
