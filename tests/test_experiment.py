@@ -323,6 +323,14 @@ def test_aggregation_arithmetic_on_a_hand_made_table(tmp_path):
     assert all(p.stat().st_size > 5000 for p in paths["plots"])
 
 
+def test_a_subset_with_baselines_only_gets_a_line_not_an_empty_table():
+    """An agnostic run covers every subset's Control 1 before its data-aware runs are in."""
+    table = {("n", "a"): {"aware:act_l2": {0.5: 0.6}, "agnostic": {0.5: 0.4}},
+             ("n", "b"): {"agnostic": {0.5: 0.4}, "control1": {0.5: 0.5}}}
+    assert sweep_report.delta_table(table, ("n", "b"), None) == (
+        "No data-aware run of this subset yet: baselines only.")
+
+
 # --- data bookkeeping -----------------------------------------------------------------------
 
 def _ids(images):

@@ -210,9 +210,11 @@ def subset_table(table: dict, key, flagged=frozenset()) -> str:
 
 def delta_table(table: dict, key, boot) -> str:
     """Every data-aware method against every baseline in one (network, subset), per level:
-    paired delta (pp) [95% CI]."""
+    paired delta (pp) [95% CI]; a line saying so when no data-aware run is in yet."""
     ms = table[key]
     levels = sorted({lv for m in aware_methods(table) if m in ms for lv in ms[m]})
+    if not levels:
+        return "No data-aware run of this subset yet: baselines only."
     lines = ["| method | vs | " + " | ".join(f"{100 * lv:.0f}%" for lv in levels) + " |",
              "|---|---|" + "---|" * len(levels)]
     for m in [m for m in aware_methods(table) if m in ms]:
