@@ -30,10 +30,12 @@ def prepare_environment() -> None:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3" if cpu_only else "2")
     os.environ.setdefault("KERAS_BACKEND", "tensorflow")
     if os.environ["TF_CPP_MIN_LOG_LEVEL"] != "0":
-        with _native_stderr_held() as held:
-            importlib.import_module("tensorflow")
-        sys.stderr.write("".join(ln for ln in held().splitlines(True)
-                                 if not _PRE_LOG_INFO.match(ln)))
+        try:
+            with _native_stderr_held() as held:
+                importlib.import_module("tensorflow")
+        finally:  # a failed import keeps what it printed
+            sys.stderr.write("".join(ln for ln in held().splitlines(True)
+                                     if not _PRE_LOG_INFO.match(ln)))
 
 
 _PRE_LOG_INFO = re.compile(r"I\d{4} |WARNING: All log messages before absl::InitializeLog")
