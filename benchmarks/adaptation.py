@@ -369,15 +369,16 @@ def part_phone() -> None:
             if name not in PHONE_RECIPES:
                 raise SystemExit(f"--phone_recipes: unknown recipe {name!r}; choose from "
                                  f"{', '.join(PHONE_RECIPES)}")
-            settings = PHONE_RECIPES[name] if name.startswith("default") \
+            defaults = name.startswith("default")
+            settings = PHONE_RECIPES[name] if defaults \
                 else {**PHONE_BASE, **PHONE_RECIPES[name]}
             settings = {k: FLAGS.data if v == "--data" else v for k, v in settings.items()}
             cfg = dataclasses.replace(main_job.ChainConfig(), data=FLAGS.data,
                                       subset=FLAGS.subset, seed=seed, **settings)
             # the defaults change between sessions: their runs are named by the config
-            defaults = name.startswith("default")
+            digest = _digest(cfg) if defaults else None
             row_id = (f"phone:{FLAGS.data}:{FLAGS.subset}:{FLAGS.train_per_class}:{seed}:"
-                      f"{name}:{base}:{_host()}" + (f":{_digest(cfg)}" if defaults else ""))
+                      f"{name}:{base}:{_host()}" + (f":{digest}" if digest else ""))
             if _done(row_id):
                 continue
             # recipes that prune alike share the pruned model
@@ -393,7 +394,7 @@ def part_phone() -> None:
             if not (shared / "pruned.json").exists():
                 main_job.prune(run)
             pruned = run.read("pruned.json")
-            out = shared / (f"{name}_{_digest(cfg)}" if defaults else name)
+            out = shared / (f"{name}_{digest}" if digest else name)
             out.mkdir(exist_ok=True)
             for f in ("restricted.keras", "pruned.keras", "plan.json"):
                 shutil.copy(shared / f, out / f)
@@ -531,8 +532,9 @@ def render(rows: list) -> str:
                   "the BatchNorm re-estimation (0: off). `pruned`: val accuracy before "
                   "fine-tuning.", "",
                   "| base | data | subset | target | level | criterion | per class | recon | "
-                  "params | epochs | lr, mix, round_to (alpha if not 0.9) | features | pruned val | val | test | "
-                  "bar val | bar test | vs bar (pp) | fine-tune s |", "|" + "---|" * 19]
+                  "params | epochs | lr, mix, round_to (alpha if not 0.9) | features | "
+                  "pruned val | val | test | bar val | bar test | vs bar (pp) | fine-tune s |",
+                  "|" + "---|" * 19]
         for r in sorted(levels, key=lambda r: (r.get("base", PREVIOUS_BASE), r["subset"],
                                                r.get("target", "params"),
                                                r.get("train_per_class", 0), r["level"],

@@ -124,10 +124,11 @@ def device_finetune(open_runtime: Callable, train, test, epochs: int, schedule: 
         batches = list(training_batches(train, bs, seed, epoch, augment))
         for i, (x, y) in enumerate(batches, 1):
             loss, hit = rt.train_batch(x, y)
-            if watch.diverged(float(loss)):
+            loss = float(loss)
+            if watch.diverged(loss):
                 raise TrainingDiverged(
-                    f"on-device training diverged: loss {float(loss):.4g} at epoch {epoch + 1}, batch {i} "
-                    f"(is the learning rate too high?); "
+                    f"on-device training diverged: loss {loss:.4g} at epoch {epoch + 1}, "
+                    f"batch {i} (is the learning rate too high?); "
                     + (f"{workdir / LATEST} keeps epoch {progress['epochs_done']}"
                        if progress["epochs_done"] else "no checkpoint was written"))
             loss_sum, correct, seen = loss_sum + loss * len(y), correct + hit, seen + len(y)
