@@ -121,6 +121,10 @@ PHONE_RECIPES = {
     # the default with the rate warmed up linearly over the first epochs (a peak of 0.1 from
     # the first step took the reconstructed model from 61% to 20% val in epoch 1)
     "default_warm3": {"finetune_warmup": 3},
+    # whole residual branches removed first (their ops too, tfprune.core.depth), then channels
+    "default_blocks3": {"blocks": 3, "level": 0.0},
+    "default_blocks2": {"blocks": 2, "level": 0.15},
+    "default_blocks1": {"blocks": 1, "level": 0.25},
     "default_warm6": {"finetune_warmup": 6},
     "latency30_48ep": {"finetune_lr": 0.1, "distill_mix": "cutmix", "level": 0.3,
                        "finetune_epochs": 48},
@@ -134,7 +138,10 @@ PHONE_RECIPES = {
 }
 PHONE_VAL_PER_CLASS = 50
 PRUNE_SETTINGS = ("target", "level", "round_to", "min_channels", "runtime", "criterion",
-                  "reconstruct_images")
+                  "reconstruct_images", "blocks", "block_criterion")
+# main-job settings added after rows were recorded: at these values they reproduce those
+# rows, so a digest leaves them out (rows keep their names)
+NEUTRAL = {"blocks": 0, "block_criterion": "auto"}
 
 
 def _load(path: Path) -> list:
@@ -177,7 +184,8 @@ def _digest(cfg, keys=None) -> str:
     import hashlib
 
     fields = {k: v for k, v in dataclasses.asdict(cfg).items()
-              if (k in keys if keys else k not in ("data", "subset", "seed"))}
+              if (k in keys if keys else k not in ("data", "subset", "seed"))
+              and not (k in NEUTRAL and NEUTRAL[k] == v)}
     return hashlib.sha1(json.dumps(fields, sort_keys=True, default=str).encode()).hexdigest()[:8]
 
 
@@ -408,12 +416,22 @@ def part_phone() -> None:
                    "finetune": {k: getattr(cfg, k) for k in PHONE_BASE},
                    "finetune_seconds": run.read("finetuned.json")["seconds"],
                    "pruned_test": pruned["test_accuracy"], "host": _host(),
-                   "params": pruned["params"]}
+                   "params": pruned["params"],
+                   "speedup": _speedup(teacher, model)}
             for split in ("train", "val", "test"):
                 row[split], row[f"bar_{split}"] = _agreement(
                     model, teacher, getattr(run.head_splits, split))
             print(json.dumps(row))
             _add(row)
+
+
+def _speedup(before, after, rounds: int = 15) -> float:
+    """Measured speed-up of `after` over `before`, float32 LiteRT, 1 thread, side by side."""
+    from tfprune.latency import timing
+    per_round = timing.time_interleaved(
+        {"before": timing.to_tflite(before, "float32"),
+         "after": timing.to_tflite(after, "float32")}, 1, rounds=rounds, invokes=20)
+    return 1.0 / timing.paired_ratio(per_round, "after", "before")
 
 
 def _pct(x) -> str:
@@ -455,10 +473,11 @@ def _render_phone(rows: list) -> list:
              "0.01, distillation alpha 0.9, T 4, feature maps x20, no mixed views; `default`: "
              "the main job's defaults). Values "
              "per seed (seed: which device images, and the training seed); `agree`: top-1 "
-             "agreement with the bar on val.", "",
-             "| host | data | subset | per class | recipe | settings | params | seeds | val | "
-             "test | val - bar (pp, mean) | test - bar (pp, mean) | agree val | fine-tune s |",
-             "|" + "---|" * 14]
+             "agreement with the bar on val; `speed-up`: the adapted model against the bar, "
+             "LiteRT float32, 1 thread, timed side by side (15 interleaved rounds).", "",
+             "| host | data | subset | per class | recipe | settings | params | speed-up | "
+             "seeds | val | test | val - bar (pp, mean) | test - bar (pp, mean) | agree val | "
+             "fine-tune s |", "|" + "---|" * 15]
     groups: dict = {}
     for r in rows:
         key = (r.get("host", "earlier"), r["data"].split("/")[-1], r["subset"],
@@ -476,8 +495,9 @@ def _render_phone(rows: list) -> list:
                 [f"{k} {v}" for k, v in rs[0]["finetune"].items() if PHONE_BASE.get(k) != v]
                 + ([settings] if settings else []))
         params = " / ".join(f"{r['params']:,}" for r in rs if "params" in r) or "-"
+        speed = " / ".join(f"{r['speedup']:.2f}x" for r in rs if "speedup" in r) or "-"
         lines.append(f"| {host} | {source} | {subset} | {per_class} | {recipe} | {settings} | "
-                     f"{params} | {', '.join(str(r['seed']) for r in rs)} | {each('val')} | "
+                     f"{params} | {speed} | {', '.join(str(r['seed']) for r in rs)} | {each('val')} | "
                      f"{each('test')} | {100 * gap('val'):+.1f} | {100 * gap('test'):+.1f} | "
                      f"{' / '.join(_pct(r['val']['agreement']) for r in rs)} | "
                      f"{sum(r['finetune_seconds'] for r in rs) / len(rs):.0f} |")

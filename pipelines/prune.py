@@ -43,6 +43,12 @@ flags.DEFINE_string("runtime", None, "Latency model runtime for --target=latency
 flags.DEFINE_string("latency_cache", None, "Latency table cache (JSON); default "
                     "$TFPRUNE_LATENCY_CACHE or ~/.cache/tfprune/latency.json.")
 flags.DEFINE_integer("min_channels", 2, "Channels every group keeps at least.", lower_bound=1)
+flags.DEFINE_integer("blocks", 0, "Residual branches to remove whole first (with their ops; "
+                     "tfprune.core.depth); --level then counts from the model without them.",
+                     lower_bound=0)
+flags.DEFINE_enum("block_criterion", "auto", ["auto", "kl", "bn_gamma"], "Which branches "
+                  "--blocks removes: kl (data-aware), bn_gamma, or auto (kl for a data-aware "
+                  "--criterion).")
 flags.DEFINE_list("ignore", [], "Layers whose output channels are never pruned.")
 flags.DEFINE_integer("seed", 0, "Seed (random criterion, data order, fine-tuning).")
 flags.DEFINE_string("plan", None, "Apply this plan.json instead of scoring and planning.")
@@ -161,7 +167,7 @@ def run() -> dict:
         raise PruneError(f"--criterion={FLAGS.criterion} is data-aware: it needs --data "
                          "(e.g. --data=sample --subset=aquatic)")
     splits = load_splits()
-    scores, scored, original = {}, None, model
+    scores, scored, original, scored_graph = {}, None, model, g
     head_classes, class_names = None, None
     if splits is not None and (FLAGS.head == "subset" or (plan and plan.get("head"))):
         from tfprune import data
@@ -171,16 +177,22 @@ def run() -> dict:
         original = head.slice_head(model, head_classes, class_names=class_names)
         splits = data.relabel(splits)
     if plan is None:
-        round_to, cost = latency.plan_terms(model, FLAGS.target, FLAGS.round_to, FLAGS.runtime,
-                                            FLAGS.ignore, LatencyCache(FLAGS.latency_cache))
+        cache = LatencyCache(FLAGS.latency_cache)
+
+        def terms(m):
+            return latency.plan_terms(m, FLAGS.target, FLAGS.round_to, FLAGS.runtime,
+                                      FLAGS.ignore, cache)
         result = pruning.prune_model(
             model, FLAGS.criterion, FLAGS.level, FLAGS.target, FLAGS.allocation,
-            FLAGS.min_channels, round_to, FLAGS.ignore, FLAGS.seed, splits,
+            FLAGS.min_channels, None, FLAGS.ignore, FLAGS.seed, splits,
             FLAGS.calibration_batches, FLAGS.batch_size, FLAGS.normalizer, FLAGS.bn_batches,
-            head_classes=head_classes, class_names=class_names, cost=cost,
-            reconstruct_images=FLAGS.reconstruct_images, log=print)
-        model, g, plan, pruned = result.source, result.graph, result.plan, result.pruned
+            head_classes=head_classes, class_names=class_names, terms=terms,
+            reconstruct_images=FLAGS.reconstruct_images, log=print, blocks=FLAGS.blocks,
+            block_criterion=FLAGS.block_criterion)
+        plan, pruned, scored_graph = result.plan, result.pruned, result.graph
         scores, scored = result.scores, result.scored
+        if not plan.get("depth"):  # the report compares with the model the plan was made on
+            model, g = result.source, result.graph
     else:
         pruned = surgery.apply_plan(model, plan, graph=g)
     extra = {"flattened": flat.describe()} if flat else {}
@@ -199,7 +211,7 @@ def run() -> dict:
     if scores:  # with the sums behind data-aware scores (tfprune.scoring.data_criteria.load_scores reads it)
         channel_stats = scored.channel_stats if scored is not None else None
         datascore.save_scores(os.path.join(FLAGS.output, "scores.json"), FLAGS.criterion, scores,
-                              channel_stats, g)
+                              channel_stats, scored_graph)
         if channel_stats is not None:
             channel_stats.save(os.path.join(FLAGS.output, "stats.json"))
     result = {"plan_achieved": plan["achieved"], **extra, **comparison}

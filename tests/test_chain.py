@@ -160,3 +160,37 @@ def test_every_setting_of_the_main_job_is_a_flag_of_the_app():
     missing = [f.name for f in dataclasses.fields(chain.ChainConfig)
                if f"--{f.name}" not in proc.stdout and f"--[no]{f.name}" not in proc.stdout]
     assert not missing and "--min_channels" in proc.stdout
+
+
+def test_prune_stage_removes_blocks(tmp_path):
+    """`blocks`: the prune stage removes whole residual branches before the channel plan, the
+    plan and pruned.json record them, predictions count from the model before them, and the
+    report says so."""
+    from tfprune import data
+    from tfprune.jobs.main_report import _depth
+
+    inputs = keras.Input((32, 32, 3), name="image")
+    x = keras.layers.ReLU(name="stem_relu")(keras.layers.Conv2D(16, 3, padding="same",
+                                                                name="stem")(inputs))
+    for i in range(3):
+        b = keras.layers.Conv2D(16, 3, padding="same", name=f"b{i}_conv")(x)
+        b = keras.layers.BatchNormalization(name=f"b{i}_bn")(b)
+        x = keras.layers.ReLU(name=f"b{i}_out")(keras.layers.Add(name=f"b{i}_add")([x, b]))
+    x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
+    keras.Model(inputs, keras.layers.Dense(100, name="logits")(x)).save(tmp_path / "res.keras")
+    cfg = chain.ChainConfig(model=str(tmp_path / "res.keras"), target="params", level=0.2,
+                            blocks=2, calibration_batches=2, bn_batches=2)
+    splits = data.load_subset(cfg.data, cfg.subset, cfg.seed)
+    run = chain.Run(cfg, tmp_path / "run", splits, data.relabel(splits), log=lambda *a: None)
+    run.dir.mkdir()
+    chain.evaluate(run)
+    chain.prune(run)
+    plan, pruned = run.read("plan.json"), run.read("pruned.json")
+    assert plan["depth"] == pruned["depth"] and plan["depth"]["criterion"] == "kl"
+    assert plan["depth"]["removable"] == ["b0_add", "b1_add", "b2_add"]
+    assert len(plan["depth"]["removed"]) == 2
+    names = {l.name for l in run.load("pruned.keras").layers}
+    assert not {f"{r.split('_')[0]}_conv" for r in plan["depth"]["removed"]} & names
+    for rt, p in pruned["predicted_latency_ms"].items():
+        assert p["pruned"] < p["unpruned"], rt
+    assert _depth(pruned["depth"]).startswith("2 of 3 residual branches removed whole first")

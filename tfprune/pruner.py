@@ -51,7 +51,8 @@ def prune_model(model, criterion: str, level: float, target: str = "params",
                 batch_size: int = 64, normalizer: str = "mean", bn_batches: int = 0,
                 options: dict | None = None, head_classes=None,
                 class_names=None, cost=None, reconstruct_images: int = 0,
-                feedback: bool = True, log=None) -> PruneResult:
+                feedback: bool = True, log=None, blocks: int = 0,
+                block_criterion: str = "auto", terms=None) -> PruneResult:
     """Score `model`'s filters with `criterion`, plan `level` of `target` away, cut them out,
     and (with `bn_batches` > 0 and `splits`) re-estimate BatchNorm statistics on that many
     augmented training batches. `options` go to the criterion (e.g. finetune_l1_epochs).
@@ -68,7 +69,12 @@ def prune_model(model, criterion: str, level: float, target: str = "params",
     `model` (tfprune.core.head), and everything after, scoring included, works on the cut
     model, so `splits` must carry labels 0..k-1 in `head_classes` order
     (`tfprune.data.relabel`); the plan records the cut (`plan["head"]`) and `result.source`
-    is the cut model. Options no plan can satisfy are refused before scoring
+    is the cut model. `blocks` > 0 then removes that many whole residual branches
+    (`tfprune.core.depth`), the lowest by `block_criterion` (`tfprune.scoring.branches`; auto:
+    `kl` for data-aware criteria, `bn_gamma` otherwise), recorded as `plan["depth"]`; `level`
+    counts from the model without them, which `result.source` is. `terms(model) -> (round_to,
+    cost)` (e.g. `tfprune.latency.plan_terms`) prices that model, in place of `round_to` and
+    `cost`. Options no plan can satisfy are refused before scoring
     (`tfprune.core.plan.check_reachable`). A model with nested models is flattened first
     (`tfprune.core.flatten`); `result.source` is then the flat (and cut) model."""
     from tfprune.core import graph as graph_mod
@@ -87,9 +93,15 @@ def prune_model(model, criterion: str, level: float, target: str = "params",
     if crit.needs_data and splits is None:
         raise scoring.ScoringError(f"criterion {criterion!r} is data-aware: it needs the "
                                    "subset's splits (data and subset)")
+    ctx = scoring_context(splits, calibration_batches, batch_size, seed, options)
+    depth_entry, whole = None, model
+    if blocks:
+        model, depth_entry = _cut_depth(model, blocks, block_criterion, crit, ctx,
+                                        calibration_batches, ignore, log)
+    if terms is not None:
+        round_to, cost = terms(model)
     g = graph_mod.build_graph(model, ignore=ignore)
     plan_mod.check_reachable(g, level, target, allocation, round_to, min_channels, cost)
-    ctx = scoring_context(splits, calibration_batches, batch_size, seed, options)
     scored = scoring.score(criterion, model, g, ctx)
     scores = scored.scores
     if scored.tuned_model is not None:  # finetune_l1: the paper prunes the tuned model
@@ -104,6 +116,8 @@ def prune_model(model, criterion: str, level: float, target: str = "params",
     pruned = surgery.apply_plan(model, plan, graph=g)
     if head_entry is not None:
         plan["head"] = head_entry
+    if depth_entry is not None:
+        plan["depth"] = depth_entry
     report = None
     if reconstruct_images > 0 and splits is not None:
         from tfprune import data
@@ -111,7 +125,10 @@ def prune_model(model, criterion: str, level: float, target: str = "params",
         import numpy as np
         n = len(splits.train)
         pick = np.sort(np.random.default_rng([seed, 23]).permutation(n)[:reconstruct_images])
-        report = reconstruct.reconstruct(model, pruned, plan,
+        # the model before the depth cut, where it is the source's untrained original: the
+        # layers after a removed branch are then refit to make up for it
+        reference = whole if scored.tuned_model is None else model
+        report = reconstruct.reconstruct(reference, pruned, plan,
                                          data.normalize_np(splits.train.x[pick]), log=log)
     done = 0
     if bn_batches > 0 and splits is not None:
@@ -119,6 +136,21 @@ def prune_model(model, criterion: str, level: float, target: str = "params",
         done = reestimate_batchnorm(pruned, data.as_dataset(
             splits.train, batch_size, training=True, seed=seed), bn_batches)
     return PruneResult(pruned, plan, scores, g, model, scored, done, report)
+
+
+def _cut_depth(model, blocks, block_criterion, crit, ctx, max_batches, ignore, log):
+    """`model` without its `blocks` least important residual branches, and the plan entry."""
+    from tfprune.core import depth, modelspec
+    from tfprune.scoring import branches
+    how = block_criterion if block_criterion != "auto" else (
+        "kl" if crit.needs_data else "bn_gamma")
+    scores = branches.score_branches(model, how, ctx.data, max_batches, ignore)
+    names = branches.pick(scores, blocks)
+    entry = depth.depth_entry(modelspec.read_model(model), names, scores, how)
+    if log:
+        log(f"[prune] removing {len(names)} of {len(scores)} residual branches by {how}: "
+            + ", ".join(names))
+    return depth.remove_branches(model, names, ignore=ignore), entry
 
 
 def reestimate_batchnorm(model, dataset, batches: int) -> int:

@@ -1,8 +1,9 @@
 """Core: a Keras model as a neutral spec (nested models flattened into one), its channel
-dependency graph, the per-layer rules, group scores, prune plans, the surgery that applies
-them, and parameter/MAC counts. Nothing here imports from the packages above it, and nothing
-here loads TensorFlow at import."""
+dependency graph, the per-layer rules, removable residual branches, group scores, prune
+plans, the surgery that applies them, and parameter/MAC counts. Nothing here imports from
+the packages above it, and nothing here loads TensorFlow at import."""
 from tfprune.core.counts import compare, model_metrics
+from tfprune.core.depth import Branch, DepthError, find_branches, remove_branches
 from tfprune.core.flatten import FlattenInfo, flatten_model
 from tfprune.core.graph import ChannelGraph, GraphError, Group, build_graph
 from tfprune.core.group_scores import GroupScoreError, group_scores
@@ -12,9 +13,9 @@ from tfprune.core.plan import (PlanError, UnreachableLevel, check_level, check_r
 from tfprune.core.rules import rule_for
 from tfprune.core.surgery import apply_plan, zero_dropped
 
-__all__ = ["ChannelGraph", "FlattenInfo", "GraphError", "Group", "GroupScoreError",
+__all__ = ["Branch", "ChannelGraph", "DepthError", "FlattenInfo", "GraphError", "Group", "GroupScoreError",
            "ModelReadError", "ModelSpec", "PlanError", "UnreachableLevel", "apply_plan",
            "build_graph", "check_level", "check_reachable",
-           "compare", "flatten_model", "group_scores", "load_plan", "make_plan", "model_metrics",
-           "read_model", "rule_for",
+           "compare", "find_branches", "flatten_model", "group_scores", "load_plan", "make_plan", "model_metrics",
+           "read_model", "remove_branches", "rule_for",
            "save_plan", "write_model", "zero_dropped"]

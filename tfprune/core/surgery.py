@@ -10,7 +10,9 @@ Flatten). It then rebuilds the model with `from_config`. Layer names are unchang
 that lose nothing keep their exact weight arrays.
 
 A plan with a subset head (`plan["head"]`, see `tfprune.core.head`) first cuts the
-classifier down to the kept classes; the channel plan was made on that cut model.
+classifier down to the kept classes, and one with a depth cut (`plan["depth"]`, see
+`tfprune.core.depth`) then removes residual branches whole; the channel plan was made on
+that cut model.
 
 `prune(model, graph, kept)` does the same from {group id: kept indices}; `zero_dropped(model,
 plan)` returns a same-shaped copy of the model with every dropped weight element set to zero
@@ -71,19 +73,22 @@ def prune(model, graph, kept: dict, custom_objects=None, keras_module=None):
     return modelspec.write_model(spec, keras_module, custom_objects)
 
 
-def _cut_head(model, plan, custom_objects, graph):
-    """`model` with the plan's subset head applied first (then `graph` no longer fits it)."""
-    if not plan.get("head"):
+def _pre_cuts(model, plan, custom_objects, graph):
+    """`model` with the plan's subset head and then its depth cut applied first (then
+    `graph` no longer fits it)."""
+    if not plan.get("head") and not plan.get("depth"):
         return model, graph
-    from tfprune.core import head
-    return head.apply_entry(model, plan["head"], custom_objects), None
+    from tfprune.core import depth, head
+    if plan.get("head"):
+        model = head.apply_entry(model, plan["head"], custom_objects)
+    return depth.apply_entry(model, plan.get("depth"), custom_objects), None
 
 
 def apply_plan(model, plan: dict, custom_objects=None, graph=None):
     """A new, smaller model: `plan` (a dict from `tfprune.core.plan.make_plan` or its JSON) applied
-    to `model`: its subset head cut (`plan["head"]`, tfprune.core.head) when it has one, then
-    its channels. Refuses a plan made for another architecture."""
-    model, graph = _cut_head(model, plan, custom_objects, graph)
+    to `model`: its subset head cut (`plan["head"]`, tfprune.core.head) when it has one, its
+    residual branches removed (`plan["depth"]`, tfprune.core.depth), then its channels. Refuses a plan made for another architecture."""
+    model, graph = _pre_cuts(model, plan, custom_objects, graph)
     graph = graph or graph_mod.build_graph(model, ignore=plan.get("ignore", ()))
     kept = plan_mod.check_plan(plan, graph)
     return prune(model, graph, kept, custom_objects)
@@ -92,9 +97,9 @@ def apply_plan(model, plan: dict, custom_objects=None, graph=None):
 def zero_dropped(model, plan: dict, custom_objects=None, graph=None, in_place=False):
     """A copy of `model` (same shapes) with every weight element the plan drops set to 0;
     `in_place=True` zeroes them in `model` itself (faster; the caller restores weights).
-    A plan with a subset head gives a copy with the head already cut."""
-    if plan.get("head"):
-        model, graph, in_place = *_cut_head(model, plan, custom_objects, graph), False
+    A plan with a subset head or a depth cut gives a copy with those already applied."""
+    if plan.get("head") or plan.get("depth"):
+        model, graph, in_place = *_pre_cuts(model, plan, custom_objects, graph), False
     graph = graph or graph_mod.build_graph(model, ignore=plan.get("ignore", ()))
     kept = plan_mod.check_plan(plan, graph)
     spec = _edited_spec(graph, graph.keep_mask(kept), zero=True)

@@ -43,6 +43,8 @@ class ChainConfig:
     target: str = "latency"
     round_to: int | str = "auto"
     min_channels: int = 2
+    blocks: int = 0
+    block_criterion: str = "auto"
     runtime: str = "litert-float32-1t"
     calibration_batches: int = 8
     bn_batches: int = 8
@@ -145,15 +147,18 @@ def _prune(run: Run, criterion: str):
     from tfprune.latency import plan_terms
     cfg = run.cfg
     original = run.load("original.keras")
-    round_to, cost = plan_terms(original, cfg.target, cfg.round_to, cfg.runtime, log=run.log)
+
+    def terms(model):
+        return plan_terms(model, cfg.target, cfg.round_to, cfg.runtime, log=run.log)
     return pruner.prune_model(
-        original, criterion, cfg.level, cfg.target, round_to=round_to,
+        original, criterion, cfg.level, cfg.target, terms=terms, blocks=cfg.blocks,
+        block_criterion=cfg.block_criterion,
         min_channels=cfg.min_channels, seed=cfg.seed, splits=run.head_splits,
         calibration_batches=cfg.calibration_batches,
         batch_size=cfg.batch_size, bn_batches=cfg.bn_batches,
         reconstruct_images=cfg.reconstruct_images, log=run.log,
         head_classes=run.splits.classes if run.subset_head else None,
-        class_names=run.splits.class_names, cost=cost)
+        class_names=run.splits.class_names)
 
 
 def prune(run: Run) -> None:
@@ -163,18 +168,22 @@ def prune(run: Run) -> None:
     train.atomic_save(result.pruned, run.dir / "pruned.keras")
     run.write_json("pruned.json", {
         "test_accuracy": train.accuracy(result.pruned, run.head_splits.test),
-        "achieved": result.plan["achieved"], **_totals(result.pruned),
+        "achieved": result.plan["achieved"], "depth": result.plan.get("depth"),
+        **_totals(result.pruned),
         "reconstruction": result.reconstruction,
-        **_predicted_latency(result, run.log)})
+        **_predicted_latency(run, result)})
 
 
-def _predicted_latency(result, log) -> dict:
+def _predicted_latency(run: Run, result) -> dict:
     """Latency model predictions of the plan on every runtime (for the report's predicted vs
-    measured table)."""
+    measured table); with a depth cut, "unpruned" is the model before it."""
     from tfprune.latency.report import predict_plan
 
+    before = None
+    if result.plan.get("depth"):
+        before = run.load("restricted.keras" if run.subset_head else "original.keras")
     return {"runtime": result.plan.get("runtime"), "predicted_latency_ms": predict_plan(
-        result.source, result.graph, result.plan, log=log)}
+        result.source, result.graph, result.plan, log=run.log, unpruned=before)}
 
 
 def _transfer_images(run: Run):

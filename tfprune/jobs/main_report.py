@@ -34,6 +34,14 @@ def _ms(latency, threads: str) -> str:
     return "-" if not latency else f"{latency[threads]['median_ms']:.2f}"
 
 
+def _depth(entry) -> str:
+    if not entry or not entry.get("removed"):
+        return ""
+    return (f"{len(entry['removed'])} of {len(entry['removable'])} residual branches removed "
+            f"whole first (`{entry.get('criterion')}`: {', '.join(entry['removed'])}); the "
+            "level counts from the model without them. ")
+
+
 def report_markdown(s: dict) -> str:
     cfg, o, p, f = s["config"], s["original"], s["pruned"], s["finetuned"]
     sub = s["subset"]
@@ -41,7 +49,8 @@ def report_markdown(s: dict) -> str:
         "# tfprune run report", "",
         f"Model `{cfg['model']}` on `{cfg['data']}` subset `{cfg['subset']}` "
         f"({sub['classes']} classes; {sub['train']} train / {sub['val']} val / {sub['test']} "
-        f"test images). Criterion `{cfg['criterion']}`, level {cfg['level']:.0%} of "
+        f"test images). " + _depth(p.get("depth"))
+        + f"Criterion `{cfg['criterion']}`, level {cfg['level']:.0%} of "
         f"{cfg['target']}{' on ' + cfg['runtime'] if cfg.get('runtime') else ''} "
         f"(achieved {p['achieved']['level']:.1%}, round_to {cfg.get('round_to', 1)})"
         + (f", reconstructed by least squares on {cfg['reconstruct_images']} training images at "

@@ -45,6 +45,8 @@ def fit_plan(cost, make, source, graph, level: float, log=None) -> dict:
     log = log or (lambda *_: None)
     tried = []
     plan = make(level)
+    if level <= 0:  # nothing to cut: nothing to measure
+        return plan
     for attempt in range(MAX_PLANS):
         counts = plan_mod.kept_counts(plan)
         pruned = surgery.apply_plan(source, plan, graph=graph)

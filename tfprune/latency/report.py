@@ -11,8 +11,11 @@ FILES = {"litert-float32-1t": ("model_float32.tflite", "1"),
          "litert-int8-2t": ("model_int8.tflite", "2")}
 
 
-def predict_plan(model, graph, plan: dict, runtimes=RUNTIMES, cache=None, log=print) -> dict:
-    """{runtime: {"unpruned": ms, "pruned": ms}} predicted for `plan` applied to `model`."""
+def predict_plan(model, graph, plan: dict, runtimes=RUNTIMES, cache=None, log=print,
+                 unpruned=None) -> dict:
+    """{runtime: {"unpruned": ms, "pruned": ms}} predicted for `plan` applied to `model`;
+    "unpruned" is `unpruned` whole when given (the model before a depth cut), else `model`."""
+    from tfprune.core import graph as graph_mod
     from tfprune.core import plan as plan_mod
     from tfprune.latency.model import LatencyModel
 
@@ -21,8 +24,13 @@ def predict_plan(model, graph, plan: dict, runtimes=RUNTIMES, cache=None, log=pr
                                  else 1) for e in plan["groups"]}
     out = {}
     for rt in runtimes:
-        cost = LatencyModel(rt, cache, log).graph_cost(graph, steps, model)
-        out[rt] = {"unpruned": round(cost.total({}), 5), "pruned": round(cost.total(counts), 5)}
+        lm = LatencyModel(rt, cache, log)
+        cost = lm.graph_cost(graph, steps, model)
+        whole = cost
+        if unpruned is not None:
+            g = graph_mod.build_graph(unpruned)
+            whole = lm.graph_cost(g, lm.auto_steps(g), unpruned)
+        out[rt] = {"unpruned": round(whole.total({}), 5), "pruned": round(cost.total(counts), 5)}
     return out
 
 

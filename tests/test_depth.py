@@ -1,0 +1,128 @@
+"""Depth pruning: a model without some residual branches equals the model with those
+branches' weights zeroed, on real images; what is and is not a removable branch; branch
+scores against a direct computation; a plan with a depth cut round-trips through JSON."""
+import json
+
+import keras
+import numpy as np
+import pytest
+
+from pruning_utils import randomize, real_images
+from tfprune import data, pruner
+from tfprune.core import depth, modelspec, surgery
+from tfprune.core import plan as plan_mod
+from tfprune.models import loader, zoo
+from tfprune.scoring import branches
+
+
+@pytest.fixture(scope="module")
+def pretrained():
+    return loader.load_model("pretrained:resnet20")
+
+
+def _names(model):
+    return [b.add for b in depth.find_branches(modelspec.read_model(model))]
+
+
+def _zeroed(model, names):
+    copy = keras.models.clone_model(model)
+    copy.set_weights(model.get_weights())
+    return depth.zero_branches(copy, names)
+
+
+def test_resnet20_branches_skip_projection_blocks(pretrained):
+    assert _names(pretrained) == ["s1b0_add", "s1b1_add", "s1b2_add", "s2b1_add", "s2b2_add",
+                                  "s3b1_add", "s3b2_add"]
+    br = depth.find_branches(modelspec.read_model(pretrained))[1]
+    assert br.shortcut == ("s1b0_out", 0, 0) and br.after == "s1b1_out"
+    assert br.layers == ("s1b1_a_conv", "s1b1_a_bn", "s1b1_a_relu", "s1b1_b_conv", "s1b1_b_bn")
+
+
+@pytest.mark.parametrize("names", [["s1b1_add"], ["s1b1_add", "s1b2_add", "s3b2_add"],
+                                   ["s1b0_add", "s1b1_add", "s1b2_add", "s2b1_add"]])
+def test_removed_equals_zeroed_resnet20(pretrained, names):
+    x = real_images((32, 32, 3), 16)
+    cut = depth.remove_branches(pretrained, names)
+    removed = {n for b in depth.find_branches(modelspec.read_model(pretrained))
+               if b.add in names for n in b.removed}
+    assert {l.name for l in cut.layers} == {l.name for l in pretrained.layers} - removed
+    ref = np.asarray(_zeroed(pretrained, names)(x, training=False))
+    np.testing.assert_allclose(np.asarray(cut(x, training=False)), ref, rtol=1e-5, atol=1e-5)
+    assert np.abs(np.asarray(pretrained(x, training=False)) - ref).max() > 1e-2
+
+
+@pytest.mark.parametrize("build", [
+    lambda: randomize(zoo.build("mobilenetv2")),
+    lambda: randomize(keras.applications.ResNet50(input_shape=(64, 64, 3), weights=None)),
+], ids=["mobilenetv2", "keras_resnet50"])
+def test_removed_equals_zeroed_unseen_models(build):
+    model = build()
+    names = _names(model)
+    assert len(names) >= 5
+    pick = names[::2]
+    x = real_images(model.input_shape[1:], 4)
+    cut = depth.remove_branches(model, pick)
+    np.testing.assert_allclose(np.asarray(cut(x)), np.asarray(_zeroed(model, pick)(x)),
+                               rtol=1e-4, atol=1e-5)
+
+
+def _toy(shortcut_relu: bool, fan_out: bool):
+    inputs = keras.Input((8, 8, 4))
+    x = keras.layers.Conv2D(4, 3, padding="same", name="stem")(inputs)
+    if shortcut_relu:
+        x = keras.layers.ReLU(name="stem_relu")(x)
+    b = keras.layers.Conv2D(4, 3, padding="same", name="branch")(x)
+    y = keras.layers.ReLU(name="out")(keras.layers.Add(name="add")([x, b]))
+    if fan_out:  # the branch's output is used outside the block too
+        y = keras.layers.Add(name="add2")([y, b])
+    y = keras.layers.GlobalAveragePooling2D()(y)
+    return keras.Model(inputs, keras.layers.Dense(3, name="logits")(y))
+
+
+def test_what_is_not_a_removable_branch():
+    assert _names(_toy(True, False)) == ["add"]
+    assert _names(_toy(False, False)) == []     # ReLU(x) != x when x can be negative
+    assert "add" not in _names(_toy(True, True))  # the branch feeds another layer
+    with pytest.raises(depth.DepthError, match="depth cut 'stem': not an Add whose residual"):
+        depth.remove_branches(_toy(True, False), ["stem"])
+    with pytest.raises(depth.DepthError, match="depth cut 'nope': no layer of the model"):
+        depth.remove_branches(_toy(True, False), ["nope"])
+
+
+def test_kl_scores_match_direct_computation(pretrained, sample_splits):
+    ds = data.as_dataset(sample_splits.train, 32)
+    scores = branches.score_branches(pretrained, "kl", ds, max_batches=2)
+    assert list(scores) == _names(pretrained) and all(s > 0 for s in scores.values())
+    x = np.concatenate([np.asarray(b[0]) for b in ds.take(2)])
+    p = keras.ops.softmax(pretrained(x, training=False)).numpy().astype(np.float64)
+    q = keras.ops.softmax(_zeroed(pretrained, ["s2b2_add"])(x, training=False)).numpy()
+    want = np.mean(np.sum(p * (np.log(p + 1e-12) - np.log(q + 1e-12)), axis=-1))
+    assert scores["s2b2_add"] == pytest.approx(want, rel=2e-3)
+    assert branches.pick(scores, 2) == sorted(sorted(scores, key=scores.get)[:2],
+                                              key=list(scores).index)
+    with pytest.raises(depth.DepthError, match="--blocks=8: the model has 7 removable"):
+        branches.pick(scores, 8)
+    with pytest.raises(branches.ScoringError, match="needs the subset's images"):
+        branches.score_branches(pretrained, "kl", None)
+
+
+def test_plan_with_depth_cut_round_trips(tmp_path, pretrained, sample_splits):
+    splits = data.relabel(sample_splits)
+    result = pruner.prune_model(pretrained, "act_l2", 0.2, splits=splits, blocks=2,
+                                head_classes=sample_splits.classes, calibration_batches=2)
+    entry = result.plan["depth"]
+    assert entry["criterion"] == "kl" and len(entry["removed"]) == 2
+    assert set(entry["removed"]) < set(entry["removable"])
+    assert not set(entry["removed"]) & {l.name for l in result.pruned.layers}
+    plan_mod.save_plan(result.plan, tmp_path / "plan.json")
+    loaded = plan_mod.load_plan(tmp_path / "plan.json")
+    assert loaded == json.loads(json.dumps(result.plan))
+    again = surgery.apply_plan(pretrained, loaded)
+    for a, b in zip(result.pruned.weights, again.weights):
+        assert a.path == b.path and a.numpy().tobytes() == b.numpy().tobytes()
+    x = real_images((32, 32, 3), 8)
+    zeroed = surgery.zero_dropped(pretrained, loaded)  # head cut, branches gone, zeros
+    np.testing.assert_allclose(np.asarray(again(x)), np.asarray(zeroed(x)), rtol=1e-4,
+                               atol=2e-4)
+    agnostic = pruner.prune_model(pretrained, "l1", 0.0, blocks=1)
+    assert agnostic.plan["depth"]["criterion"] == "bn_gamma"

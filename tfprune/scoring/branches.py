@@ -1,0 +1,85 @@
+"""How much each removable residual branch (`tfprune.core.depth`) matters; higher = keep.
+
+- `kl` (data-aware): the mean KL divergence from the model's softmax to the softmax of the
+  model without that one branch, over the scoring batches: what removing it changes in what
+  the model says about the device's own images (no labels).
+- `bn_gamma` (data-agnostic): the mean |gamma| of the branch's last layer when it is a
+  BatchNorm (how loud the branch is), else the mean |w| of that layer's kernel.
+
+`pick(scores, n)` names the `n` branches to remove: the lowest scores, ties in model order.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from tfprune.core import depth, modelspec
+from tfprune.scoring.registry import ScoringError
+
+BRANCH_CRITERIA = ("kl", "bn_gamma")
+
+
+def _softmax(z):
+    z = z - z.max(axis=-1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def _kl(p, q) -> float:
+    eps = 1e-12
+    return float(np.mean(np.sum(p * (np.log(p + eps) - np.log(q + eps)), axis=-1)))
+
+
+def _batches(data, max_batches):
+    out = []
+    for i, (x, _) in enumerate(data):
+        if max_batches is not None and i >= max_batches:
+            break
+        out.append(np.asarray(x))
+    return out
+
+
+def kl_scores(model, branches, data, max_batches=10) -> dict:
+    if data is None:
+        raise ScoringError("branch criterion 'kl' is data-aware: it needs the subset's images")
+    batches = _batches(data, max_batches)
+    ref = [_softmax(np.asarray(model(x, training=False), dtype=np.float64)) for x in batches]
+    spec = modelspec.read_model(model)
+    scores = {}
+    for br in branches:
+        cut = modelspec.write_model(depth.remove_spec(spec, [br.add]))
+        scores[br.add] = float(np.mean([
+            _kl(p, _softmax(np.asarray(cut(x, training=False), dtype=np.float64)))
+            for p, x in zip(ref, batches)]))
+    return scores
+
+
+def bn_gamma_scores(model, branches) -> dict:
+    scores = {}
+    for br in branches:
+        last = model.get_layer(br.layers[-1])
+        if type(last).__name__ == "BatchNormalization" and last.scale:
+            scores[br.add] = float(np.mean(np.abs(last.gamma.numpy())))
+        else:
+            scores[br.add] = float(np.mean(np.abs(last.get_weights()[0])))
+    return scores
+
+
+def score_branches(model, criterion: str, data=None, max_batches=10, ignore=()) -> dict:
+    """{Add name: score} for every removable branch of `model`."""
+    if criterion not in BRANCH_CRITERIA:
+        raise ScoringError(f"unknown branch criterion {criterion!r}; known: "
+                           f"{', '.join(BRANCH_CRITERIA)}")
+    branches = depth.find_branches(modelspec.read_model(model), ignore)
+    if criterion == "kl":
+        return kl_scores(model, branches, data, max_batches)
+    return bn_gamma_scores(model, branches)
+
+
+def pick(scores: dict, n: int) -> list[str]:
+    """The `n` lowest-scored branches (DepthError when the model has fewer)."""
+    if n > len(scores):
+        raise depth.DepthError(f"--blocks={n}: the model has {len(scores)} removable residual "
+                               "branches")
+    order = sorted(range(len(scores)), key=lambda i: (list(scores.values())[i], i))
+    names = list(scores)
+    return [names[i] for i in sorted(order[:n])]
