@@ -387,13 +387,15 @@ def part_phone() -> None:
             digest = _digest(cfg) if defaults else None
             row_id = (f"phone:{FLAGS.data}:{FLAGS.subset}:{FLAGS.train_per_class}:{seed}:"
                       f"{name}:{base}:{_host()}" + (f":{digest}" if digest else ""))
-            if _done(row_id):
-                continue
             # recipes that prune alike share the pruned model
             pruning = f"_defaults{_digest(cfg, PRUNE_SETTINGS)}" if defaults else "".join(
                 f"_{k}{v}" for k, v in settings.items() if k in PRUNE_SETTINGS)
             shared = (Path(FLAGS.workdir) /
                       f"phone_{FLAGS.subset}_{FLAGS.train_per_class}_s{seed}{pruning}")
+            out = shared / (f"{name}_{digest}" if digest else name)
+            if _done(row_id):
+                _measure_speedup(row_id, out)
+                continue
             shared.mkdir(parents=True, exist_ok=True)
             run = main_job.Run(cfg, shared, splits, data.relabel(splits))
             keras.utils.set_random_seed(seed)
@@ -402,7 +404,6 @@ def part_phone() -> None:
             if not (shared / "pruned.json").exists():
                 main_job.prune(run)
             pruned = run.read("pruned.json")
-            out = shared / (f"{name}_{digest}" if digest else name)
             out.mkdir(exist_ok=True)
             for f in ("restricted.keras", "pruned.keras", "plan.json"):
                 shutil.copy(shared / f, out / f)
@@ -432,6 +433,16 @@ def _speedup(before, after, rounds: int = 15) -> float:
         {"before": timing.to_tflite(before, "float32"),
          "after": timing.to_tflite(after, "float32")}, 1, rounds=rounds, invokes=20)
     return 1.0 / timing.paired_ratio(per_round, "after", "before")
+
+
+def _measure_speedup(row_id: str, out: Path) -> None:
+    """A finished row recorded before speed-ups were: measure it from its run's models."""
+    import keras
+    row = next(r for r in _load(Path(FLAGS.results).with_suffix(".json")) if r["id"] == row_id)
+    if "speedup" in row or not (out / "finetuned.keras").exists():
+        return
+    load = lambda name: keras.models.load_model(out / name, compile=False)
+    _add(dict(row, speedup=_speedup(load("restricted.keras"), load("finetuned.keras"))))
 
 
 def _pct(x) -> str:
@@ -492,7 +503,8 @@ def _render_phone(rows: list) -> list:
         settings = ", ".join(f"{k} {v}" for k, v in rs[0]["settings"].items())
         if recipe.startswith("default"):
             settings = "defaults: " + ", ".join(
-                [f"{k} {v}" for k, v in rs[0]["finetune"].items() if PHONE_BASE.get(k) != v]
+                [f"{k} {v}" for k, v in rs[0]["finetune"].items()
+                 if PHONE_BASE.get(k) != v and k not in rs[0]["settings"]]
                 + ([settings] if settings else []))
         params = " / ".join(f"{r['params']:,}" for r in rs if "params" in r) or "-"
         speed = " / ".join(f"{r['speedup']:.2f}x" for r in rs if "speedup" in r) or "-"

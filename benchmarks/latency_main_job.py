@@ -67,14 +67,29 @@ def run(run_dir: Path, threads: list[int], rounds: int, invokes: int, log=print)
             "goal_efficiency": GOAL, "rounds": rounds, "invokes": invokes,
             "plan_target": plan.get("target"), "plan_level": plan.get("level"),
             "plan_runtime": (plan.get("runtime") or {}).get("runtime"),
-            "predicted_ms": plan.get("predicted_latency_ms"),
-            "rows": rows}
+            "predicted_ms": _predicted(run_dir, plan),
+            "depth": plan.get("depth"), "rows": rows}
+
+
+def _predicted(run_dir: Path, plan: dict):
+    """The run's prediction on the plan's runtime, from the model before any depth cut
+    (pruned.json), else the plan's own (which counts from the model the channels were cut on)."""
+    pruned = run_dir / "pruned.json"
+    runtime = (plan.get("runtime") or {}).get("runtime")
+    if pruned.exists():
+        per_runtime = json.loads(pruned.read_text()).get("predicted_latency_ms") or {}
+        if runtime in per_runtime:
+            return per_runtime[runtime]
+    return plan.get("predicted_latency_ms")
 
 
 def markdown(result: dict) -> str:
     lines = ["# The main job's speed-up against its FLOPs reduction (issue #16)", "",
              f"Run `{result['run_dir']}` (pruned for {result['plan_target']} at level "
-             f"{result['plan_level']} on {result['plan_runtime']}). Unpruned and pruned LiteRT "
+             f"{result['plan_level']} on {result['plan_runtime']}"
+             + (f", after removing residual branches {', '.join(result['depth']['removed'])}"
+                if (result.get("depth") or {}).get("removed") else "")
+             + "). Unpruned and pruned LiteRT "
              f"files timed side by side in {result['rounds']} interleaved rounds of "
              f"{result['invokes']} invokes; 1 thread on the invoking thread's CPU clock, 2 "
              "threads on the wall clock (load inflates it: the load average is given). "

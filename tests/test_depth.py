@@ -66,12 +66,12 @@ def test_removed_equals_zeroed_unseen_models(build):
                                rtol=1e-4, atol=1e-5)
 
 
-def _toy(shortcut_relu: bool, fan_out: bool):
+def _toy(shortcut_relu: bool, fan_out: bool, last=None):
     inputs = keras.Input((8, 8, 4))
     x = keras.layers.Conv2D(4, 3, padding="same", name="stem")(inputs)
     if shortcut_relu:
         x = keras.layers.ReLU(name="stem_relu")(x)
-    b = keras.layers.Conv2D(4, 3, padding="same", name="branch")(x)
+    b = (last or keras.layers.Conv2D(4, 3, padding="same", name="branch"))(x)
     y = keras.layers.ReLU(name="out")(keras.layers.Add(name="add")([x, b]))
     if fan_out:  # the branch's output is used outside the block too
         y = keras.layers.Add(name="add2")([y, b])
@@ -83,6 +83,10 @@ def test_what_is_not_a_removable_branch():
     assert _names(_toy(True, False)) == ["add"]
     assert _names(_toy(False, False)) == []     # ReLU(x) != x when x can be negative
     assert "add" not in _names(_toy(True, True))  # the branch feeds another layer
+    # its last layer is not 0 with zeroed weights: sigmoid(0) = 0.5; BN without gamma
+    assert _names(_toy(True, False, keras.layers.Conv2D(4, 1, activation="sigmoid"))) == []
+    assert _names(_toy(True, False, keras.layers.BatchNormalization(scale=False))) == []
+    assert _names(_toy(True, False, keras.layers.BatchNormalization())) == ["add"]
     with pytest.raises(depth.DepthError, match="depth cut 'stem': not an Add whose residual"):
         depth.remove_branches(_toy(True, False), ["stem"])
     with pytest.raises(depth.DepthError, match="depth cut 'nope': no layer of the model"):

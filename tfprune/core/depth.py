@@ -5,9 +5,10 @@ speed-up falls behind its FLOPs cut. Removing a residual branch removes its ops 
 
 A *branch* is what an Add with two inputs adds to its shortcut `x`: the layers between `x`
 and the Add's other input, none used outside the branch, ending in a layer whose output is
-exactly 0 once its weights are (Conv, Dense, BatchNorm). With the branch gone the Add gives
-`x`; an activation right after the Add goes too when it is the identity on `x` (ReLU after a
-ReLU-made `x`, as in ResNet v1). So the model without the branch equals the model with every
+exactly 0 once its weights are (Conv or Dense with no activation or one that keeps 0 at 0,
+BatchNorm with a scale). With the branch gone the Add gives `x`; an activation right after
+the Add goes too when it is the identity on `x` (ReLU after a ReLU-made `x`, as in ResNet
+v1). So the model without the branch equals the model with every
 weight of the branch zeroed (`zero_branches`, the equivalence test's reference).
 
 `find_branches(spec)` lists the removable branches (named by their Add), `remove_spec` /
@@ -49,6 +50,18 @@ class Branch:
         return self.after or self.add
 
 
+def _zero_when_zeroed(layer) -> bool:
+    """Whether `layer` outputs exactly 0 once its weights are 0 (whatever its input)."""
+    cfg = layer.config
+    if layer.class_name not in ZERO_WHEN_ZEROED:
+        return False
+    if layer.class_name == "BatchNormalization":
+        return cfg.get("scale", True)  # gamma 0 and beta 0 give 0; without gamma they do not
+    act = cfg.get("activation")
+    act = act.get("config", {}).get("name", act) if isinstance(act, dict) else act
+    return act in (None, "linear", "relu", "relu6", "tanh")
+
+
 def _consumers(spec) -> dict:
     out = {name: [] for name in spec.layers}
     for name, layer in spec.layers.items():
@@ -87,7 +100,7 @@ def _branch_layers(spec, start: str, shortcut: tuple, consumers: dict):
 
 def _branch(spec, add: str, shortcut: tuple, other: tuple, consumers: dict, outputs: set,
             ignore: set):
-    if other[0] == shortcut[0] or spec.layers[other[0]].class_name not in ZERO_WHEN_ZEROED:
+    if other[0] == shortcut[0] or not _zero_when_zeroed(spec.layers[other[0]]):
         return None
     layers = _branch_layers(spec, other[0], shortcut, consumers)
     if not layers or layers & (outputs | ignore):
