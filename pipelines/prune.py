@@ -43,9 +43,9 @@ flags.DEFINE_string("runtime", None, "Latency model runtime for --target=latency
 flags.DEFINE_string("latency_cache", None, "Latency table cache (JSON); default "
                     "$TFPRUNE_LATENCY_CACHE or ~/.cache/tfprune/latency.json.")
 flags.DEFINE_integer("min_channels", 2, "Channels every group keeps at least.", lower_bound=1)
-flags.DEFINE_integer("blocks", 0, "Residual branches to remove whole first (with their ops; "
-                     "tfprune.core.depth); --level then counts from the model without them.",
-                     lower_bound=0)
+flags.DEFINE_integer("blocks", 0, "Residual branches to remove whole first, their ops too "
+                     "(at most all the model has; tfprune.core.depth); --level then counts "
+                     "from the model without them.", lower_bound=0)
 flags.DEFINE_enum("block_criterion", "auto", ["auto", "kl", "bn_gamma"], "Which branches "
                   "--blocks removes: kl (data-aware), bn_gamma, or auto (kl for a data-aware "
                   "--criterion).")

@@ -33,9 +33,9 @@ flags.DEFINE_string("round_to", _D.round_to, "Keep channel counts multiples of t
                     "or auto: the channel tile the latency model finds cheapest on --runtime.")
 flags.DEFINE_integer("min_channels", _D.min_channels, "Channels every group keeps at "
                      "least.", lower_bound=1)
-flags.DEFINE_integer("blocks", _D.blocks, "Residual branches to remove whole before channel "
-                     "pruning (their ops too); --level then counts from the model without "
-                     "them.", lower_bound=0)
+flags.DEFINE_integer("blocks", _D.blocks, "Residual branches to remove whole before "
+                     "channel pruning, their ops too (at most all the model has); --level then "
+                     "counts from the model without them.", lower_bound=0)
 flags.DEFINE_enum("block_criterion", _D.block_criterion, ["auto", "kl", "bn_gamma"],
                   "Which branches --blocks removes: kl (data-aware: least change of the "
                   "softmax on the device's images), bn_gamma (data-agnostic), auto (kl for "

@@ -104,8 +104,7 @@ def test_kl_scores_match_direct_computation(pretrained, sample_splits):
     assert scores["s2b2_add"] == pytest.approx(want, rel=2e-3)
     assert branches.pick(scores, 2) == sorted(sorted(scores, key=scores.get)[:2],
                                               key=list(scores).index)
-    with pytest.raises(depth.DepthError, match="--blocks=8: the model has 7 removable"):
-        branches.pick(scores, 8)
+    assert branches.pick(scores, 8) == list(scores)  # at most what the model has
     with pytest.raises(branches.ScoringError, match="needs the subset's images"):
         branches.score_branches(pretrained, "kl", None)
 
@@ -130,3 +129,8 @@ def test_plan_with_depth_cut_round_trips(tmp_path, pretrained, sample_splits):
                                atol=2e-4)
     agnostic = pruner.prune_model(pretrained, "l1", 0.0, blocks=1)
     assert agnostic.plan["depth"]["criterion"] == "bn_gamma"
+    # a model with fewer branches than asked loses all it has, and says so
+    logs = []
+    toy = pruner.prune_model(_toy(True, False), "l1", 0.0, blocks=3, log=logs.append)
+    assert toy.plan["depth"]["removed"] == ["add"] and toy.plan["depth"]["requested"] == 3
+    assert "removing 1 of 1 residual branches by bn_gamma (3 asked" in logs[0]

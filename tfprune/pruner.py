@@ -69,7 +69,8 @@ def prune_model(model, criterion: str, level: float, target: str = "params",
     `model` (tfprune.core.head), and everything after, scoring included, works on the cut
     model, so `splits` must carry labels 0..k-1 in `head_classes` order
     (`tfprune.data.relabel`); the plan records the cut (`plan["head"]`) and `result.source`
-    is the cut model. `blocks` > 0 then removes that many whole residual branches
+    is the cut model. `blocks` > 0 then removes that many whole residual branches (all it
+    has when the model has fewer)
     (`tfprune.core.depth`), the lowest by `block_criterion` (`tfprune.scoring.branches`; auto:
     `kl` for data-aware criteria, `bn_gamma` otherwise), recorded as `plan["depth"]`; `level`
     counts from the model without them, which `result.source` is. `terms(model) -> (round_to,
@@ -146,10 +147,12 @@ def _cut_depth(model, blocks, block_criterion, crit, ctx, max_batches, ignore, l
         "kl" if crit.needs_data else "bn_gamma")
     scores = branches.score_branches(model, how, ctx.data, max_batches, ignore)
     names = branches.pick(scores, blocks)
-    entry = depth.depth_entry(modelspec.read_model(model), names, scores, how)
+    entry = dict(depth.depth_entry(modelspec.read_model(model), names, scores, how),
+                 requested=blocks)
     if log:
-        log(f"[prune] removing {len(names)} of {len(scores)} residual branches by {how}: "
-            + ", ".join(names))
+        log(f"[prune] removing {len(names)} of {len(scores)} residual branches by {how}"
+            + (f" ({blocks} asked: the model has no more)" if len(names) < blocks else "")
+            + (": " + ", ".join(names) if names else ""))
     return depth.remove_branches(model, names, ignore=ignore), entry
 
 

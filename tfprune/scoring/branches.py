@@ -6,7 +6,7 @@
 - `bn_gamma` (data-agnostic): the mean |gamma| of the branch's last layer when it is a
   BatchNorm (how loud the branch is), else the mean |w| of that layer's kernel.
 
-`pick(scores, n)` names the `n` branches to remove: the lowest scores, ties in model order.
+`pick(scores, n)` names the (at most) `n` branches to remove: the lowest scores.
 """
 from __future__ import annotations
 
@@ -76,10 +76,8 @@ def score_branches(model, criterion: str, data=None, max_batches=10, ignore=()) 
 
 
 def pick(scores: dict, n: int) -> list[str]:
-    """The `n` lowest-scored branches (DepthError when the model has fewer)."""
-    if n > len(scores):
-        raise depth.DepthError(f"--blocks={n}: the model has {len(scores)} removable residual "
-                               "branches")
-    order = sorted(range(len(scores)), key=lambda i: (list(scores.values())[i], i))
+    """The `n` lowest-scored branches (all of them when the model has fewer), in model
+    order; ties go to the earlier branch."""
     names = list(scores)
+    order = sorted(range(len(names)), key=lambda i: (scores[names[i]], i))
     return [names[i] for i in sorted(order[:n])]
