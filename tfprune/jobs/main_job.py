@@ -237,6 +237,7 @@ def baseline_pruning(run: Run) -> None:
     train.atomic_save(model, run.dir / "l1" / "finetuned.keras", optimizer=False)
     run.write_json("l1/result.json", {
         "criterion": run.cfg.baseline_criterion, "achieved": result.plan["achieved"],
+        "depth": result.plan.get("depth"),
         "test_accuracy": train.accuracy(model, run.head_splits.test),
         "finetune_seconds": done["seconds"],
         "latency": _latency(run, model, run.dir / "l1" / "model_float32.tflite"),
@@ -399,7 +400,10 @@ def _baselines(run: Run, tflite: dict, original_tflite: dict) -> list[dict]:
          "accuracy": r["test_accuracy"], "params": r["params"], "macs": r["macs"],
          "latency_ms": ms(r["latency"])}]
     if l1:
-        rows.append({"model": f"`{l1['criterion']}` filters, same level and fine-tuning",
+        depth = (l1.get("depth") or {})
+        branches = (f" and `{depth['criterion']}` branches" if depth.get("removed") else "")
+        rows.append({"model": f"`{l1['criterion']}` filters{branches}, same level and "
+                              "fine-tuning",
                      "role": "baseline", "accuracy": l1["test_accuracy"],
                      "params": l1["params"], "macs": l1["macs"],
                      "latency_ms": ms(l1["latency"])})
