@@ -81,7 +81,13 @@ def _toy(shortcut_relu: bool, fan_out: bool, last=None):
 
 def test_what_is_not_a_removable_branch():
     assert _names(_toy(True, False)) == ["add"]
-    assert _names(_toy(False, False)) == []     # ReLU(x) != x when x can be negative
+    # ReLU(x) != x when x can be negative: the ReLU stays, on the shortcut
+    plain = _toy(False, False)
+    assert [(b.add, b.after) for b in depth.find_branches(modelspec.read_model(plain))] == [
+        ("add", None)]
+    x = np.concatenate([real_images((8, 8, 3), 2)] * 2, axis=-1)[..., :4]
+    np.testing.assert_allclose(np.asarray(depth.remove_branches(plain, ["add"])(x)),
+                               np.asarray(_zeroed(plain, ["add"])(x)), rtol=1e-5, atol=1e-6)
     assert "add" not in _names(_toy(True, True))  # the branch feeds another layer
     # its last layer is not 0 with zeroed weights: sigmoid(0) = 0.5; BN without gamma
     assert _names(_toy(True, False, keras.layers.Conv2D(4, 1, activation="sigmoid"))) == []

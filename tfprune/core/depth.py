@@ -8,7 +8,7 @@ and the Add's other input, none used outside the branch, ending in a layer whose
 exactly 0 once its weights are (Conv or Dense with no activation or one that keeps 0 at 0,
 BatchNorm with a scale). With the branch gone the Add gives `x`; an activation right after
 the Add goes too when it is the identity on `x` (ReLU after a ReLU-made `x`, as in ResNet
-v1). So the model without the branch equals the model with every
+v1), and otherwise stays and takes `x`. So the model without the branch equals the model with every
 weight of the branch zeroed (`zero_branches`, the equivalence test's reference).
 
 `find_branches(spec)` lists the removable branches (named by their Add), `remove_spec` /
@@ -81,7 +81,7 @@ def _relu(layer, bounded_ok: bool) -> bool:
     return False
 
 
-def _branch_layers(spec, start: str, shortcut: tuple, consumers: dict):
+def _branch_layers(spec, start: str, shortcut: tuple):
     """The layers from `shortcut` to `start` (walking up), or None if any path leaves them."""
     seen, stack = set(), [start]
     while stack:
@@ -98,25 +98,19 @@ def _branch_layers(spec, start: str, shortcut: tuple, consumers: dict):
     return seen
 
 
-def _branch(spec, add: str, shortcut: tuple, other: tuple, consumers: dict, outputs: set,
-            ignore: set):
+def _branch(spec, add: str, shortcut: tuple, other: tuple, consumers: dict, kept: set):
+    """The branch `other` adds to `shortcut` at `add`, or None; `kept`: layers that stay."""
     if other[0] == shortcut[0] or not _zero_when_zeroed(spec.layers[other[0]]):
         return None
-    layers = _branch_layers(spec, other[0], shortcut, consumers)
-    if not layers or layers & (outputs | ignore):
+    layers = _branch_layers(spec, other[0], shortcut)
+    if not layers or layers & kept:
         return None
     if any(c not in layers and c != add for n in layers for c in consumers[n]):
         return None
-    after = None
     nxt = consumers[add]
-    if len(nxt) == 1 and spec.layers[nxt[0]].class_name in ("ReLU", "Activation"):
-        after = nxt[0]
-        if not (_relu(spec.layers[after], False) and _relu(spec.layers[shortcut[0]], True)):
-            return None
-        if after in outputs or after in ignore:
-            return None
-    elif any(spec.layers[c].class_name in ("ReLU", "Activation") for c in nxt):
-        return None
+    after = nxt[0] if len(nxt) == 1 and nxt[0] not in kept else None
+    if after and not (_relu(spec.layers[after], False) and _relu(spec.layers[shortcut[0]], True)):
+        after = None  # not the identity on the shortcut: it stays, and takes the shortcut
     order = [n for n in spec.layers if n in layers]
     return Branch(add, tuple(shortcut), tuple(order), after)
 
@@ -124,16 +118,14 @@ def _branch(spec, add: str, shortcut: tuple, other: tuple, consumers: dict, outp
 def find_branches(spec, ignore=()) -> list[Branch]:
     """`spec`'s removable residual branches, in model order (`ignore`d layers stay)."""
     consumers = _consumers(spec)
-    outputs = {ref[0] for ref in spec.outputs}
+    kept = {ref[0] for ref in spec.outputs} | set(ignore)
     found = []
     for name, layer in spec.layers.items():
-        if layer.class_name != "Add" or layer.is_op or len(layer.inputs) != 2 or name in outputs:
-            continue
-        if name in ignore:
+        if layer.class_name != "Add" or layer.is_op or len(layer.inputs) != 2 or name in kept:
             continue
         a, b = (tuple(r) for r in layer.inputs)
         for shortcut, other in ((a, b), (b, a)):
-            br = _branch(spec, name, shortcut, other, consumers, outputs, set(ignore))
+            br = _branch(spec, name, shortcut, other, consumers, kept)
             if br is not None:
                 found.append(br)
                 break
