@@ -1,5 +1,5 @@
-"""One pruning step shared by the apps: score -> plan -> surgery -> (reconstruction) ->
-BatchNorm re-estimation.
+"""One pruning step shared by the apps: (subset head, residual branches removed) -> score ->
+plan -> surgery -> (reconstruction) -> BatchNorm re-estimation.
 
     result = prune_model(model, "act_l2", 0.5, splits=splits)   # data-aware: needs splits
     result.pruned, result.plan, result.scores, result.graph
@@ -70,12 +70,12 @@ def prune_model(model, criterion: str, level: float, target: str = "params",
     model, so `splits` must carry labels 0..k-1 in `head_classes` order
     (`tfprune.data.relabel`); the plan records the cut (`plan["head"]`) and `result.source`
     is the cut model. `blocks` > 0 then removes that many whole residual branches (all it
-    has when the model has fewer)
-    (`tfprune.core.depth`), the lowest by `block_criterion` (`tfprune.scoring.branches`; auto:
-    `kl` for data-aware criteria, `bn_gamma` otherwise), recorded as `plan["depth"]`; `level`
-    counts from the model without them, which `result.source` is. `terms(model) -> (round_to,
-    cost)` (e.g. `tfprune.latency.plan_terms`) prices that model, in place of `round_to` and
-    `cost`. Options no plan can satisfy are refused before scoring
+    has when the model has fewer; `tfprune.core.depth`), the lowest by `block_criterion`
+    (`tfprune.scoring.branches`; auto: `kl` for data-aware criteria, `bn_gamma` otherwise),
+    recorded as `plan["depth"]`; `level` counts from the model without them, which
+    `result.source` is. `terms(model) -> (round_to, cost)` (e.g.
+    `tfprune.latency.plan_terms`) prices that model, in place of `round_to` and `cost`.
+    Options no plan can satisfy are refused before scoring
     (`tfprune.core.plan.check_reachable`). A model with nested models is flattened first
     (`tfprune.core.flatten`); `result.source` is then the flat (and cut) model."""
     from tfprune.core import graph as graph_mod
