@@ -509,8 +509,8 @@ def _render_phone(rows: list) -> list:
         params = " / ".join(f"{r['params']:,}" for r in rs if "params" in r) or "-"
         speed = " / ".join(f"{r['speedup']:.2f}x" for r in rs if "speedup" in r) or "-"
         lines.append(f"| {host} | {source} | {subset} | {per_class} | {recipe} | {settings} | "
-                     f"{params} | {speed} | {', '.join(str(r['seed']) for r in rs)} | {each('val')} | "
-                     f"{each('test')} | {100 * gap('val'):+.1f} | {100 * gap('test'):+.1f} | "
+                     f"{params} | {speed} | {', '.join(str(r['seed']) for r in rs)} | "
+                     f"{each('val')} | {each('test')} | {100 * gap('val'):+.1f} | {100 * gap('test'):+.1f} | "
                      f"{' / '.join(_pct(r['val']['agreement']) for r in rs)} | "
                      f"{sum(r['finetune_seconds'] for r in rs) / len(rs):.0f} |")
     bars = {(r["subset"], r["seed"]): (r["bar_val"], r["bar_test"]) for r in rows}

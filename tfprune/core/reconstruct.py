@@ -61,7 +61,8 @@ def reconstruct(source, pruned, plan: dict, images: np.ndarray, ridge: float = 1
     """Refit `pruned`'s Conv2D/Dense weights in place (module doc) on `images` (model-ready
     inputs, N x H x W x C). `source` is the model the plan was applied to, or that model
     before residual branches were removed from it (`tfprune.core.depth`): every layer of
-    `pruned` is in it by name, at its full width. Returns one row per layer: {layer, mse_before, mse_after} or {layer, skipped}."""
+    `pruned` is in it by name, at its full width. Returns one row per layer: {layer,
+    mse_before, mse_after} or {layer, skipped}."""
     import keras
 
     report = []

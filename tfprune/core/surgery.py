@@ -87,7 +87,8 @@ def _pre_cuts(model, plan, custom_objects, graph):
 def apply_plan(model, plan: dict, custom_objects=None, graph=None):
     """A new, smaller model: `plan` (a dict from `tfprune.core.plan.make_plan` or its JSON) applied
     to `model`: its subset head cut (`plan["head"]`, tfprune.core.head) when it has one, its
-    residual branches removed (`plan["depth"]`, tfprune.core.depth), then its channels. Refuses a plan made for another architecture."""
+    residual branches removed (`plan["depth"]`, tfprune.core.depth), then its channels.
+    Refuses a plan made for another architecture."""
     model, graph = _pre_cuts(model, plan, custom_objects, graph)
     graph = graph or graph_mod.build_graph(model, ignore=plan.get("ignore", ()))
     kept = plan_mod.check_plan(plan, graph)

@@ -8,6 +8,6 @@ from tfprune.scoring.registry import (CRITERIA, Criterion, ScoreResult, ScoringC
 from tfprune.scoring import data_criteria  # registers the data-aware criteria
 from tfprune.scoring.branches import BRANCH_CRITERIA, score_branches
 
-__all__ = ["BRANCH_CRITERIA", "CRITERIA", "Criterion", "ScoreResult", "ScoringContext", "ScoringError",
-           "bn_gamma", "compute_scores", "data_criteria", "get", "group_scores", "l1", "l2",
+__all__ = ["BRANCH_CRITERIA", "CRITERIA", "Criterion", "ScoreResult", "ScoringContext",
+           "ScoringError", "bn_gamma", "compute_scores", "data_criteria", "get", "group_scores", "l1", "l2",
            "random", "register", "score", "score_branches"]

@@ -18,38 +18,21 @@ from tfprune.scoring.registry import ScoringError
 BRANCH_CRITERIA = ("kl", "bn_gamma")
 
 
-def _softmax(z):
-    z = z - z.max(axis=-1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=-1, keepdims=True)
-
-
-def _kl(p, q) -> float:
-    eps = 1e-12
-    return float(np.mean(np.sum(p * (np.log(p + eps) - np.log(q + eps)), axis=-1)))
-
-
-def _batches(data, max_batches):
-    out = []
-    for i, (x, _) in enumerate(data):
-        if max_batches is not None and i >= max_batches:
-            break
-        out.append(np.asarray(x))
-    return out
-
-
 def kl_scores(model, branches, data, max_batches=10) -> dict:
     if data is None:
         raise ScoringError("branch criterion 'kl' is data-aware: it needs the subset's images")
-    batches = _batches(data, max_batches)
-    ref = [_softmax(np.asarray(model(x, training=False), dtype=np.float64)) for x in batches]
+    from tfprune.training.distill import distill_loss_np
+    batches = [np.asarray(x) for x, _ in (data.take(max_batches) if max_batches else data)]
+    ref = [np.asarray(model(x, training=False)) for x in batches]
+    unlabelled = [np.full(len(x), -1) for x in batches]
     spec = modelspec.read_model(model)
     scores = {}
     for br in branches:
         cut = modelspec.write_model(depth.remove_spec(spec, [br.add]))
+        # alpha 1, T 1, no labels: the mean KL from the model's softmax to the cut model's
         scores[br.add] = float(np.mean([
-            _kl(p, _softmax(np.asarray(cut(x, training=False), dtype=np.float64)))
-            for p, x in zip(ref, batches)]))
+            distill_loss_np(y, np.asarray(cut(x, training=False)), t, 1.0, 1.0)
+            for y, t, x in zip(unlabelled, ref, batches)]))
     return scores
 
 
