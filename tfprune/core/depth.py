@@ -62,14 +62,6 @@ def _zero_when_zeroed(layer) -> bool:
     return act in (None, "linear", "relu", "relu6", "tanh")
 
 
-def _consumers(spec) -> dict:
-    out = {name: [] for name in spec.layers}
-    for name, layer in spec.layers.items():
-        for ref in layer.inputs:
-            out[ref[0]].append(name)
-    return out
-
-
 def _relu(layer, bounded_ok: bool) -> bool:
     """A ReLU that is 0 below 0 and the identity above (up to its cap when `bounded_ok`)."""
     cfg = layer.config
@@ -117,7 +109,7 @@ def _branch(spec, add: str, shortcut: tuple, other: tuple, consumers: dict, kept
 
 def find_branches(spec, ignore=()) -> list[Branch]:
     """`spec`'s removable residual branches, in model order (`ignore`d layers stay)."""
-    consumers = _consumers(spec)
+    consumers = spec.consumers()
     kept = {ref[0] for ref in spec.outputs} | set(ignore)
     found = []
     for name, layer in spec.layers.items():

@@ -64,6 +64,14 @@ class ModelSpec:
     outputs: list                 # tensor refs of model outputs
     raw: dict                     # the model config as read (layer configs not kept in sync)
 
+    def consumers(self) -> dict:
+        """{layer name: the names of the layers that take its output}, every layer a key."""
+        out = {name: [] for name in self.layers}
+        for name, layer in self.layers.items():
+            for ref in layer.inputs:
+                out[ref[0]].append(name)
+        return out
+
     def copy(self) -> "ModelSpec":
         """Layer configs deep-copied; weight arrays and `raw` shared (replace, don't mutate)."""
         layers = {n: dataclasses.replace(l, config=copy.deepcopy(l.config),

@@ -22,10 +22,7 @@ def feature_taps(model, plan: dict) -> list[tuple[str, list[int]]]:
     """[(layer name, the teacher's channels the student kept there)] for `model`, pruned by
     `plan` (tfprune.core.plan dict); a layer the plan left whole keeps every channel."""
     spec = modelspec.read_model(model)
-    consumers: dict[str, list[str]] = {}
-    for layer in spec.layers.values():
-        for ref in layer.inputs:
-            consumers.setdefault(ref[0], []).append(layer.name)
+    consumers = spec.consumers()
     names = []
     for layer in spec.layers.values():
         if layer.class_name != "Add":
