@@ -122,6 +122,7 @@ PHONE_RECIPES = {
     # the first step took the reconstructed model from 61% to 20% val in epoch 1)
     "default_warm3": {"finetune_warmup": 3},
     # whole residual branches removed first (their ops too, tfprune.core.depth), then channels
+    "default_auto": {"blocks": "auto"},
     "default_blocks3": {"blocks": 3, "level": 0.0},
     "default_blocks2": {"blocks": 2, "level": 0.15},
     "default_blocks1": {"blocks": 1, "level": 0.25},

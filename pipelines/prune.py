@@ -23,6 +23,7 @@ import sys
 from absl import app, flags
 
 from tfprune import console, fileio
+from tfprune.core.depth import blocks_ok
 from tfprune.errors import TfpruneError
 
 flags.DEFINE_string("model", None, "A .keras file, pretrained:NAME or a zoo name.")
@@ -43,9 +44,13 @@ flags.DEFINE_string("runtime", None, "Latency model runtime for --target=latency
 flags.DEFINE_string("latency_cache", None, "Latency table cache (JSON); default "
                     "$TFPRUNE_LATENCY_CACHE or ~/.cache/tfprune/latency.json.")
 flags.DEFINE_integer("min_channels", 2, "Channels every group keeps at least.", lower_bound=1)
-flags.DEFINE_integer("blocks", 0, "Residual branches to remove whole first, their ops too "
-                     "(at most all the model has; tfprune.core.depth); --level then counts "
-                     "from the model without them.", lower_bound=0)
+flags.DEFINE_string("blocks", "0", "Residual branches to remove whole first, their ops "
+                    "too (at most all the model has; tfprune.core.depth; --level then counts "
+                    "from the model without them), or auto: with --target=latency and --data, "
+                    "the count whose pruned candidate stays closest to the model at the same "
+                    "predicted ms (--level then counts from the model before both).")
+flags.register_validator("blocks", blocks_ok, "--blocks must be a count of residual branches "
+                         "(0 or more) or auto")
 flags.DEFINE_enum("block_criterion", "auto", ["auto", "kl", "bn_gamma"], "Which branches "
                   "--blocks removes: kl (data-aware), bn_gamma, or auto (kl for a data-aware "
                   "--criterion).")

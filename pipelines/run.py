@@ -17,6 +17,7 @@ import dataclasses
 from absl import app, flags
 
 from tfprune import console
+from tfprune.core.depth import blocks_ok, parse_blocks
 from tfprune.jobs.main_job import ChainConfig
 
 _D = ChainConfig()
@@ -33,9 +34,14 @@ flags.DEFINE_string("round_to", _D.round_to, "Keep channel counts multiples of t
                     "or auto: the channel tile the latency model finds cheapest on --runtime.")
 flags.DEFINE_integer("min_channels", _D.min_channels, "Channels every group keeps at "
                      "least.", lower_bound=1)
-flags.DEFINE_integer("blocks", _D.blocks, "Residual branches to remove whole before "
-                     "channel pruning, their ops too (at most all the model has); --level then "
-                     "counts from the model without them.", lower_bound=0)
+flags.DEFINE_string("blocks", str(_D.blocks), "Residual branches to remove whole before "
+                    "channel pruning, their ops too (at most all the model has; --level then "
+                    "counts from the model without them), or auto: with --target=latency, the "
+                    "count whose pruned candidate stays closest to the model on the device's "
+                    "images at the same predicted ms (--level then counts from the model "
+                    "before both).")
+flags.register_validator("blocks", blocks_ok, "--blocks must be a count of residual branches "
+                         "(0 or more) or auto")
 flags.DEFINE_enum("block_criterion", _D.block_criterion, ["auto", "kl", "bn_gamma"],
                   "Which branches --blocks removes: kl (data-aware: least change of the "
                   "softmax on the device's images), bn_gamma (data-agnostic), auto (kl for "
@@ -123,6 +129,7 @@ def main(argv):
     from tfprune import latency
     cfg = ChainConfig(**{f.name: getattr(FLAGS, f.name) for f in dataclasses.fields(ChainConfig)})
     cfg.round_to = latency.parse_round_to(cfg.round_to)
+    cfg.blocks = parse_blocks(cfg.blocks)
     latency.parse_runtime(cfg.runtime)
     run_dir.prepare(FLAGS.output, dataclasses.asdict(cfg),
                     defaults=dataclasses.asdict(ChainConfig()), restart=FLAGS.restart,

@@ -329,6 +329,8 @@ def test_outputs_that_are_files_or_unwritable_are_refused_before_work(tmp_path, 
     (["pipelines.finetune", "--workdir=w", "--level=1.5"], "--level"),
     (["pipelines.experiment", "--sweep_dir=s", "--levels=0.5,1.2"], "--levels"),
     (["pipelines.run", "--output=o", "--batch_size=0"], "--batch_size"),
+    (["pipelines.run", "--output=o", "--blocks=-1"], "--blocks"),
+    (["pipelines.prune", "--model=resnet20", "--output=o", "--blocks=some"], "--blocks"),
 ])
 def test_numeric_flags_are_checked_in_their_definitions(tmp_path, args, flag):
     proc = subprocess.run([sys.executable, "-m", *args], cwd=tmp_path, capture_output=True,

@@ -9,7 +9,7 @@ import pytest
 
 from pruning_utils import randomize, real_images
 from tfprune import data, pruner
-from tfprune.core import depth, modelspec, surgery
+from tfprune.core import depth, head, modelspec, surgery
 from tfprune.core import plan as plan_mod
 from tfprune.models import loader, zoo
 from tfprune.scoring import branches
@@ -140,3 +140,48 @@ def test_plan_with_depth_cut_round_trips(tmp_path, pretrained, sample_splits):
     toy = pruner.prune_model(_toy(True, False), "l1", 0.0, blocks=3, log=logs.append)
     assert toy.plan["depth"]["removed"] == ["add"] and toy.plan["depth"]["requested"] == 3
     assert "removing 1 of 1 residual branches by bn_gamma (3 asked" in logs[0]
+
+
+def test_blocks_auto_shares_the_latency_level_and_keeps_the_closest(pretrained,
+                                                                   sample_splits):
+    """blocks auto: one candidate per count of the lowest-KL branches, whose channels cut
+    what the branches leave of the predicted latency; the closest (least KL) is the plan,
+    and it still equals the model with everything it drops zeroed."""
+    from tfprune import latency
+    from tfprune.core.plan import PlanError
+
+    model, splits = pretrained, data.relabel(sample_splits)
+    logs = []
+
+    def terms(m):
+        return latency.plan_terms(m, "latency", "auto", log=logs.append)
+    result = pruner.prune_model(model, "act_l2", 0.3, "latency", splits=splits, terms=terms,
+                                head_classes=sample_splits.classes, blocks="auto",
+                                calibration_batches=2, feedback=False, log=logs.append)
+    entry = result.plan["depth"]
+    assert entry["requested"] == "auto" and entry["level"] == 0.3
+    rows = entry["search"]
+    assert [r["branches"] for r in rows] == list(range(len(rows))) and len(rows) >= 2
+    full = rows[0]["predicted_ms"]
+    for r in rows:  # branches and channels together remove the level of the full model
+        assert r["channel_level"] == pytest.approx(1 - 0.7 * full / r["predicted_ms"],
+                                                   abs=1e-4)
+        assert r["channel_level"] >= 0
+    best = min((r for r in rows if "kl" in r), key=lambda r: r["kl"])
+    assert len(entry["removed"]) == best["branches"]
+    assert result.plan["level"] == pytest.approx(best["channel_level"], abs=1e-4)
+    assert any(m.startswith("[prune] depth search: 0 branches") for m in logs)
+    cut = head.apply_entry(model, result.plan["head"])
+    x = real_images((32, 32, 3), 8)
+    np.testing.assert_allclose(np.asarray(result.pruned(x)),
+                               np.asarray(surgery.zero_dropped(model, result.plan)(x)),
+                               rtol=1e-4, atol=2e-4)
+    # with the model it came from, the search's KL of the chosen count is the plan's
+    assert branches.divergence(cut, result.pruned, data.as_dataset(splits.train, 64), 2) == \
+        pytest.approx(best["kl"], rel=1e-3)
+    with pytest.raises(PlanError, match="needs target latency"):
+        pruner.prune_model(model, "l1", 0.3, "params", blocks="auto", terms=terms)
+    with pytest.raises(PlanError, match="needs the subset's splits"):
+        pruner.prune_model(model, "l1", 0.3, "latency", blocks="auto", terms=terms)
+    with pytest.raises(depth.DepthError, match="or auto, got 'x'"):
+        pruner.prune_model(model, "l1", 0.3, blocks="x")

@@ -8,7 +8,8 @@ main with `app_main`. Importing tfprune itself changes nothing.
 Quiet: TensorFlow's C++ log shows fatal messages only where no NVIDIA driver exists (the
 failed CUDA probe is an error-level line there) and errors elsewhere; Python-side TF/absl INFO
 (`Assets written to ...`, signature serialisation, converter notes) shows only with
-`--verbosity=0` or higher (absl's flag, default -1: warnings and errors).
+`--verbosity=0` or higher (absl's flag, default -1: warnings and errors, less TF's warning
+that a tf.function was traced again).
 """
 from __future__ import annotations
 
@@ -73,6 +74,9 @@ def quiet_logs() -> None:
     absl_logging.set_verbosity(level)
     for name in ("tensorflow", "absl", "keras", "h5py"):
         logging.getLogger(name).setLevel(python_level)
+    if level < 0:  # every pruned candidate is a new model, traced anew: not a user's concern
+        logging.getLogger("tensorflow").addFilter(
+            lambda record: "triggered tf.function retracing" not in record.getMessage())
 
 
 @contextlib.contextmanager

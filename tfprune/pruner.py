@@ -51,7 +51,7 @@ def prune_model(model, criterion: str, level: float, target: str = "params",
                 batch_size: int = 64, normalizer: str = "mean", bn_batches: int = 0,
                 options: dict | None = None, head_classes=None,
                 class_names=None, cost=None, reconstruct_images: int = 0,
-                feedback: bool = True, log=None, blocks: int = 0,
+                feedback: bool = True, log=None, blocks: int | str = 0,
                 block_criterion: str = "auto", terms=None) -> PruneResult:
     """Score `model`'s filters with `criterion`, plan `level` of `target` away, cut them out,
     and (with `bn_batches` > 0 and `splits`) re-estimate BatchNorm statistics on that many
@@ -73,7 +73,12 @@ def prune_model(model, criterion: str, level: float, target: str = "params",
     has when the model has fewer; `tfprune.core.depth`), the lowest by `block_criterion`
     (`tfprune.scoring.branches`; auto: `kl` for data-aware criteria, `bn_gamma` otherwise),
     recorded as `plan["depth"]`; `level` counts from the model without them, which
-    `result.source` is. `terms(model) -> (round_to, cost)` (e.g.
+    `result.source` is. `blocks` "auto" (target latency, with `terms`) lets the depth and
+    channel cuts share the level, counted from the model before both: for b = 0, 1, ... of
+    the lowest branches, the channels cut what b branches leave of the predicted latency,
+    and the candidate (pruned, reconstructed, re-estimated like the result, without
+    feedback) closest to the model (mean KL on the scoring data) wins; the plan's depth
+    entry lists every candidate. `terms(model) -> (round_to, cost)` (e.g.
     `tfprune.latency.plan_terms`) prices that model, in place of `round_to` and `cost`.
     Options no plan can satisfy are refused before scoring
     (`tfprune.core.plan.check_reachable`). A model with nested models is flattened first
@@ -81,7 +86,7 @@ def prune_model(model, criterion: str, level: float, target: str = "params",
     from tfprune.core import graph as graph_mod
     from tfprune.core import plan as plan_mod
     from tfprune import scoring
-    from tfprune.core import flatten, surgery
+    from tfprune.core import depth, flatten, surgery
 
     plan_mod.check_level(level)
     model = flatten.flatten_model(model)
@@ -95,10 +100,17 @@ def prune_model(model, criterion: str, level: float, target: str = "params",
         raise scoring.ScoringError(f"criterion {criterion!r} is data-aware: it needs the "
                                    "subset's splits (data and subset)")
     ctx = scoring_context(splits, calibration_batches, batch_size, seed, options)
-    depth_entry, whole = None, model
-    if blocks:
-        model, depth_entry = _cut_depth(model, blocks, block_criterion, crit, ctx,
-                                        calibration_batches, ignore, log)
+    depth_entry, whole, blocks = None, model, depth.parse_blocks(blocks)
+    if blocks == "auto":
+        same = dict(allocation=allocation, min_channels=min_channels, ignore=ignore, seed=seed,
+                    splits=splits, calibration_batches=calibration_batches,
+                    batch_size=batch_size, normalizer=normalizer, bn_batches=bn_batches,
+                    options=options, reconstruct_images=reconstruct_images, terms=terms)
+        depth_entry, level = _choose_depth(model, criterion, level, target, block_criterion,
+                                           crit, ctx, same, log)
+        model = depth.remove_branches(model, depth_entry["removed"], ignore=ignore)
+    elif blocks:
+        model, depth_entry = _cut_depth(model, blocks, block_criterion, crit, ctx, ignore, log)
     if terms is not None:
         round_to, cost = terms(model)
     g = graph_mod.build_graph(model, ignore=ignore)
@@ -139,13 +151,64 @@ def prune_model(model, criterion: str, level: float, target: str = "params",
     return PruneResult(pruned, plan, scores, g, model, scored, done, report)
 
 
-def _cut_depth(model, blocks, block_criterion, crit, ctx, max_batches, ignore, log):
-    """`model` without its `blocks` least important residual branches, and the plan entry."""
-    from tfprune.core import depth, modelspec
+def _branch_scores(model, block_criterion, crit, ctx, ignore) -> tuple[str, dict]:
     from tfprune.scoring import branches
     how = block_criterion if block_criterion != "auto" else (
         "kl" if crit.needs_data else "bn_gamma")
-    scores = branches.score_branches(model, how, ctx.data, max_batches, ignore)
+    return how, branches.score_branches(model, how, ctx.data, ctx.max_batches, ignore)
+
+
+def _choose_depth(model, criterion, level, target, block_criterion, crit, ctx, same, log):
+    """(depth entry, channel level) of `blocks="auto"` (see `prune_model`)."""
+    from tfprune.core import depth, modelspec
+    from tfprune.core.plan import PlanError
+    from tfprune.scoring import branches
+    if target != "latency" or same["terms"] is None:
+        raise PlanError("blocks auto weighs branches against channels in predicted "
+                        "milliseconds: it needs target latency (--target=latency)")
+    if ctx.data is None:
+        raise PlanError("blocks auto compares its candidates on the device's images: it "
+                        "needs the subset's splits (data)")
+    how, scores = _branch_scores(model, block_criterion, crit, ctx, same["ignore"])
+    order, full_ms = branches.ranked(scores), same["terms"](model)[1].total({})
+    search, best = [], None
+    for b in range(len(order) + 1):
+        cut = depth.remove_branches(model, order[:b], ignore=same["ignore"]) if b else model
+        left_ms = same["terms"](cut)[1].total({}) if b else full_ms
+        channel_level = 1.0 - (1.0 - level) * full_ms / left_ms
+        if channel_level < 0:  # these branches alone cut more than the level
+            break
+        row = {"branches": b, "predicted_ms": round(left_ms, 5),
+               "channel_level": round(channel_level, 4)}
+        try:
+            pruned = prune_model(cut, criterion, channel_level, target, feedback=False,
+                                 **same).pruned
+            row["kl"] = branches.divergence(model, pruned, ctx.data, ctx.max_batches)
+        except PlanError as err:
+            row["unreachable"] = str(err)
+        search.append(row)
+        if log:
+            log(f"[prune] depth search: {b} branches ({left_ms:.3f} ms predicted) + "
+                f"{channel_level:.0%} of the rest in channels: " + (
+                    f"KL {row['kl']:.4f}" if "kl" in row else "unreachable"))
+        if "kl" in row and (best is None or row["kl"] < best["kl"]):
+            best = row
+    if best is None:
+        raise PlanError(f"blocks auto: no mix of branches and channels reaches level {level}")
+    names = branches.pick(scores, best["branches"])
+    entry = dict(depth.depth_entry(modelspec.read_model(model), names, scores, how),
+                 requested="auto", level=level, search=search)
+    if log:
+        log(f"[prune] removing {len(names)} of {len(scores)} residual branches by {how} "
+            f"(closest candidate)" + (": " + ", ".join(names) if names else ""))
+    return entry, best["channel_level"]
+
+
+def _cut_depth(model, blocks, block_criterion, crit, ctx, ignore, log):
+    """`model` without its `blocks` least important residual branches, and the plan entry."""
+    from tfprune.core import depth, modelspec
+    from tfprune.scoring import branches
+    how, scores = _branch_scores(model, block_criterion, crit, ctx, ignore)
     names = branches.pick(scores, blocks)
     entry = dict(depth.depth_entry(modelspec.read_model(model), names, scores, how),
                  requested=blocks)

@@ -186,6 +186,29 @@ def zero_branches(model, names, ignore=()):
     return model
 
 
+def parse_blocks(value) -> int | str:
+    """A --blocks value: a count of branches (>= 0) or "auto" (`tfprune.pruner`)."""
+    if str(value).strip().lower() == "auto":
+        return "auto"
+    try:
+        count = int(value)
+    except (TypeError, ValueError):
+        count = -1
+    if count < 0:
+        raise DepthError(f"blocks must be a count of residual branches (0 or more) or auto, "
+                         f"got {value!r}")
+    return count
+
+
+def blocks_ok(value) -> bool:
+    """Whether `value` is a --blocks value (the apps' flag validator)."""
+    try:
+        parse_blocks(value)
+    except DepthError:
+        return False
+    return True
+
+
 def depth_entry(spec, names, scores=None, criterion=None) -> dict:
     """The plan's record of a depth cut: the removed branches (by Add) and their scores."""
     found = [b.add for b in find_branches(spec)]

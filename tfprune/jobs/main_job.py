@@ -43,7 +43,7 @@ class ChainConfig:
     target: str = "latency"
     round_to: int | str = "auto"
     min_channels: int = 2
-    blocks: int = 0
+    blocks: int | str = 0
     block_criterion: str = "auto"
     runtime: str = "litert-float32-1t"
     calibration_batches: int = 8
@@ -326,6 +326,7 @@ def _stage(run: Run, name: str, outputs: tuple[str, ...], fn) -> None:
 
 
 def check_config(cfg: ChainConfig) -> None:
+    from tfprune.core import depth
     from tfprune.training import distill
     if cfg.bundle_model not in BUNDLE_MODELS:
         raise TfpruneError(f"bundle_model must be one of {BUNDLE_MODELS}, got {cfg.bundle_model!r}")
@@ -333,6 +334,7 @@ def check_config(cfg: ChainConfig) -> None:
         raise TfpruneError(f"head must be one of {HEADS}, got {cfg.head!r}")
     if cfg.distill_mix not in distill.MIXES:
         raise TfpruneError(f"distill_mix must be one of {distill.MIXES}, got {cfg.distill_mix!r}")
+    depth.parse_blocks(cfg.blocks)
     if cfg.distill_alpha <= 0 and (cfg.distill_mix != "none" or cfg.transfer_data):
         raise TfpruneError("distill_mix and transfer_data have no labels: they need "
                          "distill_alpha > 0")

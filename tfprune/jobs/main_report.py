@@ -37,9 +37,13 @@ def _ms(latency, threads: str) -> str:
 def _depth(entry) -> str:
     if not entry or not entry.get("removed"):
         return ""
-    return (f"{len(entry['removed'])} of {len(entry['removable'])} residual branches removed "
-            f"whole first (`{entry.get('criterion')}`: {', '.join(entry['removed'])}); the "
-            "level counts from the model without them. ")
+    text = (f"{len(entry['removed'])} of {len(entry['removable'])} residual branches removed "
+            f"whole first (`{entry.get('criterion')}`: {', '.join(entry['removed'])}); ")
+    if entry.get("requested") != "auto":
+        return text + "the level counts from the model without them. "
+    tried = ", ".join(f"{r['branches']}: KL {r['kl']:.3f}" for r in entry["search"] if "kl" in r)
+    return text + ("the level counts from the model before them; the count is the candidate "
+                   f"closest to the model at the same predicted latency ({tried}). ")
 
 
 def report_markdown(s: dict) -> str:
