@@ -33,6 +33,10 @@ flags.DEFINE_string("data", "tfds:cifar100", "Data source spec (the full dataset
                     "agnostic baseline trains on all of it): tfds:NAME, npz:PATH, folder:PATH.")
 flags.DEFINE_string("data_dir", None, "TFDS data dir.")
 flags.DEFINE_list("subsets", ["aquatic", "indoor", "outdoor", "natural", "random"], "Subsets.")
+flags.DEFINE_list("shared_subsets", [], "Subsets the shared runs (agnostic: one run per level "
+                  "and seed, evaluated on many subsets) are evaluated on; default --subsets. "
+                  "Stages of one sweep that differ in --subsets share these runs: name every "
+                  "subset they need.")
 flags.DEFINE_list("networks", ["resnet20"], "Networks (recipes in tfprune.experiments.recipes).")
 flags.DEFINE_list("levels", ["0.5", "0.9", "0.7", "0.3"], "Pruning levels, run in this order.")
 
@@ -149,22 +153,23 @@ def main(argv):
             seeds = [int(x) for x in FLAGS.seeds]
             specs = sweep.grid(FLAGS.subsets, FLAGS.networks, levels, seeds, FLAGS.methods,
                                subset_seeds())
+            shared = FLAGS.shared_subsets or FLAGS.subsets
             by_net = setups()
             if FLAGS.shard:
                 index, count = sweep.parse_shard(FLAGS.shard)
                 total = len(specs)
                 specs = sweep.shard(specs, index, count, lambda spec: sum(sweep.run_images(
-                    spec, by_net[spec.network], FLAGS.subsets)))
+                    spec, by_net[spec.network], shared)))
                 run_dir = f"{FLAGS.sweep_dir}/shard_{index}_of_{count}"
                 report_dirs = [run_dir]
                 print(f"experiment: shard {index}/{count}: {len(specs)} of {total} runs in "
                       f"{run_dir}", flush=True)
-            est = sweep.estimate(specs, by_net, FLAGS.subsets, FLAGS.train_rate,
+            est = sweep.estimate(specs, by_net, shared, FLAGS.train_rate,
                                  FLAGS.infer_rate, FLAGS.run_overhead, measured_rates())
             print(f"experiment: estimate {json.dumps(est)}", flush=True)
             if FLAGS.estimate_only:
                 return
-            sweep.run_sweep(specs, by_net, run_dir, FLAGS.subsets,
+            sweep.run_sweep(specs, by_net, run_dir, shared,
                             log=lambda m: print(f"experiment: {m}", flush=True),
                             max_runs=FLAGS.max_runs)
         paths = sweep_report.report(report_dirs, f"{report_dirs[0]}/report",

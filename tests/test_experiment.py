@@ -509,6 +509,48 @@ def test_control4_reruns_an_agnostic_run_whose_model_a_checkout_lacks(tmp_path, 
     assert duplicates == []
 
 
+def _checkout(run_dir):
+    for path in run_dir.rglob("*"):  # what .gitignore leaves out of a checkout
+        if path.suffix == ".keras" or path.name == "state.json":
+            path.unlink()
+
+
+def test_shared_runs_keep_every_subset_across_stages(tmp_path, tiny_file):
+    """Stages with other subsets share the agnostic run: resumed by a stage that needs more
+    subsets, it evaluates them all; run again for Control 4 with fewer, the report takes the
+    rest from the earlier training, and no earlier training is lost."""
+    import shutil
+
+    setup, logs = tiny_setup(tiny_file, bn_batches=1), []
+    stage1 = sweep.grid(["aquatic"], ["tiny"], [0.5], [0], ["agnostic", "control4"])
+    stage2 = sweep.grid(["indoor"], ["tiny"], [0.5], [0], ["agnostic", "control4"])
+    sweep.run_sweep(stage1, {"tiny": setup}, tmp_path, ["aquatic"], logs.append)
+    agnostic = tmp_path / "runs" / "agnostic_tiny_l50_s0"
+    (agnostic / "result.json").unlink()  # killed in its first epoch, resumed by stage 2
+    shutil.rmtree(agnostic / "train")
+    shutil.rmtree(agnostic / "correct", ignore_errors=True)
+    shared = ["aquatic", "indoor"]
+    sweep.run_sweep(stage2, {"tiny": setup}, tmp_path, shared, logs.append, max_runs=1)
+    first = json.loads((agnostic / "result.json").read_text())
+    assert set(first["subsets"]) == set(shared)
+    assert all("test_accuracy" in first["subsets"][n]["pruned"] for n in shared)
+    c4 = tmp_path / "runs" / "control4_tiny_indoor_l50_s0"
+    for n, subsets in ((1, ["indoor"]), (2, shared)):  # checkouts: Control 4 reruns it
+        _checkout(tmp_path)
+        shutil.rmtree(c4, ignore_errors=True)
+        sweep.run_sweep(stage2, {"tiny": setup}, tmp_path, subsets, logs.append)
+        if n == 1:
+            rows = sweep_report.collect(tmp_path)
+            assert {r["subset"]: r["run"] for r in rows if r["method"] == "control1"} == {
+                "aquatic": "rerun/agnostic_tiny_l50_s0", "indoor": "agnostic_tiny_l50_s0"}
+            assert not any("evaluated without" in m for m in logs)
+    assert json.loads((tmp_path / "rerun" / "agnostic_tiny_l50_s0" / "result.json")
+                      .read_text()) == first
+    assert set(json.loads((tmp_path / "rerun" / "agnostic_tiny_l50_s0.2" / "result.json")
+                          .read_text())["subsets"]) == {"indoor"}
+    assert set(json.loads((agnostic / "result.json").read_text())["subsets"]) == set(shared)
+
+
 def test_experiment_app_micro_grid(tmp_path, tiny_file):
     """The absl app end to end on the mini fixture: estimate, sweep, report; bad flag."""
     args = [sys.executable, "-m", "pipelines.experiment", f"--data={MINI}",

@@ -83,6 +83,28 @@ def test_fit_resumes_from_checkpoint(tmp_path, sample_splits):
     assert [r.split(",")[0] for r in rows[1:]] == ["0"]
 
 
+def test_log_of_a_run_resumed_with_other_metrics(tmp_path, sample_splits):
+    """A resumed run that logs other keys adds their columns (Keras's CSVLogger wrote such
+    rows under the old header); a row that does not match its header is refused by name."""
+    from tfprune.errors import TfpruneError
+    from tfprune.experiments import protocol
+
+    ds, test = (data.as_dataset(s, 100) for s in (sample_splits.train, sample_splits.test))
+    train.fit_resumable(_tiny_model, ds, 1, tmp_path, extra_eval={"test": test}, verbose=0)
+    train.fit_resumable(_tiny_model, ds, 2, tmp_path, extra_eval={"other": test}, verbose=0)
+    rows = protocol.read_log(tmp_path / train.LOG)
+    assert [r["epoch"] for r in rows] == [0, 1]
+    assert "test_accuracy" in rows[0] and "other_accuracy" not in rows[0]
+    assert "other_accuracy" in rows[1] and "test_accuracy" not in rows[1]
+    for r in rows:  # each value under its own name: 100-way losses, accuracies in [0, 1]
+        assert r["loss"] > 2 and 0 <= r["accuracy"] <= 1
+        assert 0 <= r.get("test_accuracy", r.get("other_accuracy")) <= 1
+    with open(tmp_path / train.LOG, "a") as f:
+        f.write("2,0.5\n")
+    with pytest.raises(TfpruneError, match="log.csv: the row of epoch 2 does not match"):
+        protocol.read_log(tmp_path / train.LOG)
+
+
 def test_atomic_write_leaves_no_temp(tmp_path):
     target = tmp_path / "card.json"
     fileio.atomic_write_text(target, "{}")

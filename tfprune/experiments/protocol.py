@@ -287,6 +287,10 @@ def read_log(path) -> list[dict]:
     by_epoch = {}
     with open(path, newline="") as f:
         for row in csv.DictReader(f):
+            if None in row or None in row.values():
+                raise TfpruneError(f"{path}: the row of epoch {row['epoch']} does not match "
+                                   "the header (a log from before tfprune.training.fit."
+                                   "EpochLog, of a run resumed with other metrics)")
             by_epoch[int(row["epoch"])] = {k: float(v) for k, v in row.items()
                                            if v not in ("NA", "")}
     return [by_epoch[e] for e in sorted(by_epoch)]
@@ -381,6 +385,18 @@ def safe_name(name: str) -> str:
     return "".join(c if c.isalnum() or c in "-_" else "-" for c in name)
 
 
+def _evaluate_missing(workdir: Path, pruned_path: Path, rd: RunData, batch_size: int) -> None:
+    """Add to pruned_eval.json the subsets of `rd` it lacks (a shared run resumed by a
+    stage with other subsets)."""
+    import keras
+    pruned_eval = json.loads((workdir / "pruned_eval.json").read_text())
+    missing = {n: c for n, c in rd.subsets.items() if f"{n}_test_acc" not in pruned_eval}
+    if missing:
+        model = keras.models.load_model(pruned_path, compile=False)
+        pruned_eval.update(evaluate(model, rd.evalsets, missing, batch_size))
+        fileio.atomic_write_text(workdir / "pruned_eval.json", json.dumps(pruned_eval))
+
+
 def _prune(setup: Setup, workdir: Path, method: str, rd: RunData, level: float,
            criterion: str | None, normalizer: str | None, root, start_from):
     """Write the run's pruned.keras, plan.json and pruned_eval.json (skipped when present)."""
@@ -393,6 +409,7 @@ def _prune(setup: Setup, workdir: Path, method: str, rd: RunData, level: float,
     from tfprune.models import loader as modelio
     pruned_path = workdir / "pruned.keras"
     if pruned_path.exists():
+        _evaluate_missing(workdir, pruned_path, rd, setup.eval_batch_size)
         return pruned_path
     if method == "control4":  # the agnostic run's final model, not pruned again
         source = Path(start_from or "")

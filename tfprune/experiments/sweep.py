@@ -33,7 +33,7 @@ import numpy as np
 
 from tfprune import fileio
 from tfprune.errors import TfpruneError
-from tfprune.experiments import protocol
+from tfprune.experiments import protocol, sweep_report
 from tfprune.experiments import recipes
 from tfprune.training import fit as train
 
@@ -222,16 +222,17 @@ def run_spec(spec: RunSpec, setup: protocol.Setup, sweep_dir, subsets) -> dict:
 def restore_source(spec: RunSpec, setups: dict, sweep_dir, subsets, log=print) -> None:
     """Control 4 fine-tunes its agnostic run's final model. A checkout holds results, not
     models (.gitignore), so a finished agnostic run without its model is run again: its old
-    directory moves to `sweep_dir/rerun/<id>` (out of the report's reach) first."""
-    import shutil
+    directory moves to `sweep_dir/rerun/<id>` first (`<id>.2`, ... when that exists); the
+    report takes the subsets the new run lacks from there."""
 
     source = agnostic_of(spec)
     path = Path(sweep_dir) / "runs" / source.id
     if not (path / protocol.RESULT).exists() or (path / "train" / train.CHECKPOINT).exists():
         return
-    aside = Path(sweep_dir) / "rerun" / source.id
-    if aside.exists():
-        shutil.rmtree(aside)
+    aside, n = Path(sweep_dir) / "rerun" / source.id, 1
+    while aside.exists():  # an earlier rerun's result stays too
+        n += 1
+        aside = aside.with_name(f"{source.id}.{n}")
     aside.parent.mkdir(parents=True, exist_ok=True)
     path.rename(aside)
     log(f"{source.id} has its result but not its model, which {spec.id} starts from: "
@@ -250,7 +251,10 @@ def run_sweep(specs, setups: dict, sweep_dir, subsets, log=print, max_runs: int 
     for spec in specs:  # shared runs evaluate the subsets of the sweep that ran them
         path = sweep_dir / "runs" / spec.id / protocol.RESULT
         if spec.subset is None and path.exists():
-            missing = set(subsets) - set(json.loads(path.read_text())["subsets"])
+            needed = {s.subset for s in specs if s.subset and (s.network, s.level, s.seed) == (
+                spec.network, spec.level, spec.seed)}
+            missing = (needed - set(json.loads(path.read_text())["subsets"])
+                       - set(sweep_report.earlier_subsets(path)))
             if missing:
                 log(f"note: {spec.id} was evaluated without {', '.join(sorted(missing))}; "
                     "it is not re-run (use a new --sweep_dir to evaluate them)")

@@ -54,19 +54,39 @@ def _label(res: dict) -> str:
     return f"{name}@{variant}" if variant else name
 
 
+def earlier_subsets(path: Path) -> dict:
+    """{subset: (evaluation, run name)} of the subsets the run of result `path` lacks that an
+    earlier training of it (moved to `rerun/` for Control 4, `tfprune.experiments.sweep`)
+    was evaluated on, the first such training first."""
+    run = path.parent
+    found, have = {}, set(json.loads(path.read_text())["subsets"])
+    rerun = run.parent.parent / "rerun"
+    for earlier in [rerun / run.name] + sorted(rerun.glob(run.name + ".*")):
+        if (earlier / protocol.RESULT).exists():
+            for subset, r in json.loads((earlier / protocol.RESULT).read_text())[
+                    "subsets"].items():
+                if subset not in have and subset not in found:
+                    found[subset] = (r, f"rerun/{earlier.name}")
+    return found
+
+
 def collect(sweep_dirs) -> list[dict]:
     """One row per (run, evaluated subset); the agnostic run adds a `control1` row
-    (`control1@N` for agnostic@N). A row's `correct` holds the selected epoch's per-image test
+    (`control1@N` for agnostic@N), and the subsets an earlier training of it covered that it
+    does not (`earlier_subsets`). A row's `correct` holds the selected epoch's per-image test
     correctness (None if not stored)."""
     rows = []
     for path in run_files(sweep_dirs)[0]:
         res = json.loads(path.read_text())
         label = _label(res)
         achieved = res.get("achieved", {}).get("params_level", 0.0)
-        for subset, r in res["subsets"].items():
+        evaluated = {k: (r, path.parent.name) for k, r in res["subsets"].items()}
+        if res["method"] == "agnostic":
+            evaluated.update(earlier_subsets(path))
+        for subset, (r, run_name) in evaluated.items():
             base = {"network": res["network"], "subset": subset, "level": res["level"],
                     "seed": res["seed"], "achieved_level": achieved,
-                    "params": res.get("params_after", ""), "run": path.parent.name,
+                    "params": res.get("params_after", ""), "run": run_name,
                     "sweep_dir": str(path.parent.parent.parent)}
             pruned = r.get("pruned", {})
             entries = [(label, r, pruned)]

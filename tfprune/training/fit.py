@@ -222,6 +222,42 @@ def atomic_save(model: keras.Model, path: Path, optimizer: bool = True) -> None:
     atomic_write(path, model.save, Path(path).suffix)
 
 
+class EpochLog(keras.callbacks.Callback):
+    """One CSV row per epoch (`epoch` and every key of the epoch's logs; NA where a row lacks
+    a column), appended to `path`. A resumed run can log other keys than the run it resumes
+    (Keras's CSVLogger then writes rows that do not match the header): a row with a new key
+    rewrites the file (atomically) with that column added."""
+
+    def __init__(self, path):
+        super().__init__()
+        self.path = Path(path)
+
+    def on_epoch_end(self, epoch, logs=None):
+        import csv
+        import io
+        row = {"epoch": epoch, **{k: _csv_value(v) for k, v in (logs or {}).items()}}
+        old = list(csv.DictReader(io.StringIO(self.path.read_text()))) \
+            if self.path.exists() else []
+        header = list(old[0]) if old else []
+        if old and set(row) <= set(header):
+            with open(self.path, "a", newline="") as f:
+                csv.DictWriter(f, header, restval="NA").writerow(row)
+            return
+        header += [k for k in row if k not in header]
+        out = io.StringIO()
+        writer = csv.DictWriter(out, header, restval="NA")
+        writer.writeheader()
+        writer.writerows(old + [row])
+        atomic_write_text(self.path, out.getvalue())
+
+
+def _csv_value(value):
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return value
+
+
 def _trim_log(path: Path, epochs_done: int) -> None:
     """Keep the CSV log's rows of the epochs the checkpoint holds: a fresh start (no
     checkpoint) empties it, and an epoch logged but killed before its checkpoint goes."""
@@ -262,7 +298,7 @@ def fit_resumable(build_compiled, train_ds, epochs: int, workdir, val_ds=None,
         kept = (f"nothing of the diverged epoch was saved; {workdir / CHECKPOINT} holds the "
                 "last epoch that finished, if any")
         callbacks = [StopOnNonFinite(kept), _EvaluateEach(extra_eval or {}), *callbacks,
-                     keras.callbacks.CSVLogger(str(workdir / LOG), append=True),
+                     EpochLog(workdir / LOG),
                      _Checkpoint(workdir, time.time(), state["wall_seconds"])]
         model.fit(train_ds, validation_data=val_ds, epochs=epochs,
                   initial_epoch=state["epochs_done"], callbacks=callbacks, verbose=verbose,
