@@ -161,6 +161,7 @@ def _branch_scores(model, block_criterion, crit, ctx, ignore) -> tuple[str, dict
 def _choose_depth(model, criterion, level, target, block_criterion, crit, ctx, same, log):
     """(depth entry, channel level) of `blocks="auto"` (see `prune_model`)."""
     from tfprune.core import depth, modelspec
+    from tfprune.core import graph as graph_mod
     from tfprune.core.plan import PlanError
     from tfprune.scoring import branches
     if target != "latency" or same["terms"] is None:
@@ -170,11 +171,14 @@ def _choose_depth(model, criterion, level, target, block_criterion, crit, ctx, s
         raise PlanError("blocks auto compares its candidates on the device's images: it "
                         "needs the subset's splits (data)")
     how, scores = _branch_scores(model, block_criterion, crit, ctx, same["ignore"])
-    order, full_ms = branches.ranked(scores), same["terms"](model)[1].total({})
+    order, cost = branches.ranked(scores), same["terms"](model)[1]
+    full_ms, whole = cost.total({}), graph_mod.build_graph(model, ignore=same["ignore"])
     search, best = [], None
     for b in range(len(order) + 1):
         cut = depth.remove_branches(model, order[:b], ignore=same["ignore"]) if b else model
-        left_ms = same["terms"](cut)[1].total({}) if b else full_ms
+        # the branches' saving timed side by side with the model where a runtime can time it
+        ratio = cost.ratio_of(model, whole, cut, {"depth": sorted(order[:b])}) if b else 1.0
+        left_ms = full_ms * ratio if ratio is not None else same["terms"](cut)[1].total({})
         channel_level = 1.0 - (1.0 - level) * full_ms / left_ms
         if channel_level < 0:  # these branches alone cut more than the level
             break

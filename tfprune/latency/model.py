@@ -132,6 +132,13 @@ class GraphCost:
         from tfprune.latency import feedback
         return feedback.fit_plan(self, make, source, graph, level, log)
 
+    def ratio_of(self, source, graph, other, what: dict) -> float | None:
+        """`other`'s latency over `source`'s (`graph`'s model), timed side by side and cached
+        by `what`; None for a cost not built by a LatencyModel (nothing to time with)."""
+        if self.measurer is None:
+            return None
+        return self.measurer.measured_ratio(source, graph, other, what)
+
     def _block_ms(self, i, counts):
         b = self.blocks[i]
         cout = b.cout.kept(counts, self.sizes)
@@ -338,7 +345,8 @@ class LatencyModel:
     def measured_ratio(self, source, graph, pruned, counts: dict) -> float:
         """Latency of `pruned` over that of `source` (the model it was cut from, `graph`'s),
         both converted the way they ship and timed side by side: the median of the paired
-        per-round ratios. Cached by the source's fingerprint and the kept counts."""
+        per-round ratios. Cached by the source's fingerprint and `counts` (the kept counts,
+        or any JSON-able description of the cut that names it)."""
         what = {str(k): v for k, v in sorted(counts.items())}
         key = self._key({"model": graph.fingerprint(), "measured": what,
                          "rounds": [CALIBRATION_ROUNDS, CALIBRATION_INVOKES]})
