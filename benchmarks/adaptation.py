@@ -418,7 +418,7 @@ def part_phone() -> None:
                    "finetune": {k: getattr(cfg, k) for k in PHONE_BASE},
                    "finetune_seconds": run.read("finetuned.json")["seconds"],
                    "pruned_test": pruned["test_accuracy"], "host": _host(),
-                   "params": pruned["params"],
+                   "params": pruned["params"], **_macs(shared),
                    "speedup": _speedup(teacher, model)}
             for split in ("train", "val", "test"):
                 row[split], row[f"bar_{split}"] = _agreement(
@@ -436,14 +436,24 @@ def _speedup(before, after, rounds: int = 15) -> float:
     return 1.0 / timing.paired_ratio(per_round, "after", "before")
 
 
+def _macs(shared: Path) -> dict:
+    """MACs of the pruned model and of the bar, from the run's records."""
+    return {"macs": json.loads((shared / "pruned.json").read_text())["macs"],
+            "bar_macs": json.loads((shared / "restricted.json").read_text())["macs"]}
+
+
 def _measure_speedup(row_id: str, out: Path) -> None:
-    """A finished row recorded before speed-ups were: measure it from its run's models."""
+    """A finished row recorded before speed-ups (or MACs) were: add them from its run."""
     import keras
     row = next(r for r in _load(Path(FLAGS.results).with_suffix(".json")) if r["id"] == row_id)
-    if "speedup" in row or not (out / "finetuned.keras").exists():
-        return
-    load = lambda name: keras.models.load_model(out / name, compile=False)
-    _add(dict(row, speedup=_speedup(load("restricted.keras"), load("finetuned.keras"))))
+    extra = {}
+    if "speedup" not in row and (out / "finetuned.keras").exists():
+        load = lambda name: keras.models.load_model(out / name, compile=False)
+        extra["speedup"] = _speedup(load("restricted.keras"), load("finetuned.keras"))
+    if "macs" not in row and (out.parent / "restricted.json").exists():
+        extra.update(_macs(out.parent))
+    if extra:
+        _add(dict(row, **extra))
 
 
 def _pct(x) -> str:
@@ -486,7 +496,9 @@ def _render_phone(rows: list) -> list:
              "the main job's defaults). Values "
              "per seed (seed: which device images, and the training seed); `agree`: top-1 "
              "agreement with the bar on val; `speed-up`: the adapted model against the bar, "
-             "LiteRT float32, 1 thread, timed side by side (15 interleaved rounds).", "",
+             "LiteRT float32, 1 thread, timed side by side (15 interleaved rounds), and in "
+             "brackets its share of the FLOPs cut (speed-up over the bar's MACs / the model's; "
+             "issue #16's goal: at least 0.9).", "",
              "| host | data | subset | per class | recipe | settings | params | speed-up | "
              "seeds | val | test | val - bar (pp, mean) | test - bar (pp, mean) | agree val | "
              "fine-tune s |", "|" + "---|" * 15]
@@ -508,7 +520,9 @@ def _render_phone(rows: list) -> list:
                  if PHONE_BASE.get(k) != v and k not in rs[0]["settings"]]
                 + ([settings] if settings else []))
         params = " / ".join(f"{r['params']:,}" for r in rs if "params" in r) or "-"
-        speed = " / ".join(f"{r['speedup']:.2f}x" for r in rs if "speedup" in r) or "-"
+        speed = " / ".join(f"{r['speedup']:.2f}x" + (
+            f" ({r['speedup'] * r['macs'] / r['bar_macs']:.2f})" if "macs" in r else "")
+            for r in rs if "speedup" in r) or "-"
         lines.append(f"| {host} | {source} | {subset} | {per_class} | {recipe} | {settings} | "
                      f"{params} | {speed} | {', '.join(str(r['seed']) for r in rs)} | "
                      f"{each('val')} | {each('test')} | {100 * gap('val'):+.1f} | {100 * gap('test'):+.1f} | "
