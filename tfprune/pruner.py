@@ -70,7 +70,8 @@ def prune_model(model, criterion: str, level: float, target: str = "params",
     model, so `splits` must carry labels 0..k-1 in `head_classes` order
     (`tfprune.data.relabel`); the plan records the cut (`plan["head"]`) and `result.source`
     is the cut model. `blocks` > 0 then removes that many whole residual branches (all it
-    has when the model has fewer; `tfprune.core.depth`), the lowest by `block_criterion`
+    has when the model has fewer; `tfprune.core.depth`; a list: the branches it names, by
+    their Add), the lowest by `block_criterion`
     (`tfprune.scoring.branches`; auto: `kl` for data-aware criteria, `bn_gamma` otherwise),
     recorded as `plan["depth"]`; `level` counts from the model without them, which
     `result.source` is. `blocks` "auto" (target latency, with `terms`) lets the depth and
@@ -175,9 +176,10 @@ def _choose_depth(model, criterion, level, target, block_criterion, crit, ctx, s
     full_ms, whole = cost.total({}), graph_mod.build_graph(model, ignore=same["ignore"])
     search, best = [], None
     for b in range(len(order) + 1):
-        cut = depth.remove_branches(model, order[:b], ignore=same["ignore"]) if b else model
+        names = [n for n in scores if n in set(order[:b])]
+        cut = depth.remove_branches(model, names, ignore=same["ignore"]) if b else model
         # the branches' saving timed side by side with the model where a runtime can time it
-        ratio = cost.ratio_of(model, whole, cut, {"depth": sorted(order[:b])}) if b else 1.0
+        ratio = cost.ratio_of(model, whole, cut, {"depth": names}) if b else 1.0
         left_ms = full_ms * ratio if ratio is not None else same["terms"](cut)[1].total({})
         channel_level = 1.0 - (1.0 - level) * full_ms / left_ms
         if channel_level < 0:  # these branches alone cut more than the level
@@ -185,8 +187,8 @@ def _choose_depth(model, criterion, level, target, block_criterion, crit, ctx, s
         row = {"branches": b, "predicted_ms": round(left_ms, 5),
                "channel_level": round(channel_level, 4)}
         try:
-            pruned = prune_model(cut, criterion, channel_level, target, feedback=False,
-                                 **same).pruned
+            pruned = prune_model(model, criterion, channel_level, target, feedback=False,
+                                 blocks=names, **same).pruned
             row["kl"] = branches.divergence(model, pruned, ctx.data, ctx.max_batches)
         except PlanError as err:
             row["unreachable"] = str(err)
@@ -209,9 +211,13 @@ def _choose_depth(model, criterion, level, target, block_criterion, crit, ctx, s
 
 
 def _cut_depth(model, blocks, block_criterion, crit, ctx, ignore, log):
-    """`model` without its `blocks` least important residual branches, and the plan entry."""
+    """`model` without its `blocks` least important residual branches (or the branches
+    `blocks` names), and the plan entry."""
     from tfprune.core import depth, modelspec
     from tfprune.scoring import branches
+    if isinstance(blocks, list):
+        entry = dict(depth.depth_entry(modelspec.read_model(model), blocks), requested=blocks)
+        return depth.remove_branches(model, blocks, ignore=ignore), entry
     how, scores = _branch_scores(model, block_criterion, crit, ctx, ignore)
     names = branches.pick(scores, blocks)
     entry = dict(depth.depth_entry(modelspec.read_model(model), names, scores, how),

@@ -186,8 +186,11 @@ def zero_branches(model, names, ignore=()):
     return model
 
 
-def parse_blocks(value) -> int | str:
-    """A --blocks value: a count of branches (>= 0) or "auto" (`tfprune.pruner`)."""
+def parse_blocks(value) -> int | str | list:
+    """A --blocks value: a count of branches (>= 0) or "auto" (`tfprune.pruner`); a list or
+    tuple (the branches to remove, by Add) comes back as a list."""
+    if isinstance(value, (list, tuple)):
+        return [str(v) for v in value]
     if str(value).strip().lower() == "auto":
         return "auto"
     try:
