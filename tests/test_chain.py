@@ -162,12 +162,9 @@ def test_every_setting_of_the_main_job_is_a_flag_of_the_app():
     assert not missing and "--min_channels" in proc.stdout
 
 
-def test_prune_stage_removes_blocks(tmp_path):
-    """`blocks`: the prune stage removes whole residual branches before the channel plan, the
-    plan and pruned.json record them, predictions count from the model before them, and the
-    report says so."""
+def _residual_run(tmp_path, name, **settings):
+    """A main-job Run on a small residual model (3 removable branches), evaluated."""
     from tfprune import data
-    from tfprune.jobs.main_report import _depth
 
     inputs = keras.Input((32, 32, 3), name="image")
     x = keras.layers.ReLU(name="stem_relu")(keras.layers.Conv2D(16, 3, padding="same",
@@ -178,12 +175,22 @@ def test_prune_stage_removes_blocks(tmp_path):
         x = keras.layers.ReLU(name=f"b{i}_out")(keras.layers.Add(name=f"b{i}_add")([x, b]))
     x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
     keras.Model(inputs, keras.layers.Dense(100, name="logits")(x)).save(tmp_path / "res.keras")
-    cfg = chain.ChainConfig(model=str(tmp_path / "res.keras"), target="params", level=0.2,
-                            blocks=2, calibration_batches=2, bn_batches=2)
+    cfg = chain.ChainConfig(model=str(tmp_path / "res.keras"), calibration_batches=2,
+                            bn_batches=2, **settings)
     splits = data.load_subset(cfg.data, cfg.subset, cfg.seed)
-    run = chain.Run(cfg, tmp_path / "run", splits, data.relabel(splits), log=lambda *a: None)
+    run = chain.Run(cfg, tmp_path / name, splits, data.relabel(splits), log=lambda *a: None)
     run.dir.mkdir()
     chain.evaluate(run)
+    return run
+
+
+def test_prune_stage_removes_blocks(tmp_path):
+    """`blocks`: the prune stage removes whole residual branches before the channel plan, the
+    plan and pruned.json record them, predictions count from the model before them, and the
+    report says so."""
+    from tfprune.jobs.main_report import _depth
+
+    run = _residual_run(tmp_path, "run", target="params", level=0.2, blocks=2)
     chain.prune(run)
     plan, pruned = run.read("plan.json"), run.read("pruned.json")
     assert plan["depth"] == pruned["depth"] and plan["depth"]["criterion"] == "kl"
@@ -194,3 +201,26 @@ def test_prune_stage_removes_blocks(tmp_path):
     for rt, p in pruned["predicted_latency_ms"].items():
         assert p["pruned"] < p["unpruned"], rt
     assert _depth(pruned["depth"]).startswith("2 of 3 residual branches removed whole first")
+
+
+def test_blocks_auto_baseline_removes_as_many_branches(tmp_path):
+    """With blocks auto the l1 baseline removes as many branches as the shipped plan chose
+    (by bn_gamma, not by the device's images) at the shipped plan's channel level."""
+    from tfprune.jobs.main_report import _depth
+
+    from tfprune import data
+
+    cfg = chain.ChainConfig(level=0.3, blocks="auto", finetune_epochs=1, finetune_lr=0.01,
+                            calibration_batches=2, bn_batches=2, reconstruct_images=0)
+    splits = data.load_subset(cfg.data, cfg.subset, cfg.seed)
+    run = chain.Run(cfg, tmp_path, splits, data.relabel(splits), log=lambda *a: None)
+    chain.evaluate(run)
+    chain.prune(run)
+    plan = run.read("plan.json")
+    assert plan["depth"]["requested"] == "auto" and plan["depth"]["criterion"] == "kl"
+    chain.baseline_pruning(run)
+    l1 = run.read("l1/result.json")
+    assert plan["depth"]["removed"], plan["depth"]["search"]  # ResNet-20 on aquatic: 2
+    assert l1["depth"]["requested"] == len(plan["depth"]["removed"])
+    assert l1["depth"]["criterion"] == "bn_gamma" and "search" not in l1["depth"]
+    assert "closest to the model" in _depth(plan["depth"])

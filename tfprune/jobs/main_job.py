@@ -142,7 +142,7 @@ def evaluate(run: Run) -> None:
                                      **_totals(model)})
 
 
-def _prune(run: Run, criterion: str):
+def _prune(run: Run, criterion: str, blocks=None, level=None):
     from tfprune import pruner
     from tfprune.latency import plan_terms
     cfg = run.cfg
@@ -151,7 +151,8 @@ def _prune(run: Run, criterion: str):
     def terms(model):
         return plan_terms(model, cfg.target, cfg.round_to, cfg.runtime, log=run.log)
     return pruner.prune_model(
-        original, criterion, cfg.level, cfg.target, terms=terms, blocks=cfg.blocks,
+        original, criterion, cfg.level if level is None else level, cfg.target, terms=terms,
+        blocks=cfg.blocks if blocks is None else blocks,
         block_criterion=cfg.block_criterion,
         min_channels=cfg.min_channels, seed=cfg.seed, splits=run.head_splits,
         calibration_batches=cfg.calibration_batches,
@@ -229,8 +230,15 @@ def finetune(run: Run) -> None:
 
 def baseline_pruning(run: Run) -> None:
     """The data-agnostic baseline: `baseline_criterion` filters at the same level, the same
-    head and the same fine-tuning; accuracy, size and float32 latency in l1/result.json."""
-    result = _prune(run, run.cfg.baseline_criterion)
+    head and the same fine-tuning; accuracy, size and float32 latency in l1/result.json.
+    With blocks auto it removes as many branches as the shipped plan (its own choice of
+    which) and cuts channels at the shipped plan's level: the count was chosen on the
+    device's images, which the baseline does not see."""
+    blocks = level = None
+    depth = (run.read("plan.json").get("depth") or {}) if run.cfg.blocks == "auto" else {}
+    if "removed" in depth:
+        blocks, level = len(depth["removed"]), run.read("plan.json")["level"]
+    result = _prune(run, run.cfg.baseline_criterion, blocks, level)
     model = result.pruned
     done = _finetune(run, model, result.plan)
     (run.dir / "l1").mkdir(exist_ok=True)
