@@ -59,6 +59,9 @@ flags.DEFINE_string("round_to", "auto", "levels: channel steps of the plans (aut
 flags.DEFINE_float("features", 20.0, "levels: feature-map distillation weight (the main job's "
                    "--distill_features; 0: logits only, as rows measured before it).",
                    lower_bound=0.0)
+flags.DEFINE_integer("transfer_images", 0, "levels: this many of the source's other training "
+                     "images join without labels, taught by the teacher alone (0: none).",
+                     lower_bound=0)
 flags.DEFINE_list("recipes", [], "Recipe names of the recipes part (default: all).")
 flags.DEFINE_list("phone_recipes", ["default"], "phone: names of PHONE_RECIPES.")
 flags.DEFINE_list("seeds", ["0"], "phone: seeds (device images and training).")
@@ -222,13 +225,14 @@ def part_main() -> None:
 
 
 def _finetune_row(row_id, model, teacher, splits, epochs, bn, alpha, mix, extra,
-                  taps=(), features: float = 0.0, lr: float = 0.01) -> dict:
+                  taps=(), features: float = 0.0, lr: float = 0.01, transfer=None) -> dict:
     from tfprune.training import fit as train
     start = time.time()
     history = train.finetune(model, splits.train, epochs, lr, 5e-4, 64, 0, None,
                              verbose=2, bn_momentum=bn,
                              teacher=teacher if alpha or features else None,
-                             distill_alpha=alpha, mix=mix, taps=taps, feature_weight=features)
+                             distill_alpha=alpha, mix=mix, taps=taps, feature_weight=features,
+                             transfer_images=transfer)
     seconds = time.time() - start
     return {"id": row_id, "epochs": epochs, "bn_momentum": bn or 0.99, "distill_alpha": alpha,
             "distill_features": features, "mix": mix, "lr": lr, "finetune_seconds": seconds,
@@ -284,6 +288,12 @@ def part_levels() -> None:
             for c in full.classes]))
         full = dataclasses.replace(full, train=full.train.take(keep))
     splits = data.relabel(full)
+    transfer = None
+    if FLAGS.transfer_images:
+        import numpy as np
+        pool = data.load_source(FLAGS.data).train.without(splits.train, splits.val, splits.test)
+        transfer = pool.take(np.sort(np.random.default_rng(17).choice(
+            len(pool), min(len(pool), FLAGS.transfer_images), False)))
     original = loader.load_model("pretrained:resnet20")
     teacher = head.slice_head(original, full.classes)
     bar = {"val": train.accuracy(teacher, splits.val), "test": train.accuracy(teacher, splits.test)}
@@ -296,7 +306,8 @@ def part_levels() -> None:
                       + (f":r{FLAGS.round_to}" if FLAGS.round_to != "auto" else "")
                       + (f":lr{FLAGS.lr:g}" if FLAGS.lr != 0.01 else "")
                       + (f":{FLAGS.mix}" if FLAGS.mix != "none" else "")
-                      + (f":a{FLAGS.alpha:g}" if FLAGS.alpha != 0.9 else ""))
+                      + (f":a{FLAGS.alpha:g}" if FLAGS.alpha != 0.9 else "")
+                      + (f":t{FLAGS.transfer_images}" if FLAGS.transfer_images else ""))
             if _done(row_id):
                 continue
             keras.utils.set_random_seed(0)
@@ -322,9 +333,10 @@ def part_levels() -> None:
                                          **pruned_acc,
                                          "bar_test": bar["test"],
                                          "params": counts.model_metrics(result.pruned)["params"],
-                                         "train_images": len(splits.train)},
+                                         "train_images": len(splits.train),
+                                         "transfer_images": FLAGS.transfer_images},
                                 taps=taps.feature_taps(result.pruned, result.plan),
-                                features=FLAGS.features, lr=FLAGS.lr)
+                                features=FLAGS.features, lr=FLAGS.lr, transfer=transfer)
             print(json.dumps(row))
             _add(row)
 
@@ -579,7 +591,7 @@ def render(rows: list) -> str:
                   "the BatchNorm re-estimation (0: off). `pruned`: val accuracy before "
                   "fine-tuning.", "",
                   "| base | data | subset | target | level | criterion | per class | recon | "
-                  "params | epochs | lr, mix, round_to (alpha if not 0.9) | features | "
+                  "params | epochs | lr, mix, round_to (alpha if not 0.9; transfer images) | features | "
                   "pruned val | val | test | bar val | bar test | vs bar (pp) | fine-tune s |",
                   "|" + "---|" * 19]
         for r in sorted(levels, key=lambda r: (r.get("base", PREVIOUS_BASE), r["subset"],
@@ -587,7 +599,8 @@ def render(rows: list) -> str:
                                                r.get("train_per_class", 0), r["level"],
                                                r["criterion"], r.get("reconstruct_images", 0),
                                                r.get("distill_features", 0),
-                                               r.get("lr", 0.01), r.get("mix", "none"))):
+                                               r.get("lr", 0.01), r.get("mix", "none"),
+                                               r.get("transfer_images", 0))):
             lines.append(f"| {r.get('base', PREVIOUS_BASE)} | {r['data'].split('/')[-1]} | "
                          f"{r['subset']} | "
                          f"{r.get('target', 'params')} | {r['level']:.0%} | {r['criterion']} | "
@@ -596,6 +609,8 @@ def render(rows: list) -> str:
                          f"{r.get('lr', 0.01):g}, {r.get('mix', 'none')}, "
                          f"{r.get('round_to', 'auto')}"
                          + (f", alpha {r['distill_alpha']:g}" if r["distill_alpha"] != 0.9
+                            else "")
+                         + (f", {r['transfer_images']:,} transfer" if r.get("transfer_images")
                             else "") + f" | {r.get('distill_features', 0):g} | "
                          f"{_pct(r.get('pruned_val'))} | "
                          f"{_pct(r['val'])} | {_pct(r['test'])} | "
