@@ -62,6 +62,8 @@ flags.DEFINE_float("features", 20.0, "levels: feature-map distillation weight (t
 flags.DEFINE_integer("transfer_images", 0, "levels: this many of the source's other training "
                      "images join without labels, taught by the teacher alone (0: none).",
                      lower_bound=0)
+flags.DEFINE_integer("level_seed", 0, "levels: the training seed (initial state, batches, "
+                     "augmentation).", lower_bound=0)
 flags.DEFINE_list("recipes", [], "Recipe names of the recipes part (default: all).")
 flags.DEFINE_list("phone_recipes", ["default"], "phone: names of PHONE_RECIPES.")
 flags.DEFINE_list("seeds", ["0"], "phone: seeds (device images and training).")
@@ -225,10 +227,11 @@ def part_main() -> None:
 
 
 def _finetune_row(row_id, model, teacher, splits, epochs, bn, alpha, mix, extra,
-                  taps=(), features: float = 0.0, lr: float = 0.01, transfer=None) -> dict:
+                  taps=(), features: float = 0.0, lr: float = 0.01, transfer=None,
+                  seed: int = 0) -> dict:
     from tfprune.training import fit as train
     start = time.time()
-    history = train.finetune(model, splits.train, epochs, lr, 5e-4, 64, 0, None,
+    history = train.finetune(model, splits.train, epochs, lr, 5e-4, 64, seed, None,
                              verbose=2, bn_momentum=bn,
                              teacher=teacher if alpha or features else None,
                              distill_alpha=alpha, mix=mix, taps=taps, feature_weight=features,
@@ -307,10 +310,11 @@ def part_levels() -> None:
                       + (f":lr{FLAGS.lr:g}" if FLAGS.lr != 0.01 else "")
                       + (f":{FLAGS.mix}" if FLAGS.mix != "none" else "")
                       + (f":a{FLAGS.alpha:g}" if FLAGS.alpha != 0.9 else "")
-                      + (f":t{FLAGS.transfer_images}" if FLAGS.transfer_images else ""))
+                      + (f":t{FLAGS.transfer_images}" if FLAGS.transfer_images else "")
+                      + (f":s{FLAGS.level_seed}" if FLAGS.level_seed else ""))
             if _done(row_id):
                 continue
-            keras.utils.set_random_seed(0)
+            keras.utils.set_random_seed(FLAGS.level_seed)
             round_to, cost = plan_terms(original, FLAGS.target, FLAGS.round_to,
                                         "litert-float32-1t")
             result = pruner.prune_model(original, criterion, level, FLAGS.target,
@@ -334,9 +338,11 @@ def part_levels() -> None:
                                          "bar_test": bar["test"],
                                          "params": counts.model_metrics(result.pruned)["params"],
                                          "train_images": len(splits.train),
-                                         "transfer_images": FLAGS.transfer_images},
+                                         "transfer_images": FLAGS.transfer_images,
+                                         "seed": FLAGS.level_seed},
                                 taps=taps.feature_taps(result.pruned, result.plan),
-                                features=FLAGS.features, lr=FLAGS.lr, transfer=transfer)
+                                features=FLAGS.features, lr=FLAGS.lr, transfer=transfer,
+                                seed=FLAGS.level_seed)
             print(json.dumps(row))
             _add(row)
 
@@ -591,7 +597,8 @@ def render(rows: list) -> str:
                   "the BatchNorm re-estimation (0: off). `pruned`: val accuracy before "
                   "fine-tuning.", "",
                   "| base | data | subset | target | level | criterion | per class | recon | "
-                  "params | epochs | lr, mix, round_to (alpha if not 0.9; transfer images) | features | "
+                  "params | epochs | lr, mix, round_to (alpha if not 0.9; transfer images; seed if not 0) | "
+                  "features | "
                   "pruned val | val | test | bar val | bar test | vs bar (pp) | fine-tune s |",
                   "|" + "---|" * 19]
         for r in sorted(levels, key=lambda r: (r.get("base", PREVIOUS_BASE), r["subset"],
@@ -600,7 +607,7 @@ def render(rows: list) -> str:
                                                r["criterion"], r.get("reconstruct_images", 0),
                                                r.get("distill_features", 0),
                                                r.get("lr", 0.01), r.get("mix", "none"),
-                                               r.get("transfer_images", 0))):
+                                               r.get("transfer_images", 0), r.get("seed", 0))):
             lines.append(f"| {r.get('base', PREVIOUS_BASE)} | {r['data'].split('/')[-1]} | "
                          f"{r['subset']} | "
                          f"{r.get('target', 'params')} | {r['level']:.0%} | {r['criterion']} | "
@@ -611,7 +618,9 @@ def render(rows: list) -> str:
                          + (f", alpha {r['distill_alpha']:g}" if r["distill_alpha"] != 0.9
                             else "")
                          + (f", {r['transfer_images']:,} transfer" if r.get("transfer_images")
-                            else "") + f" | {r.get('distill_features', 0):g} | "
+                            else "")
+                         + (f", seed {r['seed']}" if r.get("seed") else "")
+                         + f" | {r.get('distill_features', 0):g} | "
                          f"{_pct(r.get('pruned_val'))} | "
                          f"{_pct(r['val'])} | {_pct(r['test'])} | "
                          f"{_pct(r['bar_val'])} | {_pct(r['bar_test'])} | "
