@@ -455,7 +455,12 @@ def test_sweep_runs_resumes_and_reports(tmp_path, tiny_file):
     for a, b in zip(final.get_weights(), start.get_weights()):
         np.testing.assert_array_equal(a, b)
     assert sweep.run_sweep(specs, {"tiny": setup}, tmp_path, ["aquatic"], logs.append) == 0
+    # shared runs: a note names a subset they lack only when a spec of the sweep needs it
     assert sweep.run_sweep(specs[:2], {"tiny": setup}, tmp_path, SUBSETS, logs.append) == 0
+    assert not any("evaluated without" in m for m in logs)
+    indoor = sweep.grid(SUBSETS, ["tiny"], [0.5], [0], ["agnostic", "control3"])
+    assert sweep.run_sweep(indoor, {"tiny": setup}, tmp_path, SUBSETS, logs.append,
+                           max_runs=0) == 0
     assert "agnostic_tiny_l50_s0 was evaluated without indoor" in logs[-1]
     paths = sweep_report.report(tmp_path)
     csv_rows = paths["csv"].read_text().splitlines()
