@@ -148,7 +148,7 @@ def test_blocks_auto_shares_the_latency_level_and_keeps_the_closest(pretrained,
     what the branches leave of the predicted latency; the closest (least KL) is the plan,
     and it still equals the model with everything it drops zeroed."""
     from tfprune import latency
-    from tfprune.core.plan import PlanError
+    from tfprune.core.plan import PlanError, UnreachableLevel
 
     model, splits = pretrained, data.relabel(sample_splits)
     logs = []
@@ -181,7 +181,20 @@ def test_blocks_auto_shares_the_latency_level_and_keeps_the_closest(pretrained,
         pytest.approx(best["kl"], rel=1e-3)
     with pytest.raises(PlanError, match="needs target latency"):
         pruner.prune_model(model, "l1", 0.3, "params", blocks="auto", terms=terms)
-    with pytest.raises(PlanError, match="needs the subset's splits"):
-        pruner.prune_model(model, "l1", 0.3, "latency", blocks="auto", terms=terms)
+    # 70% of the latency is past what channels reach; without data the fewest branches that
+    # make it reachable are removed
+    with pytest.raises(UnreachableLevel, match=r"highest reachable level is 0\.\d+.*"
+                                               "--blocks=auto removes whole residual"):
+        pruner.prune_model(model, "l1", 0.7, "latency", terms=terms, feedback=False)
+    free = pruner.prune_model(model, "l1", 0.7, "latency", blocks="auto", terms=terms,
+                              feedback=False, log=logs.append)
+    rows = free.plan["depth"]["search"]
+    assert all("unreachable" in r for r in rows[:-1]) and "unreachable" not in rows[-1]
+    assert len(rows) >= 2 and not any("kl" in r for r in rows)
+    assert len(free.plan["depth"]["removed"]) == rows[-1]["branches"]
+    assert "the fewest that reach the level" in logs[-1]
+    np.testing.assert_allclose(np.asarray(free.pruned(x)),
+                               np.asarray(surgery.zero_dropped(model, free.plan)(x)),
+                               rtol=1e-4, atol=2e-4)
     with pytest.raises(depth.DepthError, match="or auto, got 'x'"):
         pruner.prune_model(model, "l1", 0.3, blocks="x")

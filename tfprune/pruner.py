@@ -78,8 +78,9 @@ def prune_model(model, criterion: str, level: float, target: str = "params",
     channel cuts share the level, counted from the model before both: for b = 0, 1, ... of
     the lowest branches, the channels cut what b branches leave of the predicted latency,
     and the candidate (pruned, reconstructed, re-estimated like the result, without
-    feedback) closest to the model (mean KL on the scoring data) wins; the plan's depth
-    entry lists every candidate. `terms(model) -> (round_to, cost)` (e.g.
+    feedback) closest to the model (mean KL on the scoring data) wins; without `splits`,
+    the fewest branches whose channel plan reaches the level. The plan's depth entry lists
+    every candidate tried. `terms(model) -> (round_to, cost)` (e.g.
     `tfprune.latency.plan_terms`) prices that model, in place of `round_to` and `cost`.
     Options no plan can satisfy are refused before scoring
     (`tfprune.core.plan.check_reachable`). A model with nested models is flattened first
@@ -87,7 +88,7 @@ def prune_model(model, criterion: str, level: float, target: str = "params",
     from tfprune.core import graph as graph_mod
     from tfprune.core import plan as plan_mod
     from tfprune import scoring
-    from tfprune.core import depth, flatten, surgery
+    from tfprune.core import depth, flatten, modelspec, surgery
 
     plan_mod.check_level(level)
     model = flatten.flatten_model(model)
@@ -115,7 +116,15 @@ def prune_model(model, criterion: str, level: float, target: str = "params",
     if terms is not None:
         round_to, cost = terms(model)
     g = graph_mod.build_graph(model, ignore=ignore)
-    plan_mod.check_reachable(g, level, target, allocation, round_to, min_channels, cost)
+    try:
+        plan_mod.check_reachable(g, level, target, allocation, round_to, min_channels, cost)
+    except plan_mod.UnreachableLevel as err:
+        if blocks or target != "latency" or not depth.find_branches(
+                modelspec.read_model(model), ignore):
+            raise
+        raise plan_mod.UnreachableLevel(
+            f"{err}; --blocks=auto removes whole residual branches too, which cuts the "
+            "per-op time channels cannot", err.highest) from None
     scored = scoring.score(criterion, model, g, ctx)
     scores = scored.scores
     if scored.tuned_model is not None:  # finetune_l1: the paper prunes the tuned model
@@ -168,9 +177,7 @@ def _choose_depth(model, criterion, level, target, block_criterion, crit, ctx, s
     if target != "latency" or same["terms"] is None:
         raise PlanError("blocks auto weighs branches against channels in predicted "
                         "milliseconds: it needs target latency (--target=latency)")
-    if ctx.data is None:
-        raise PlanError("blocks auto compares its candidates on the device's images: it "
-                        "needs the subset's splits (data)")
+    data_free = ctx.data is None  # then the fewest branches that reach the level win
     how, scores = _branch_scores(model, block_criterion, crit, ctx, same["ignore"])
     order, cost = branches.ranked(scores), same["terms"](model)[1]
     full_ms, whole = cost.total({}), graph_mod.build_graph(model, ignore=same["ignore"])
@@ -189,16 +196,21 @@ def _choose_depth(model, criterion, level, target, block_criterion, crit, ctx, s
         try:
             pruned = prune_model(model, criterion, channel_level, target, feedback=False,
                                  blocks=names, **same).pruned
-            row["kl"] = branches.divergence(model, pruned, ctx.data, ctx.max_batches)
+            if not data_free:
+                row["kl"] = branches.divergence(model, pruned, ctx.data, ctx.max_batches)
         except PlanError as err:
             row["unreachable"] = str(err)
         search.append(row)
         if log:
             log(f"[prune] depth search: {b} branches ({left_ms:.3f} ms predicted) + "
                 f"{channel_level:.0%} of the rest in channels: " + (
-                    f"KL {row['kl']:.4f}" if "kl" in row else "unreachable"))
-        if "kl" in row and (best is None or row["kl"] < best["kl"]):
+                    "unreachable" if "unreachable" in row else
+                    f"KL {row['kl']:.4f}" if "kl" in row else "reachable"))
+        if "unreachable" not in row and (best is None or data_free
+                                         or row["kl"] < best["kl"]):
             best = row
+            if data_free:
+                break
     if best is None:
         raise PlanError(f"blocks auto: no mix of branches and channels reaches level {level}")
     names = branches.pick(scores, best["branches"])
@@ -206,7 +218,8 @@ def _choose_depth(model, criterion, level, target, block_criterion, crit, ctx, s
                  requested="auto", level=level, search=search)
     if log:
         log(f"[prune] removing {len(names)} of {len(scores)} residual branches by {how} "
-            f"(closest candidate)" + (": " + ", ".join(names) if names else ""))
+            + ("(the fewest that reach the level: no data to compare candidates)" if data_free
+               else "(closest candidate)") + (": " + ", ".join(names) if names else ""))
     return entry, best["channel_level"]
 
 
