@@ -21,6 +21,8 @@ Writes benchmarks/results/latency_channels.json and .md.
 `--runtimes` entry and measures the cut and the latency model's error
 (benchmarks/latency_target.py); writes benchmarks/results/latency_target.json and .md:
 flock /tmp/tfprune_bench.lock nice -n 10 .venv/bin/python -m benchmarks.latency --target_grid
+(`--grid_blocks=auto --grid_name=latency_target_blocks` removes residual branches too, the
+fewest that make each cut reachable).
 `--main_job=RUN_DIR` times a main-job run's unpruned and pruned files side by side against
 its FLOPs reduction (benchmarks/latency_main_job.py); writes
 benchmarks/results/latency_main_job.json and .md.
@@ -58,6 +60,10 @@ flags.DEFINE_list("target_models", ["resnet20", "resnet56", "mobilenetv2", "mobi
                   "Models of --target_grid (zoo names, mobilenetv3small_96: keras.applications "
                   "MobileNetV3Small at 96 px, random weights).")
 flags.DEFINE_list("cuts", ["0.3", "0.5", "0.7"], "Latency fractions to remove (--target_grid).")
+flags.DEFINE_enum("grid_blocks", "0", ["0", "auto"], "--target_grid: residual branches to "
+                  "remove whole first (auto: the fewest whose channel plan reaches the cut).")
+flags.DEFINE_string("grid_name", "latency_target", "File stem of --target_grid's results in "
+                    "--output's directory.")
 flags.DEFINE_bool("feedback", True, "--target_grid: measure each plan and re-plan "
                   "(tfprune.latency.feedback), as the apps do; off: the one-shot plan.")
 flags.DEFINE_list("runtimes", ["litert-float32-1t", "litert-float32-2t", "litert-int8-1t",
@@ -188,15 +194,17 @@ def _target_grid():
     from tfprune.models import cards as card
 
     cache, started = LatencyCache(FLAGS.latency_cache), time.time()
-    out = Path(FLAGS.output).with_name("latency_target.json")
+    out = Path(FLAGS.output).with_name(f"{FLAGS.grid_name}.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
     done = {(m, r) for m in FLAGS.target_models for r in FLAGS.runtimes}
     rows = [r for r in json.loads(out.read_text())["rows"] if (r["model"], r["runtime"])
             not in done] if out.exists() else []  # other models' and runtimes' rows stay
     for name, rt in ((m, r) for m in FLAGS.target_models for r in FLAGS.runtimes):
         rows += latency_target.run_model(name, [rt], [float(c) for c in FLAGS.cuts], cache,
-                                         FLAGS.rounds, FLAGS.invokes, FLAGS.feedback)
+                                         FLAGS.rounds, FLAGS.invokes, FLAGS.feedback,
+                                         blocks=FLAGS.grid_blocks)
         result = {"benchmark": "latency target", "rounds": FLAGS.rounds,
-                  "feedback": FLAGS.feedback,
+                  "feedback": FLAGS.feedback, "blocks": FLAGS.grid_blocks,
                   "invokes": FLAGS.invokes, "criterion": "l1", "round_to": "auto",
                   "weights": "random (seed 0)", "environment": environment(),
                   "wall_s": round(time.time() - started, 1), "versions": card.versions(),

@@ -31,8 +31,23 @@ def build_model(name: str):
     return zoo.build(name)
 
 
+def _depth_plan(model, cut, rt_name, cache, feedback, log):
+    """(pruned model, plan, predicted cut, predicted ms) of `--blocks=auto` without data: the
+    fewest residual branches (by bn_gamma) whose channel plan reaches `cut`; the prediction is
+    the whole model's, before the branches went."""
+    from tfprune import latency, pruner
+    from tfprune.latency.report import predict_plan
+
+    res = pruner.prune_model(model, "l1", cut, "latency", blocks="auto", feedback=feedback,
+                             terms=lambda m: latency.plan_terms(m, "latency", "auto", rt_name,
+                                                                cache=cache, log=log), log=log)
+    ms = predict_plan(res.source, res.graph, res.plan, [rt_name], cache, log,
+                      unpruned=model)[rt_name]
+    return res.pruned, res.plan, 1 - ms["pruned"] / ms["unpruned"], ms["pruned"]
+
+
 def run_model(name, runtimes, cuts, cache, rounds, invokes, feedback=True,
-              log=print) -> list:
+              log=print, blocks="0") -> list:
     import numpy as np
 
     from tfprune import scoring
@@ -67,14 +82,20 @@ def run_model(name, runtimes, cuts, cache, rounds, invokes, feedback=True,
                 return plan_mod.make_plan(g, scores, level, "latency", "global", steps,
                                           criterion="l1", cost=cost)
             try:
-                p = cost.fit(make, model, g, cut, log) if feedback else make(cut)
+                if blocks == "auto":
+                    pruned, p, predicted_cut, predicted_ms = _depth_plan(
+                        model, cut, rt_name, cache, feedback, log)
+                else:
+                    p = cost.fit(make, model, g, cut, log) if feedback else make(cut)
+                    pruned = surgery.apply_plan(model, p, graph=g)
+                    predicted_cut = p["achieved"]["latency_level"]
+                    predicted_ms = p["predicted_latency_ms"]["pruned"]
             except plan_mod.PlanError as err:
                 rows.append({"model": name, "runtime": rt_name, "requested_cut": cut,
                              "error": str(err)})
                 continue
-            pruned = surgery.apply_plan(model, p, graph=g)
             variants[cut] = convert.convert(pruned, rt.precision, calibration=calibration)
-            plans[cut] = p
+            plans[cut] = p, predicted_cut, predicted_ms
         log(f"latency_target: {name} {rt_name}: timing {len(variants)} models "
             f"(model built in {build_s / 60:.1f} min)")
         wall, load = {}, os.getloadavg()[0]
@@ -91,16 +112,16 @@ def run_model(name, runtimes, cuts, cache, rounds, invokes, feedback=True,
                      "tile": cost.tile, "build_min": round(build_s / 60, 2)})
         from tfprune.litert import inspect
         macs0 = sum(op.macs for op in inspect(variants["unpruned"]).ops)
-        for cut, p in plans.items():
+        for cut, (p, predicted_cut, predicted) in plans.items():
             best = min(per_round[cut])
             ratios = [v / u for u, v in zip(per_round["unpruned"], per_round[cut])]
             wall_ratios = [v / u for u, v in zip(wall["unpruned"], wall[cut])]
             macs = sum(op.macs for op in inspect(variants[cut]).ops)
-            predicted = p["predicted_latency_ms"]["pruned"]
             measured_cut = 1 - statistics.median(ratios)
             rows.append({
                 "model": name, "runtime": rt_name, "requested_cut": cut,
-                "predicted_cut": round(p["achieved"]["latency_level"], 4),
+                "branches_removed": p.get("depth", {}).get("removed", []),
+                "predicted_cut": round(predicted_cut, 4),
                 "measured_cut": round(measured_cut, 4),
                 "measured_cut_best": round(1 - best / base, 4),
                 "cut_rounds_min_max": [round(1 - max(ratios), 4), round(1 - min(ratios), 4)],
@@ -161,6 +182,10 @@ def markdown(result) -> str:
     pruned = [r for r in rows if r["requested_cut"]]
     lines = ["# Pruning to a requested cut of LiteRT latency (`--target=latency`)", "",
              "Random weights, l1 scores, round_to=auto, "
+             + ("`--blocks=auto` (the fewest residual branches, by bn_gamma, whose channel plan "
+                "reaches the cut; `-N branches` beside the model; the one-shot and feedback "
+                "columns are the channel plan's, on the model without them), "
+                if result.get("blocks") == "auto" else "")
              + ("measured feedback (`tfprune.latency.feedback`: the plan's model is timed side "
                 "by side with the unpruned one when planning, and re-planned on a calibration "
                 "through that measurement while the cut is more than 4% off, at most 3 plans; "
@@ -198,8 +223,10 @@ def markdown(result) -> str:
         wall = r.get("measured_cut_wall")
         fb = r.get("feedback") or []
         first = (f"{fb[0]['predicted_cut']:.1%} / {fb[0]['measured_cut']:.1%}" if fb else "-")
+        gone = len(r.get("branches_removed", []))
         lines.append(
-            f"| {r['model']} | {r['runtime']} | {r['requested_cut']:.0%} | {first} | "
+            f"| {r['model']}" + (f" -{gone} branches" if gone else "")
+            + f" | {r['runtime']} | {r['requested_cut']:.0%} | {first} | "
             f"{len(fb) or 1} | {r['predicted_cut']:.1%} | {r['measured_cut']:.1%} ({lo:.0%}..{hi:.0%}) | "
             f"{r['cut_relative_error']:+.1%} | {'-' if wall is None else f'{wall:.1%}'} | "
             f"{r['predicted_ms']:.3f} | {r['measured_ms']:.3f} | {r['prediction_error']:+.1%} | "
