@@ -63,6 +63,27 @@ def test_cache_round_trip_gives_the_same_model(built):
     assert abs(cost.total({}) - cost.measured_ms) < 1e-9  # calibrated to the measured model
 
 
+def test_busy_machine_warns_when_wall_clock_tables_are_timed(tmp_path, monkeypatch):
+    """2-thread tables are wall-clock times: built while other work holds the cores they come
+    out slow and stay cached, so the build says so once, and each entry records the load."""
+    import os
+    model = small_resnet()
+    g = graph_mod.build_graph(model)
+    monkeypatch.setattr(os, "getloadavg", lambda: (os.cpu_count() + 3.0, 0.0, 0.0))
+    logs, path = [], tmp_path / "cache.json"
+    lm = LatencyModel("litert-float32-2t", cache_mod.LatencyCache(path), log=logs.append)
+    lm.graph_cost(g, lm.auto_steps(g), model)
+    warned = [m for m in logs if "warning" in m]
+    assert len(warned) == 1 and "litert-float32-2t tables at load" in warned[0]
+    assert str(path) in warned[0]
+    tables = [e for e in json.loads(path.read_text())["entries"].values() if "couts" in e]
+    assert tables and all(e["load"] == os.cpu_count() + 3.0 for e in tables)
+    logs.clear()  # one thread is timed on the thread's CPU clock: no warning
+    LatencyModel("litert-float32-1t", cache_mod.LatencyCache(path), log=logs.append).graph_cost(
+        g, lm.auto_steps(g), model)
+    assert not any("warning" in m for m in logs)
+
+
 def test_keys_change_with_layer_and_runtime():
     g = graph_mod.build_graph(small_resnet())
     sig = {b.head: b.signature for b in blocks.decompose(g)}

@@ -171,6 +171,7 @@ class LatencyModel:
         self.cache = cache if cache is not None else LatencyCache()
         self.log = log or (lambda *_: None)
         self.env = environment()
+        self._warned = False
 
     def _key(self, signature, rt=None) -> str:
         """The cache key of `signature` timed on `rt` (default: this model's runtime)."""
@@ -265,6 +266,19 @@ class LatencyModel:
             pts.append(int(round(dims.kept(counts, sizes))))
         return sorted(set(max(1, p) for p in pts))
 
+    def _busy_load(self) -> float:
+        """The 1-minute load average, with one warning per model when it exceeds the cores and
+        this runtime times on the wall clock: tables timed so come out slow and stay cached
+        (2-thread tables built at load 5 on 2 cores priced ResNet-20 28% slow)."""
+        import os
+        load, cores = os.getloadavg()[0], os.cpu_count() or 1
+        if self.rt.threads > 1 and load > cores and not self._warned:
+            self._warned = True
+            self.log(f"latency: warning: timing {self.rt.name} tables at load {load:.1f} on "
+                     f"{cores} cores; wall-clock times of a busy machine are slow and stay in "
+                     f"the cache ({self.cache.path}): build them on a quiet machine")
+        return round(load, 2)
+
     def table(self, graph, block, steps) -> Table:
         sizes = {g.id: g.size for g in graph.groups}
         couts = self._points(block.cout, steps, sizes)
@@ -274,6 +288,7 @@ class LatencyModel:
         entry = self.cache.get(key)
         if entry is None:
             import keras
+            load = self._busy_load()
             overhead = self.overhead_ms()
 
             def build(ci, co):
@@ -284,7 +299,7 @@ class LatencyModel:
                                     for ci in cins for co in couts})
             ms = [[max(0.0, timed[ci, co] - overhead) for co in couts] for ci in cins]
             entry = {"runtime": self.rt.name, "head": block.head, "cins": cins,
-                     "couts": couts, "ms": ms}
+                     "couts": couts, "ms": ms, "load": load}
             self.cache.put(key, entry)
         cins = [0] if block.tied else entry["cins"]
         return Table(cins, entry["couts"], entry["ms"])
