@@ -3,7 +3,6 @@ Mesa's lavapipe, installed by .ci/run), and the output-alias gate every file pas
 
 Real conversions, real GPU runs in a subprocess; parity against the CPU on real images."""
 import numpy as np
-import pytest
 import tensorflow as tf
 
 from tfprune import litert

@@ -26,7 +26,6 @@ from pathlib import Path
 
 import numpy as np
 
-from tfprune import litert
 
 MIN_AGREEMENT = 0.97      # top-1 agreement with the CPU; fp16 flips near-ties
 MAX_RELATIVE_DIFF = 0.05  # max |gpu - cpu| / max |cpu| per output
