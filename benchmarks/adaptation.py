@@ -141,6 +141,10 @@ PHONE_RECIPES = {
                                 "transfer_data": "--data", "transfer_images": 3600},
     "lr0.1_transfer7700_8ep": {"finetune_lr": 0.1, "finetune_epochs": 8,
                                "transfer_data": "--data", "transfer_images": 7700},
+    # the main job's defaults with the host's images as above, in the default's student passes
+    # (60 epochs of 500 images and their cutmix copies: 60,000; here 14 epochs of 4,100)
+    "default_transfer3600_14ep": {"finetune_epochs": 14, "distill_mix": "none",
+                                  "transfer_data": "--data", "transfer_images": 3600},
 }
 PHONE_VAL_PER_CLASS = 50
 PRUNE_SETTINGS = ("target", "level", "round_to", "min_channels", "runtime", "criterion",
