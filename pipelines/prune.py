@@ -126,6 +126,15 @@ def report(plan: dict, comparison: dict, extra: dict) -> str:
         lines.append(f"- predicted latency on {rt['runtime']} (LiteRT {rt['litert']}): "
                      f"{p['unpruned']:.3f} -> {p['pruned']:.3f} ms "
                      f"({achieved['latency_level']:.1%} removed); channel tile {rt['tile']}")
+    depth = plan.get("depth")
+    if depth:
+        asked = (f"; blocks auto for {depth['level']:.3f} of the whole model's predicted "
+                 f"latency, {depth['search'][0]['predicted_ms']:.3f} ms"
+                 if depth.get("requested") == "auto" else "")
+        lines.append(f"- depth: {len(depth['removed'])} of {len(depth['removable'])} residual "
+                     f"branches removed first ({', '.join(depth['removed']) or 'none'}; "
+                     f"{depth.get('criterion', 'named')}{asked}); the level and latency above "
+                     "count from the model without them")
     lines += [f"- {k.replace('_', ' ')}: {v}" for k, v in extra.items()]
     lines += [f"- note: {n}" for n in plan.get("notes", [])]
     lines += ["", "## Totals", "", metrics.summary_table(comparison), "", "## Blocked groups", ""]
@@ -219,7 +228,8 @@ def run() -> dict:
                               channel_stats, scored_graph)
         if channel_stats is not None:
             channel_stats.save(os.path.join(FLAGS.output, "stats.json"))
-    result = {"plan_achieved": plan["achieved"], **extra, **comparison}
+    result = {"plan_achieved": plan["achieved"], **extra, **comparison,
+              "branches_removed": plan.get("depth", {}).get("removed", [])}
     write("metrics.json", json.dumps(result, indent=1))
     metrics.plot_layers(comparison, os.path.join(FLAGS.output, "layers.png"))
     write("report.md", report(plan, comparison, extra))
@@ -233,9 +243,10 @@ def main(argv):
         result = run()
     except (OSError, json.JSONDecodeError) as err:
         sys.exit(f"prune: {err}")
-    a = result["plan_achieved"]
+    a, gone = result["plan_achieved"], result["branches_removed"]
+    after = f" after {len(gone)} residual branches removed" if gone else ""
     print(f"prune: {FLAGS.model} -> {FLAGS.output}/pruned.keras: params {result['before']['params']:,}"
-          f" -> {result['after']['params']:,} (level {a['level']:.3f} of {FLAGS.target})")
+          f" -> {result['after']['params']:,} (level {a['level']:.3f} of {FLAGS.target}{after})")
 
 
 if __name__ == "__main__":

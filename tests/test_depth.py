@@ -198,3 +198,31 @@ def test_blocks_auto_shares_the_latency_level_and_keeps_the_closest(pretrained,
                                rtol=1e-4, atol=2e-4)
     with pytest.raises(depth.DepthError, match="or auto, got 'x'"):
         pruner.prune_model(model, "l1", 0.3, blocks="x")
+
+
+def test_prune_app_reaches_a_cut_channels_cannot_with_blocks_auto(tmp_path):
+    """The prune app without data: 70% of ResNet-20's float32 latency is refused with channels
+    alone (the line names --blocks=auto), and with --blocks=auto the fewest branches go first;
+    the console line, report and plan say which."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    def prune(out, *extra):
+        return subprocess.run(
+            [sys.executable, "-m", "pipelines.prune", "--model=pretrained:resnet20",
+             "--criterion=l1", "--target=latency", "--level=0.7", f"--output={out}", *extra],
+            cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True,
+            timeout=900)
+    refused = prune(tmp_path / "channels")
+    assert refused.returncode != 0
+    assert "--blocks=auto removes whole residual branches" in refused.stderr.splitlines()[-1]
+    done = prune(tmp_path / "auto", "--blocks=auto")
+    assert done.returncode == 0, done.stderr[-2000:]
+    plan = json.loads((tmp_path / "auto" / "plan.json").read_text())
+    gone = plan["depth"]["removed"]
+    assert plan["depth"]["requested"] == "auto" and plan["depth"]["level"] == 0.7 and gone
+    assert done.stdout.strip().endswith(f"after {len(gone)} residual branches removed)")
+    report = (tmp_path / "auto" / "report.md").read_text()
+    assert f"- depth: {len(gone)} of 7 residual branches removed first ({', '.join(gone)}; " \
+           "bn_gamma; blocks auto for 0.700 of the whole model's" in report
