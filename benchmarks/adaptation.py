@@ -295,12 +295,8 @@ def part_levels() -> None:
             for c in full.classes]))
         full = dataclasses.replace(full, train=full.train.take(keep))
     splits = data.relabel(full)
-    transfer = None
-    if FLAGS.transfer_images:
-        import numpy as np
-        pool = data.load_source(FLAGS.data).train.without(splits.train, splits.val, splits.test)
-        transfer = pool.take(np.sort(np.random.default_rng(17).choice(
-            len(pool), min(len(pool), FLAGS.transfer_images), False)))
+    transfer = (data.transfer_images(FLAGS.data, splits, FLAGS.transfer_images, 17)[0]
+                if FLAGS.transfer_images else None)
     original = loader.load_model("pretrained:resnet20")
     teacher = head.slice_head(original, full.classes)
     bar = {"val": train.accuracy(teacher, splits.val), "test": train.accuracy(teacher, splits.test)}

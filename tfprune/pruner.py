@@ -88,7 +88,7 @@ def prune_model(model, criterion: str, level: float, target: str = "params",
     from tfprune.core import graph as graph_mod
     from tfprune.core import plan as plan_mod
     from tfprune import scoring
-    from tfprune.core import depth, flatten, modelspec, surgery
+    from tfprune.core import depth, flatten, surgery
 
     plan_mod.check_level(level)
     model = flatten.flatten_model(model)
@@ -119,8 +119,7 @@ def prune_model(model, criterion: str, level: float, target: str = "params",
     try:
         plan_mod.check_reachable(g, level, target, allocation, round_to, min_channels, cost)
     except plan_mod.UnreachableLevel as err:
-        if blocks or target != "latency" or not depth.find_branches(
-                modelspec.read_model(model), ignore):
+        if blocks or target != "latency" or not depth.find_branches(g.spec, ignore):
             raise
         raise plan_mod.UnreachableLevel(
             f"{err}; --blocks=auto removes whole residual branches too, which cuts the "

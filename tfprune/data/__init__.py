@@ -12,6 +12,19 @@ def load_subset(data: str, subset: str, seed: int = 0, data_dir: str | None = No
     return split(load_source(data, data_dir), subset, seed)
 
 
+def transfer_images(data: str, splits: Splits, n: int, seed) -> tuple[Images, int]:
+    """Up to `n` (0: all) of `data`'s training images that are none of `splits`' own, drawn by
+    `numpy.random.default_rng(seed)` and kept in source order, and how many of the source's
+    training images were left out as the splits' own. They join a distillation fine-tune
+    without labels (`tfprune.training.fit.finetune`'s `transfer_images`)."""
+    import numpy as np
+    whole = load_source(data).train
+    pool = whole.without(splits.train, splits.val, splits.test)
+    n = min(len(pool), n or len(pool))
+    pick = np.sort(np.random.default_rng(seed).choice(len(pool), n, False))
+    return pool.take(pick), len(whole) - len(pool)
+
+
 _PIPELINE = ("as_dataset", "augment", "normalize")
 
 
@@ -25,4 +38,4 @@ def __getattr__(name):
 __all__ = ["MEAN", "STD", "PRESETS", "SAMPLE_PATH", "DataError", "Images", "Source", "Splits",
            "augment_np",
            "as_dataset", "augment", "load_source", "load_subset", "normalize", "normalize_np",
-           "relabel", "resolve_classes", "split"]
+           "relabel", "resolve_classes", "split", "transfer_images"]

@@ -191,14 +191,12 @@ def _transfer_images(run: Run):
     cfg = run.cfg
     if not cfg.transfer_data or cfg.distill_alpha <= 0:
         return None
-    import numpy as np
-    splits = run.splits  # the device's own images never join as unlabelled transfer images
-    whole = data.load_source(cfg.transfer_data).train
-    pool = whole.without(splits.train, splits.val, splits.test)
-    n = min(len(pool), cfg.transfer_images or len(pool))
-    run.log(f"[finetune] {n} transfer images from {cfg.transfer_data} ({len(whole) - len(pool)} "
+    # the device's own images never join as unlabelled transfer images
+    images, own = data.transfer_images(cfg.transfer_data, run.splits, cfg.transfer_images,
+                                       [cfg.seed, 17])
+    run.log(f"[finetune] {len(images)} transfer images from {cfg.transfer_data} ({own} "
             "of its images are the run's own and left out)")
-    return pool.take(np.sort(np.random.default_rng([cfg.seed, 17]).choice(len(pool), n, False)))
+    return images
 
 
 def _finetune(run: Run, model, plan: dict) -> dict:
