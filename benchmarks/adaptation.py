@@ -64,6 +64,8 @@ flags.DEFINE_integer("transfer_images", 0, "levels: this many of the source's ot
                      lower_bound=0)
 flags.DEFINE_integer("level_seed", 0, "levels: the training seed (initial state, batches, "
                      "augmentation).", lower_bound=0)
+flags.DEFINE_list("level_blocks", [], "levels: residual branches (their Add layers) removed "
+                  "whole before the channels; --levels still counts from the model with them.")
 flags.DEFINE_list("recipes", [], "Recipe names of the recipes part (default: all).")
 flags.DEFINE_list("phone_recipes", ["default"], "phone: names of PHONE_RECIPES.")
 flags.DEFINE_list("seeds", ["0"], "phone: seeds (device images and training).")
@@ -311,13 +313,15 @@ def part_levels() -> None:
                       + (f":{FLAGS.mix}" if FLAGS.mix != "none" else "")
                       + (f":a{FLAGS.alpha:g}" if FLAGS.alpha != 0.9 else "")
                       + (f":t{FLAGS.transfer_images}" if FLAGS.transfer_images else "")
-                      + (f":s{FLAGS.level_seed}" if FLAGS.level_seed else ""))
+                      + (f":s{FLAGS.level_seed}" if FLAGS.level_seed else "")
+                      + (f":b{'+'.join(FLAGS.level_blocks)}" if FLAGS.level_blocks else ""))
             if _done(row_id):
                 continue
             keras.utils.set_random_seed(FLAGS.level_seed)
             round_to, cost = plan_terms(original, FLAGS.target, FLAGS.round_to,
                                         "litert-float32-1t")
-            result = pruner.prune_model(original, criterion, level, FLAGS.target,
+            result = pruner.prune_model(original, criterion, _channel_level(teacher, level),
+                                        FLAGS.target, blocks=FLAGS.level_blocks,
                                         round_to=round_to, cost=cost, splits=splits,
                                         calibration_batches=8, bn_batches=8,
                                         head_classes=full.classes,
@@ -339,12 +343,22 @@ def part_levels() -> None:
                                          "params": counts.model_metrics(result.pruned)["params"],
                                          "train_images": len(splits.train),
                                          "transfer_images": FLAGS.transfer_images,
-                                         "seed": FLAGS.level_seed},
+                                         "seed": FLAGS.level_seed,
+                                         "blocks": FLAGS.level_blocks},
                                 taps=taps.feature_taps(result.pruned, result.plan),
                                 features=FLAGS.features, lr=FLAGS.lr, transfer=transfer,
                                 seed=FLAGS.level_seed)
             print(json.dumps(row))
             _add(row)
+
+
+def _channel_level(teacher, level: float) -> float:
+    """The channels' share of `level` (of `teacher`'s params) once --level_blocks are gone."""
+    if not FLAGS.level_blocks:
+        return level
+    from tfprune.core import depth
+    left = depth.remove_branches(teacher, FLAGS.level_blocks).count_params()
+    return max(0.0, 1.0 - (1.0 - level) * teacher.count_params() / left)
 
 
 def _phone_splits(seed: int):
@@ -597,7 +611,8 @@ def render(rows: list) -> str:
                   "the BatchNorm re-estimation (0: off). `pruned`: val accuracy before "
                   "fine-tuning.", "",
                   "| base | data | subset | target | level | criterion | per class | recon | "
-                  "params | epochs | lr, mix, round_to (alpha if not 0.9; transfer images; seed if not 0) | "
+                  "params | epochs | lr, mix, round_to (alpha if not 0.9; transfer images; seed if not 0; "
+                  "branches removed whole) | "
                   "features | "
                   "pruned val | val | test | bar val | bar test | vs bar (pp) | fine-tune s |",
                   "|" + "---|" * 19]
@@ -607,7 +622,8 @@ def render(rows: list) -> str:
                                                r["criterion"], r.get("reconstruct_images", 0),
                                                r.get("distill_features", 0),
                                                r.get("lr", 0.01), r.get("mix", "none"),
-                                               r.get("transfer_images", 0), r.get("seed", 0))):
+                                               r.get("transfer_images", 0), r.get("seed", 0),
+                                               r.get("blocks", []))):
             lines.append(f"| {r.get('base', PREVIOUS_BASE)} | {r['data'].split('/')[-1]} | "
                          f"{r['subset']} | "
                          f"{r.get('target', 'params')} | {r['level']:.0%} | {r['criterion']} | "
@@ -620,6 +636,7 @@ def render(rows: list) -> str:
                          + (f", {r['transfer_images']:,} transfer" if r.get("transfer_images")
                             else "")
                          + (f", seed {r['seed']}" if r.get("seed") else "")
+                         + (f", without {' '.join(r['blocks'])}" if r.get("blocks") else "")
                          + f" | {r.get('distill_features', 0):g} | "
                          f"{_pct(r.get('pruned_val'))} | "
                          f"{_pct(r['val'])} | {_pct(r['test'])} | "
@@ -637,6 +654,9 @@ def main(argv):
     del argv
     from tfprune import console
     console.quiet_logs()
+    if FLAGS.level_blocks and FLAGS.target != "params":
+        raise app.UsageError("--level_blocks counts the level in params: it needs "
+                             "--target=params")
     {"main": part_main, "recipes": part_recipes, "levels": part_levels, "phone": part_phone,
      "render": lambda: _save(_load(Path(FLAGS.results).with_suffix(".json")))}[FLAGS.part]()
 

@@ -171,7 +171,7 @@ def _choose_depth(model, criterion, level, target, block_criterion, crit, ctx, s
     """(depth entry, channel level) of `blocks="auto"` (see `prune_model`)."""
     from tfprune.core import depth, modelspec
     from tfprune.core import graph as graph_mod
-    from tfprune.core.plan import PlanError
+    from tfprune.core.plan import PlanError, check_reachable
     from tfprune.scoring import branches
     if target != "latency" or same["terms"] is None:
         raise PlanError("blocks auto weighs branches against channels in predicted "
@@ -193,9 +193,14 @@ def _choose_depth(model, criterion, level, target, block_criterion, crit, ctx, s
         row = {"branches": b, "predicted_ms": round(left_ms, 5),
                "channel_level": round(channel_level, 4)}
         try:
-            pruned = prune_model(model, criterion, channel_level, target, feedback=False,
-                                 blocks=names, **same).pruned
-            if not data_free:
+            if data_free:  # the fewest-branches rule needs reachability only
+                round_to, cut_cost = same["terms"](cut)
+                check_reachable(graph_mod.build_graph(cut, ignore=same["ignore"]),
+                                channel_level, target, same["allocation"], round_to,
+                                same["min_channels"], cut_cost)
+            else:
+                pruned = prune_model(model, criterion, channel_level, target, feedback=False,
+                                     blocks=names, **same).pruned
                 row["kl"] = branches.divergence(model, pruned, ctx.data, ctx.max_batches)
         except PlanError as err:
             row["unreachable"] = str(err)
