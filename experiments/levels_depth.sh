@@ -11,5 +11,5 @@ run() {
         --data=npz:/work/shared/data/cifar100.npz --epochs=15 --lr=0.1 --mix=cutmix \
         --subset=outdoor --criteria=act_l2 "$@"
 }
-run --levels=0.5,0.7 --level_blocks=s3b1_add,s3b2_add
+run --levels=0.5 --level_blocks=s3b1_add,s3b2_add
 run --levels=0.5 --level_blocks=s3b2_add
