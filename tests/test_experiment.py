@@ -485,6 +485,21 @@ def test_sweep_runs_resumes_and_reports(tmp_path, tiny_file):
     assert json.loads(paths["deltas"].read_text()) == json.loads(both["deltas"].read_text())
 
 
+def test_each_run_trains_with_its_own_seed(tmp_path, tiny_file):
+    """A spec's seed reaches its run: seeds 0 and 1 of Control 3 draw different random
+    filters, and each result records its seed."""
+    setup = tiny_setup(tiny_file)
+    plans = {}
+    for seed in (0, 1):
+        spec = sweep.RunSpec("control3", "tiny", 0.5, seed, "aquatic")
+        sweep.run_spec(spec, setup, tmp_path, ["aquatic"])
+        run = tmp_path / "runs" / spec.id
+        assert json.loads((run / "result.json").read_text())["seed"] == seed
+        plans[seed] = json.loads((run / "plan.json").read_text())
+    assert (plans[0]["seed"], plans[1]["seed"]) == (0, 1)
+    assert plans[0]["layers"] != plans[1]["layers"]
+
+
 def test_control4_reruns_an_agnostic_run_whose_model_a_checkout_lacks(tmp_path, tiny_file):
     """Results are committed, models are not (.gitignore): on a fresh checkout Control 4's
     agnostic run has its result and no model, so it is run again, its old directory aside."""

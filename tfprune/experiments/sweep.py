@@ -213,6 +213,7 @@ def estimate(specs, setups: dict, subsets, train_rate: float = 300.0,
 def run_spec(spec: RunSpec, setup: protocol.Setup, sweep_dir, subsets) -> dict:
     """Run (or read back) one spec in `sweep_dir/runs/<id>`."""
     runs = Path(sweep_dir) / "runs"
+    setup = dataclasses.replace(setup, seed=spec.seed)
     return protocol.run(setup, runs / spec.id, spec.method, spec.subset or list(subsets),
                         spec.level, spec.criterion, root=sweep_dir, normalizer=spec.normalizer,
                         start_from=runs / agnostic_of(spec).id
