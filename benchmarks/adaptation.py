@@ -358,7 +358,7 @@ def _channel_level(teacher, level: float) -> float:
         return level
     from tfprune.core import depth
     left = depth.remove_branches(teacher, FLAGS.level_blocks).count_params()
-    return max(0.0, 1.0 - (1.0 - level) * teacher.count_params() / left)
+    return max(0.0, depth.channel_level(level, teacher.count_params(), left))
 
 
 def _phone_splits(seed: int):

@@ -186,15 +186,16 @@ def _choose_depth(model, criterion, level, target, block_criterion, crit, ctx, s
         cut = depth.remove_branches(model, names, ignore=same["ignore"]) if b else model
         # the branches' saving timed side by side with the model where a runtime can time it
         ratio = cost.ratio_of(model, whole, cut, {"depth": names}) if b else 1.0
-        left_ms = full_ms * ratio if ratio is not None else same["terms"](cut)[1].total({})
-        channel_level = 1.0 - (1.0 - level) * full_ms / left_ms
+        cut_terms = same["terms"](cut) if ratio is None else None
+        left_ms = full_ms * ratio if ratio is not None else cut_terms[1].total({})
+        channel_level = depth.channel_level(level, full_ms, left_ms)
         if channel_level < 0:  # these branches alone cut more than the level
             break
         row = {"branches": b, "predicted_ms": round(left_ms, 5),
                "channel_level": round(channel_level, 4)}
         try:
             if data_free:  # the fewest-branches rule needs reachability only
-                round_to, cut_cost = same["terms"](cut)
+                round_to, cut_cost = cut_terms or same["terms"](cut)
                 check_reachable(graph_mod.build_graph(cut, ignore=same["ignore"]),
                                 channel_level, target, same["allocation"], round_to,
                                 same["min_channels"], cut_cost)

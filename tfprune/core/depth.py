@@ -186,6 +186,13 @@ def zero_branches(model, names, ignore=()):
     return model
 
 
+def channel_level(level: float, before: float, after: float) -> float:
+    """The level the channels must cut so that a model measuring `before` (params or
+    milliseconds) loses `level` of it, once its removed branches left `after`; below 0 when
+    the branches alone cut more."""
+    return 1.0 - (1.0 - level) * before / after
+
+
 def parse_blocks(value) -> int | str | list:
     """A --blocks value: a count of branches (>= 0) or "auto" (`tfprune.pruner`); a list or
     tuple (the branches to remove, by Add) comes back as a list."""
