@@ -211,6 +211,12 @@ def test_shards_cover_the_grid_exactly_once():
     assert [s.id for s in few] == [
         "unpruned_r_s0", "agnostic_r_l50_s0", "aware-act_l2_r_aquatic_l50_s0", "unpruned_r_s1",
         "agnostic_r_l50_s1", "aware-act_l2_r_aquatic_l50_s1", "aware-act_l2_r_outdoor_l50_s0"]
+    c4 = sweep.grid(["aquatic", "indoor"], ["r"], [0.9], [0], ["aware:act_l2", "agnostic",
+                                                               "control4"])
+    assert [s.id for s in c4] == [  # Control 4 runs while its agnostic model is on disk
+        "unpruned_r_s0", "agnostic_r_l90_s0", "control4_r_aquatic_l90_s0",
+        "control4_r_indoor_l90_s0", "aware-act_l2_r_aquatic_l90_s0",
+        "aware-act_l2_r_indoor_l90_s0"]
     for bad in ("4/4", "-1/2", "a/b", "3"):
         with pytest.raises(ValueError, match="i/n"):
             sweep.parse_shard(bad)
@@ -403,9 +409,9 @@ def test_sweep_runs_resumes_and_reports(tmp_path, tiny_file):
     specs = sweep.grid(["aquatic"], ["tiny"], [0.5], [0], ["aware:finetune_l1", "agnostic",
                                                            "control3", "control4"])
     assert [s.id for s in specs] == ["unpruned_tiny_s0", "agnostic_tiny_l50_s0",
+                                     "control4_tiny_aquatic_l50_s0",
                                      "aware-finetune_l1_tiny_aquatic_l50_s0",
-                                     "control3_tiny_aquatic_l50_s0",
-                                     "control4_tiny_aquatic_l50_s0"]
+                                     "control3_tiny_aquatic_l50_s0"]
     logs = []
     assert sweep.run_sweep(specs, {"tiny": setup}, tmp_path, ["aquatic"], logs.append,
                            max_runs=2) == 2  # "killed" after two runs
@@ -415,21 +421,21 @@ def test_sweep_runs_resumes_and_reports(tmp_path, tiny_file):
     # a half-finished run: the control's first epoch done, then killed before the result
     short = dataclasses.replace(setup, recipe=recipes.override(
         setup.recipe, ["control.epochs=1", "control.eval_from=0"]))
-    sweep.run_spec(specs[3], short, tmp_path, ["aquatic"])
-    (runs / specs[3].id / "result.json").unlink()
-    pruned_stamp = (runs / specs[3].id / "pruned.keras").stat().st_mtime_ns
+    sweep.run_spec(specs[4], short, tmp_path, ["aquatic"])
+    (runs / specs[4].id / "result.json").unlink()
+    pruned_stamp = (runs / specs[4].id / "pruned.keras").stat().st_mtime_ns
     logs.clear()
     assert sweep.run_sweep(specs, {"tiny": setup}, tmp_path, ["aquatic"], logs.append) == 3
     assert "5 runs, 2 finished, 3 to do" in logs[0]
     assert {p.parent.name: p.stat().st_mtime_ns for p in runs.glob("*/result.json")
             if p.parent.name in stamps} == stamps  # finished runs were not re-run
-    assert (runs / specs[3].id / "pruned.keras").stat().st_mtime_ns == pruned_stamp
-    control = json.loads((runs / specs[3].id / "result.json").read_text())
+    assert (runs / specs[4].id / "pruned.keras").stat().st_mtime_ns == pruned_stamp
+    control = json.loads((runs / specs[4].id / "result.json").read_text())
     assert [r["epoch"] for r in control["history"]] == [0, 1]  # epoch 0 kept, epoch 1 added
     # bookkeeping recorded in the results
-    aware = json.loads((runs / specs[2].id / "result.json").read_text())
+    aware = json.loads((runs / specs[3].id / "result.json").read_text())
     agnostic = json.loads((runs / specs[1].id / "result.json").read_text())
-    c4 = json.loads((runs / specs[4].id / "result.json").read_text())
+    c4 = json.loads((runs / specs[2].id / "result.json").read_text())
     s = setup.splits("aquatic")
     assert (aware["train_on"], aware["train_images"]) == ("aquatic", len(s.train))
     assert (agnostic["train_on"], agnostic["train_images"]) == ("all", 400)
@@ -451,7 +457,7 @@ def test_sweep_runs_resumes_and_reports(tmp_path, tiny_file):
         "aquatic", len(s.train), agnostic["params_after"])
     assert len(c4["history"]) == 2 and c4["subsets"]["aquatic"]["converged"] is None  # eval_from=1
     final = keras.models.load_model(runs / specs[1].id / "train" / "checkpoint.keras", compile=False)
-    start = keras.models.load_model(runs / specs[4].id / "pruned.keras", compile=False)
+    start = keras.models.load_model(runs / specs[2].id / "pruned.keras", compile=False)
     for a, b in zip(final.get_weights(), start.get_weights()):
         np.testing.assert_array_equal(a, b)
     assert sweep.run_sweep(specs, {"tiny": setup}, tmp_path, ["aquatic"], logs.append) == 0

@@ -7,8 +7,9 @@ Runs live in `SWEEP/runs/<run id>/` (`tfprune.experiments.protocol.run`); a run 
 `result.json` exists is skipped, so a killed sweep started again resumes (an interrupted run
 from its last checkpointed epoch). The aware fine-tune phase is cached in `SWEEP/finetune/`.
 Order: for each seed and network, `unpruned`, then level by level in the order given (put the
-most informative level first), the level's `agnostic` run (shared by every subset), then
-every subset's methods in the order given.
+most informative level first), the level's `agnostic` run (shared by every subset), every
+subset's `control4` runs (they start from the agnostic run's model, which a checkout does not
+hold, so they run while it is on disk), then every subset's other methods in the order given.
 
 Methods are named `aware:CRITERION` (e.g. `aware:finetune_l1`), `adapt:CRITERION` (the
 subset-head + distillation recipe), `agnostic`, `control2`, `control3`, `control4` (and
@@ -100,8 +101,10 @@ def grid(subsets, networks, levels, seeds, methods, subset_seeds=None) -> list[R
             for level in levels:
                 specs += [RunSpec(m, net, level, seed, None, c, n)
                           for m, c, n in parsed if m == "agnostic"]
-                specs += [RunSpec(m, net, level, seed, subset, c, n)
-                          for subset in subsets for m, c, n in parsed if m != "agnostic"]
+                for first in (True, False):
+                    specs += [RunSpec(m, net, level, seed, subset, c, n)
+                              for subset in subsets for m, c, n in parsed
+                              if m != "agnostic" and (m == "control4") == first]
     if not subset_seeds:
         return specs
     unknown = set(subset_seeds) - set(subsets)
