@@ -64,6 +64,8 @@ flags.DEFINE_integer("transfer_images", 0, "levels: this many of the source's ot
                      lower_bound=0)
 flags.DEFINE_integer("level_seed", 0, "levels: the training seed (initial state, batches, "
                      "augmentation).", lower_bound=0)
+flags.DEFINE_enum("allocation", "global", ["global", "uniform"], "levels: one global ranking "
+                  "of filters, or the same fraction of every layer.")
 flags.DEFINE_list("level_blocks", [], "levels: residual branches (their Add layers) removed "
                   "whole before the channels; --levels still counts from the model with them.")
 flags.DEFINE_list("recipes", [], "Recipe names of the recipes part (default: all).")
@@ -303,25 +305,28 @@ def part_levels() -> None:
     teacher = head.slice_head(original, full.classes)
     bar = {"val": train.accuracy(teacher, splits.val), "test": train.accuracy(teacher, splits.test)}
     base = _base()
+    round_to, cost = plan_terms(original, FLAGS.target, FLAGS.round_to, "litert-float32-1t")
+    # round_to=auto steps by the host's kernel tile: rows name it (before: `auto`, tile 16)
+    tile = cost.tile if FLAGS.round_to == "auto" else None
     for level in (float(v) for v in FLAGS.levels):
         for criterion in FLAGS.criteria:
             row_id = (f"level:{FLAGS.data}:{FLAGS.subset}:{level}:{criterion}:{FLAGS.epochs}:"
                       f"{FLAGS.target}:{FLAGS.train_per_class}:{FLAGS.reconstruct_images}:"
                       f"{base}" + (f":f{FLAGS.features:g}" if FLAGS.features else "")
-                      + (f":r{FLAGS.round_to}" if FLAGS.round_to != "auto" else "")
+                      + (f":r{FLAGS.round_to}" if FLAGS.round_to != "auto" else f":tile{tile}")
                       + (f":lr{FLAGS.lr:g}" if FLAGS.lr != 0.01 else "")
                       + (f":{FLAGS.mix}" if FLAGS.mix != "none" else "")
                       + (f":a{FLAGS.alpha:g}" if FLAGS.alpha != 0.9 else "")
                       + (f":t{FLAGS.transfer_images}" if FLAGS.transfer_images else "")
                       + (f":s{FLAGS.level_seed}" if FLAGS.level_seed else "")
-                      + (f":b{'+'.join(FLAGS.level_blocks)}" if FLAGS.level_blocks else ""))
+                      + (f":b{'+'.join(FLAGS.level_blocks)}" if FLAGS.level_blocks else "")
+                      + (f":{FLAGS.allocation}" if FLAGS.allocation != "global" else ""))
             if _done(row_id):
                 continue
             keras.utils.set_random_seed(FLAGS.level_seed)
-            round_to, cost = plan_terms(original, FLAGS.target, FLAGS.round_to,
-                                        "litert-float32-1t")
             result = pruner.prune_model(original, criterion, _channel_level(teacher, level),
-                                        FLAGS.target, blocks=FLAGS.level_blocks,
+                                        FLAGS.target, allocation=FLAGS.allocation,
+                                        blocks=FLAGS.level_blocks,
                                         round_to=round_to, cost=cost, splits=splits,
                                         calibration_batches=8, bn_batches=8,
                                         head_classes=full.classes,
@@ -336,6 +341,7 @@ def part_levels() -> None:
                                          "base": base,
                                          "criterion": criterion, "bar_val": bar["val"],
                                          "target": FLAGS.target, "round_to": FLAGS.round_to,
+                                         "tile": tile, "allocation": FLAGS.allocation,
                                          "train_per_class": FLAGS.train_per_class,
                                          "reconstruct_images": FLAGS.reconstruct_images,
                                          **pruned_acc,
@@ -611,8 +617,9 @@ def render(rows: list) -> str:
                   "the BatchNorm re-estimation (0: off). `pruned`: val accuracy before "
                   "fine-tuning.", "",
                   "| base | data | subset | target | level | criterion | per class | recon | "
-                  "params | epochs | lr, mix, round_to (alpha if not 0.9; transfer images; seed if not 0; "
-                  "branches removed whole) | "
+                  "params | epochs | lr, mix, round_to (auto: the host's kernel tile, 16 where "
+                  "not given; alpha if not 0.9; transfer images; seed if not 0; allocation if "
+                  "not global; branches removed whole) | "
                   "features | "
                   "pruned val | val | test | bar val | bar test | vs bar (pp) | fine-tune s |",
                   "|" + "---|" * 19]
@@ -623,7 +630,8 @@ def render(rows: list) -> str:
                                                r.get("distill_features", 0),
                                                r.get("lr", 0.01), r.get("mix", "none"),
                                                r.get("transfer_images", 0), r.get("seed", 0),
-                                               r.get("blocks", []))):
+                                               r.get("blocks", []),
+                                               r.get("allocation", "global"))):
             lines.append(f"| {r.get('base', PREVIOUS_BASE)} | {r['data'].split('/')[-1]} | "
                          f"{r['subset']} | "
                          f"{r.get('target', 'params')} | {r['level']:.0%} | {r['criterion']} | "
@@ -631,11 +639,14 @@ def render(rows: list) -> str:
                          f"{r.get('reconstruct_images', 0)} | {r['params']:,} | {r['epochs']} | "
                          f"{r.get('lr', 0.01):g}, {r.get('mix', 'none')}, "
                          f"{r.get('round_to', 'auto')}"
+                         + (f" (tile {r['tile']})" if r.get("tile") else "")
                          + (f", alpha {r['distill_alpha']:g}" if r["distill_alpha"] != 0.9
                             else "")
                          + (f", {r['transfer_images']:,} transfer" if r.get("transfer_images")
                             else "")
                          + (f", seed {r['seed']}" if r.get("seed") else "")
+                         + (f", {r['allocation']} allocation"
+                            if r.get("allocation", "global") != "global" else "")
                          + (f", without {' '.join(r['blocks'])}" if r.get("blocks") else "")
                          + f" | {r.get('distill_features', 0):g} | "
                          f"{_pct(r.get('pruned_val'))} | "
