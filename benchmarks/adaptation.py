@@ -64,6 +64,9 @@ flags.DEFINE_integer("transfer_images", 0, "levels: this many of the source's ot
                      lower_bound=0)
 flags.DEFINE_integer("level_seed", 0, "levels: the training seed (initial state, batches, "
                      "augmentation).", lower_bound=0)
+flags.DEFINE_integer("level_steps", 1, "levels: reach the level in this many prunes of equal "
+                     "params, the epochs split between them (each prune scores the fine-tuned "
+                     "student; --target=params only).", lower_bound=1)
 flags.DEFINE_enum("allocation", "global", ["global", "uniform"], "levels: one global ranking "
                   "of filters, or the same fraction of every layer.")
 flags.DEFINE_list("level_blocks", [], "levels: residual branches (their Add layers) removed "
@@ -289,6 +292,8 @@ def part_levels() -> None:
     from tfprune.training import fit as train
     from tfprune.training import taps
 
+    if FLAGS.level_steps > 1 and (FLAGS.level_blocks or FLAGS.target != "params"):
+        raise SystemExit("--level_steps: with --target=params and no --level_blocks only")
     full = data.load_subset(FLAGS.data, FLAGS.subset, 0)
     if FLAGS.train_per_class:
         import dataclasses
@@ -320,21 +325,36 @@ def part_levels() -> None:
                       + (f":t{FLAGS.transfer_images}" if FLAGS.transfer_images else "")
                       + (f":s{FLAGS.level_seed}" if FLAGS.level_seed else "")
                       + (f":b{'+'.join(FLAGS.level_blocks)}" if FLAGS.level_blocks else "")
-                      + (f":{FLAGS.allocation}" if FLAGS.allocation != "global" else ""))
+                      + (f":{FLAGS.allocation}" if FLAGS.allocation != "global" else "")
+                      + (f":steps{FLAGS.level_steps}" if FLAGS.level_steps > 1 else ""))
             if _done(row_id):
                 continue
             keras.utils.set_random_seed(FLAGS.level_seed)
-            result = pruner.prune_model(original, criterion, _channel_level(teacher, level),
-                                        FLAGS.target, allocation=FLAGS.allocation,
-                                        blocks=FLAGS.level_blocks,
-                                        round_to=round_to, cost=cost, splits=splits,
-                                        calibration_batches=8, bn_batches=8,
-                                        head_classes=full.classes,
-                                        class_names=full.class_names,
-                                        reconstruct_images=FLAGS.reconstruct_images)
+            model, kept, epochs = original, None, FLAGS.epochs
+            for step in range(1, FLAGS.level_steps + 1):
+                goal = level * step / FLAGS.level_steps      # of the teacher's params
+                if step > 1:
+                    train.finetune(model, splits.train, FLAGS.epochs // FLAGS.level_steps,
+                                   FLAGS.lr, 5e-4, 64, FLAGS.level_seed, None, verbose=2,
+                                   bn_momentum=0.9, teacher=teacher, distill_alpha=FLAGS.alpha,
+                                   mix=FLAGS.mix, taps=kept, feature_weight=FLAGS.features,
+                                   transfer_images=transfer)
+                    epochs -= FLAGS.epochs // FLAGS.level_steps
+                    round_to, cost = plan_terms(model, FLAGS.target, FLAGS.round_to,
+                                                "litert-float32-1t")
+                result = pruner.prune_model(
+                    model, criterion, _channel_level(teacher, goal) if step == 1
+                    else 1 - (1 - goal) * teacher.count_params() / model.count_params(),
+                    FLAGS.target, allocation=FLAGS.allocation, blocks=FLAGS.level_blocks,
+                    round_to=round_to, cost=cost, splits=splits, calibration_batches=8,
+                    bn_batches=8, head_classes=full.classes if step == 1 else None,
+                    class_names=full.class_names if step == 1 else None,
+                    reconstruct_images=FLAGS.reconstruct_images)
+                model, kept = result.pruned, taps.compose(kept, taps.feature_taps(
+                    result.pruned, result.plan))
             pruned_acc = {"pruned_val": train.accuracy(result.pruned, splits.val),
                           "pruned_test": train.accuracy(result.pruned, splits.test)}
-            row = _finetune_row(row_id, result.pruned, teacher, splits, FLAGS.epochs, 0.9,
+            row = _finetune_row(row_id, result.pruned, teacher, splits, epochs, 0.9,
                                 FLAGS.alpha,
                                 FLAGS.mix, {"part": "levels", "data": FLAGS.data,
                                          "subset": FLAGS.subset, "level": level,
@@ -350,8 +370,10 @@ def part_levels() -> None:
                                          "train_images": len(splits.train),
                                          "transfer_images": FLAGS.transfer_images,
                                          "seed": FLAGS.level_seed,
-                                         "blocks": FLAGS.level_blocks},
-                                taps=taps.feature_taps(result.pruned, result.plan),
+                                         "blocks": FLAGS.level_blocks,
+                                         "level_steps": FLAGS.level_steps,
+                                         "epochs": FLAGS.epochs},
+                                taps=kept,
                                 features=FLAGS.features, lr=FLAGS.lr, transfer=transfer,
                                 seed=FLAGS.level_seed)
             print(json.dumps(row))
@@ -618,8 +640,8 @@ def render(rows: list) -> str:
                   "fine-tuning.", "",
                   "| base | data | subset | target | level | criterion | per class | recon | "
                   "params | epochs | lr, mix, round_to (auto: the host's kernel tile, 16 where "
-                  "not given; alpha if not 0.9; transfer images; seed if not 0; allocation if "
-                  "not global; branches removed whole) | "
+                  "not given; alpha if not 0.9; transfer images; seed if not 0; prunes if more "
+                  "than one; allocation if not global; branches removed whole) | "
                   "features | "
                   "pruned val | val | test | bar val | bar test | vs bar (pp) | fine-tune s |",
                   "|" + "---|" * 19]
@@ -645,6 +667,8 @@ def render(rows: list) -> str:
                          + (f", {r['transfer_images']:,} transfer" if r.get("transfer_images")
                             else "")
                          + (f", seed {r['seed']}" if r.get("seed") else "")
+                         + (f", {r['level_steps']} prunes" if r.get("level_steps", 1) > 1
+                            else "")
                          + (f", {r['allocation']} allocation"
                             if r.get("allocation", "global") != "global" else "")
                          + (f", without {' '.join(r['blocks'])}" if r.get("blocks") else "")

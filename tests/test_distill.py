@@ -118,6 +118,21 @@ def test_feature_taps_are_the_residual_streams_at_the_kept_channels(pruned_stude
     assert taps.feature_taps(plain, {"layers": {"r2": {"out": [1, 3]}}}) == [("r2", [1, 3])]
 
 
+def test_taps_of_a_student_pruned_twice_name_the_teachers_channels(pruned_student):
+    from tfprune import pruner
+    teacher, res = pruned_student
+    again = pruner.prune_model(res.pruned, "l1", 0.3, "params")
+    first = taps.feature_taps(res.pruned, res.plan)
+    both = taps.compose(first, taps.feature_taps(again.pruned, again.plan))
+    assert taps.compose(None, first) == first
+    assert [n for n, _ in both] == [n for n, _ in first]
+    assert any(len(k) < len(f) for (_, k), (_, f) in zip(both, first))  # cut again
+    for name, kept in both:  # the stream's BatchNorm scales are the teacher's at those channels
+        gamma = name.replace("_out", "_b_bn")
+        np.testing.assert_array_equal(again.pruned.get_layer(gamma).gamma.numpy(),
+                                      teacher.get_layer(gamma).gamma.numpy()[kept])
+
+
 def test_feature_loss_matches_numpy_and_vanishes_on_the_kept_maps(pruned_student, sample_splits):
     import keras
     teacher, res = pruned_student

@@ -38,6 +38,16 @@ def feature_taps(model, plan: dict) -> list[tuple[str, list[int]]]:
              else list(range(int(spec.layers[name].output_shape[-1])))) for name in names]
 
 
+def compose(before, after):
+    """The taps of a student pruned again: `after` (feature_taps of the second prune) names
+    channels of the once-pruned student, which `before` (the first prune's taps) maps to
+    the teacher's. `before` None: `after` unchanged."""
+    if before is None:
+        return after
+    first = dict(before)
+    return [(name, [first[name][i] for i in chans]) for name, chans in after]
+
+
 def feature_loss(student_maps, teacher_maps):
     """Mean over taps of mean((s - t)^2) / mean(t^2): every tap in scale-free units, so deep
     and shallow maps weigh alike. `teacher_maps` are already cut to the student's channels."""
