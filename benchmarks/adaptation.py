@@ -237,16 +237,24 @@ def part_main() -> None:
           "validation_passed": s["validation_passed"], "test_images": s["subset"]["test"]})
 
 
+def _finetune(model, teacher, splits, epochs, bn, alpha, mix, taps=(), features: float = 0.0,
+              lr: float = 0.01, transfer=None, seed: int = 0) -> dict:
+    """The benchmark's fine-tune of `model` (in place); its Keras history."""
+    from tfprune.training import fit as train
+    return train.finetune(model, splits.train, epochs, lr, 5e-4, 64, seed, None,
+                          verbose=2, bn_momentum=bn,
+                          teacher=teacher if alpha or features else None,
+                          distill_alpha=alpha, mix=mix, taps=taps, feature_weight=features,
+                          transfer_images=transfer)
+
+
 def _finetune_row(row_id, model, teacher, splits, epochs, bn, alpha, mix, extra,
                   taps=(), features: float = 0.0, lr: float = 0.01, transfer=None,
                   seed: int = 0) -> dict:
     from tfprune.training import fit as train
     start = time.time()
-    history = train.finetune(model, splits.train, epochs, lr, 5e-4, 64, seed, None,
-                             verbose=2, bn_momentum=bn,
-                             teacher=teacher if alpha or features else None,
-                             distill_alpha=alpha, mix=mix, taps=taps, feature_weight=features,
-                             transfer_images=transfer)
+    history = _finetune(model, teacher, splits, epochs, bn, alpha, mix, taps, features, lr,
+                        transfer, seed)
     seconds = time.time() - start
     return {"id": row_id, "epochs": epochs, "bn_momentum": bn or 0.99, "distill_alpha": alpha,
             "distill_features": features, "mix": mix, "lr": lr, "finetune_seconds": seconds,
@@ -330,16 +338,13 @@ def part_levels() -> None:
             if _done(row_id):
                 continue
             keras.utils.set_random_seed(FLAGS.level_seed)
-            model, kept, epochs = original, None, FLAGS.epochs
+            model, kept = original, None
+            between = FLAGS.epochs // FLAGS.level_steps   # epochs after each prune but the last
             for step in range(1, FLAGS.level_steps + 1):
                 goal = level * step / FLAGS.level_steps      # of the teacher's params
                 if step > 1:
-                    train.finetune(model, splits.train, FLAGS.epochs // FLAGS.level_steps,
-                                   FLAGS.lr, 5e-4, 64, FLAGS.level_seed, None, verbose=2,
-                                   bn_momentum=0.9, teacher=teacher, distill_alpha=FLAGS.alpha,
-                                   mix=FLAGS.mix, taps=kept, feature_weight=FLAGS.features,
-                                   transfer_images=transfer)
-                    epochs -= FLAGS.epochs // FLAGS.level_steps
+                    _finetune(model, teacher, splits, between, 0.9, FLAGS.alpha, FLAGS.mix,
+                              kept, FLAGS.features, FLAGS.lr, transfer, FLAGS.level_seed)
                     round_to, cost = plan_terms(model, FLAGS.target, FLAGS.round_to,
                                                 "litert-float32-1t")
                 result = pruner.prune_model(
@@ -354,7 +359,8 @@ def part_levels() -> None:
                     result.pruned, result.plan))
             pruned_acc = {"pruned_val": train.accuracy(result.pruned, splits.val),
                           "pruned_test": train.accuracy(result.pruned, splits.test)}
-            row = _finetune_row(row_id, result.pruned, teacher, splits, epochs, 0.9,
+            row = _finetune_row(row_id, result.pruned, teacher, splits,
+                                FLAGS.epochs - (FLAGS.level_steps - 1) * between, 0.9,
                                 FLAGS.alpha,
                                 FLAGS.mix, {"part": "levels", "data": FLAGS.data,
                                          "subset": FLAGS.subset, "level": level,
