@@ -61,6 +61,18 @@ def test_chain_runs_and_resumes(tmp_path):
     assert f"Verdict: {summary['verdict']}" in (run / "report.md").read_text()
     assert summary["l1"]["params"] < summary["original"]["params"]
     assert all(r["latency_ms"] > 0 for r in summary["baselines"])
+    # every latency and speed-up the report gives was timed side by side (speed.json): the
+    # baselines' column, the verdict's speed-up and the table's
+    speed = summary["speed"]
+    assert set(speed) == set(summary["pruned"]["predicted_latency_ms"])
+    assert set(speed["litert-float32-1t"]["ms"]) == {"original", "bar", "baseline", "shipped"}
+    assert set(speed["litert-int8-2t"]["ms"]) == {"original", "shipped"}
+    assert speed["litert-int8-1t"]["reference"] == "original"
+    ms = speed["litert-float32-1t"]["ms"]
+    assert [r["latency_ms"] for r in summary["baselines"]] == [
+        ms["original"], ms["bar"], ms["baseline"], ms["shipped"], ms["shipped"]]
+    assert all(m["vs_shipped"]["shipped"] == 1.0 for m in speed.values())
+    assert f"{speed['litert-float32-1t']['speedup']:.2f}x faster" in summary["verdict"]
     assert summary["finetuned"]["seconds"] > 0
     labels = (run / "bundle" / "labels.txt").read_text().split()
     assert labels[:2] == ["aquarium_fish", "beaver"] and len(labels) == 10
@@ -99,7 +111,7 @@ def test_chain_runs_and_resumes(tmp_path):
     chain.run_chain(cfg, run, log=logs.append, bundler=android_export.write_bundle)
     skipped = [line.split("]")[0] for line in logs if "skipped" in line]
     assert skipped == ["[evaluate", "[prune", "[finetune", "[export", "[baseline",
-                       "[baseline l1", "[bundle", "[device"]
+                       "[baseline l1", "[speed", "[bundle", "[device"]
     assert any(line.startswith("[validate] ...") for line in logs)
 
     # a failed gate of a file the bundle leaves out (int8) does not hold the bundle back...

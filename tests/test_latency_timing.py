@@ -69,19 +69,43 @@ def test_one_thread_timing_ignores_a_competitor_on_the_same_core():
     assert timed < 1.3 * alone, (alone, timed, shared)
 
 
-def test_validation_latency_reports_the_one_thread_cpu_clock_and_the_table_uses_it():
-    from tfprune.latency import report
+def test_validation_latency_reports_the_one_thread_cpu_clock():
     from tfprune.litert.validate import latency
 
     blob = timing.to_tflite(small_resnet(), "float32")
     measured = latency.measure(blob, threads=(1, 2), runs=5, warmup=1)
     assert "cpu_median_ms" in measured["1"] and "cpu_median_ms" not in measured["2"]
     assert 0 < measured["1"]["cpu_median_ms"] <= measured["1"]["median_ms"] * 1.05
-    rows = {"model_float32.tflite": {"latency": measured}}
-    predicted = {"litert-float32-1t": {"unpruned": 1.0, "pruned": 0.5},
-                 "litert-float32-2t": {"unpruned": 1.0, "pruned": 0.5}}
-    lines = report.markdown(predicted, rows, rows, 100, 50)
-    one = next(ln for ln in lines if ln.startswith("| litert-float32-1t"))
-    two = next(ln for ln in lines if ln.startswith("| litert-float32-2t"))
-    assert f"{measured['1']['cpu_median_ms']:.3f}" in one
-    assert f"{measured['2']['median_ms']:.3f}" in two
+
+
+def _wide_model():
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((32, 32, 3))
+    x = keras.layers.Conv2D(64, 3, padding="same", activation="relu")(inp)
+    x = keras.layers.Conv2D(64, 3, padding="same", activation="relu")(x)
+    return keras.Model(inp, keras.layers.Dense(10)(keras.layers.GlobalAveragePooling2D()(x)))
+
+
+def test_a_run_is_timed_side_by_side_and_the_table_shows_it(tmp_path):
+    """A run directory's files, timed in one interleaved session per runtime: the reference
+    (the bar in float32) against the shipped file, a ~70x heavier model clearly slower; roles
+    without a file (no `l1` baseline here) are left out; the report's table shows the same
+    numbers."""
+    from tfprune.latency import report
+
+    (tmp_path / "original").mkdir()
+    (tmp_path / "original" / "restricted_float32.tflite").write_bytes(
+        timing.to_tflite(_wide_model(), "float32"))
+    (tmp_path / "model_float32.tflite").write_bytes(timing.to_tflite(small_resnet(), "float32"))
+    measured = report.time_run(tmp_path, ["litert-float32-1t", "litert-float32-2t"],
+                               rounds=5, invokes=5)
+    one, two = measured["litert-float32-1t"], measured["litert-float32-2t"]
+    assert one["clock"] == "thread_cpu" and two["clock"] == "wall"
+    assert one["reference"] == "bar" and set(one["ms"]) == {"bar", "shipped"}
+    assert one["speedup"] == one["vs_shipped"]["bar"] > 3
+    assert one["ms"]["bar"] > 3 * one["ms"]["shipped"] > 0
+    predicted = {rt: {"unpruned": 1.0, "pruned": 0.5} for rt in measured}
+    lines = report.markdown(predicted, measured, 100, 50)
+    row = next(ln for ln in lines if ln.startswith("| litert-float32-1t"))
+    assert (f"| {one['ms']['bar']:.3f} |" in row and f"| {one['ms']['shipped']:.3f} |" in row
+            and f"| {one['speedup']:.2f}x | {one['speedup'] / 2:.2f} |" in row)

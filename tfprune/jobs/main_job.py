@@ -1,6 +1,6 @@
 """The main job's chain: evaluate -> prune on the subset's data -> fine-tune -> export
-(float32, int8, trainable) -> validate -> baselines -> bundle -> on-device fine-tuning ->
-report, in one run directory.
+(float32, int8, trainable) -> validate -> baselines -> side-by-side timing -> bundle ->
+on-device fine-tuning -> report, in one run directory.
 
 With `head="subset"` (the default) the classifier is cut to the subset's classes before
 pruning (tfprune.core.head; labels 0..k-1 in subset order, `tfprune.data.relabel`), and the
@@ -30,6 +30,8 @@ from tfprune.litert.validate import gate_failed
 from tfprune.training import fit as train
 from tfprune.errors import TfpruneError
 from tfprune.jobs.main_report import verdict
+
+F32_1T = "litert-float32-1t"  # the baselines' latency column and the verdict's speed-up
 
 
 @dataclasses.dataclass
@@ -280,6 +282,18 @@ def baseline_export(run: Run) -> None:
     _validate(run, run.dir / "original", "original.keras", False, run.splits)
 
 
+def speed(run: Run) -> None:
+    """The run's LiteRT files timed side by side on every runtime (speed.json): every latency
+    and speed-up the report gives."""
+    from tfprune.latency.report import time_run
+
+    measured = time_run(run.dir)
+    run.write_json("speed.json", measured)
+    for rt, m in measured.items():
+        run.log(f"[speed] {rt}: shipped {m['ms']['shipped']:.3f} ms, {m['speedup']:.2f}x the "
+                f"{m['reference']}'s speed (side by side)")
+
+
 def bundle_allowed(run: Run) -> bool:
     """Only the bundled files' gates decide (as in write_bundle): a failed int8 gate does not
     hold back a float32 bundle, though the run still exits non-zero."""
@@ -370,6 +384,7 @@ def run_chain(cfg: ChainConfig, run_dir, log=print, bundler=None) -> dict:
         "model_float32.tflite", "model_int8.tflite", "validation.json")), baseline_export)
     if cfg.baseline_criterion:
         _stage(run, f"baseline {cfg.baseline_criterion}", ("l1/result.json",), baseline_pruning)
+    _stage(run, "speed", ("speed.json",), speed)
     if bundle_allowed(run):
         _stage(run, "bundle", ("bundle/manifest.json",), bundle)
     elif bundler:
@@ -393,20 +408,18 @@ def _tflite_rows(validation: dict) -> dict:
         for f in validation["files"]}
 
 
-def _baselines(run: Run, tflite: dict, original_tflite: dict) -> list[dict]:
+def _baselines(run: Run) -> list[dict]:
     """The report's comparison rows on the same test images: accuracy, params, MACs and
-    float32 LiteRT latency (1 thread, median ms) of each model."""
-    ms = lambda lat: lat and lat["1"]["median_ms"]
+    float32 LiteRT latency (1 thread, ms, side by side: speed.json) of each model."""
     o, r, f = run.read("original.json"), run.read("restricted.json"), run.read("finetuned.json")
     l1, dev = run.read("l1/result.json"), run.read("device.json")
-    f32 = "model_float32.tflite"
+    ms = run.read("speed.json")[F32_1T]["ms"]
     rows = [
         {"model": "original, 100-way", "role": "original", "accuracy": o["test_accuracy"],
-         "params": o["params"], "macs": o["macs"],
-         "latency_ms": ms((original_tflite.get(f32) or {}).get("latency"))},
+         "params": o["params"], "macs": o["macs"], "latency_ms": ms["original"]},
         {"model": "original restricted to the subset (the bar)", "role": "bar",
          "accuracy": r["test_accuracy"], "params": r["params"], "macs": r["macs"],
-         "latency_ms": ms(r["latency"])}]
+         "latency_ms": ms["bar"]}]
     if l1:
         depth = (l1.get("depth") or {})
         branches = (f" and `{depth['criterion']}` branches" if depth.get("removed") else "")
@@ -414,9 +427,8 @@ def _baselines(run: Run, tflite: dict, original_tflite: dict) -> list[dict]:
                               "fine-tuning",
                      "role": "baseline", "accuracy": l1["test_accuracy"],
                      "params": l1["params"], "macs": l1["macs"],
-                     "latency_ms": ms(l1["latency"])})
-    shipped = {"params": f["params"], "macs": f["macs"],
-               "latency_ms": ms((tflite.get(f32) or {}).get("latency"))}
+                     "latency_ms": ms.get("baseline")})
+    shipped = {"params": f["params"], "macs": f["macs"], "latency_ms": ms["shipped"]}
     rows.append({"model": f"shipped (`{run.cfg.criterion}`, fine-tuned)", "role": "shipped",
                  "accuracy": f["test_accuracy"], **shipped})
     if dev:
@@ -431,7 +443,7 @@ def _summary(run: Run) -> dict:
     bundle_manifest, dev = run.read("bundle/manifest.json"), run.read("device.json")
     tflite, original_tflite = _tflite_rows(validation), _tflite_rows(
         run.read("original/validation.json"))
-    baselines = _baselines(run, tflite, original_tflite)
+    baselines, measured = _baselines(run), run.read("speed.json")
     return {
         "config": dataclasses.asdict(cfg),
         "subset": {"classes": len(splits.classes), "train": len(splits.train),
@@ -440,7 +452,9 @@ def _summary(run: Run) -> dict:
         "pruned": run.read("pruned.json"),
         "finetuned": {k: v for k, v in run.read("finetuned.json").items() if k != "history"},
         "l1": run.read("l1/result.json"),
-        "baselines": baselines, "verdict": verdict(baselines),
+        "baselines": baselines,
+        "verdict": verdict(baselines, measured[F32_1T]["speedup"]),
+        "speed": measured,
         "tflite": tflite, "original_tflite": original_tflite,
         "validation_passed": validation["passed"],
         "failed_gates": validation["failed_gates"],

@@ -30,8 +30,16 @@ def _gate(status) -> str:
     return {"fail": "FAIL", "not run": "NOT RUN"}.get(status, status)
 
 
-def _ms(latency, threads: str) -> str:
-    return "-" if not latency else f"{latency[threads]['median_ms']:.2f}"
+def _ms(measured: dict, role: str) -> str:
+    """`role`'s side-by-side latency in one runtime's entry of speed.json, or "-"."""
+    ms = (measured.get("ms") or {}).get(role)
+    return "-" if ms is None else f"{ms:.2f}"
+
+
+def _precision(file_name: str) -> str | None:
+    """float32 / int8 of a `model_<precision>.tflite` file, else None (trainable.tflite)."""
+    stem = file_name.removesuffix(".tflite")
+    return stem.removeprefix("model_") if stem.startswith("model_") else None
 
 
 def _depth(entry) -> str:
@@ -70,27 +78,29 @@ def report_markdown(s: dict) -> str:
     for name, m in (("original", o), (pruned_label, p), ("pruned + fine-tuned", f)):
         lines.append(f"| {name} | {_pct(m['test_accuracy'])} | {m['params']:,} | {m['macs']:,} "
                      f"| {m['bytes']:,} | {m['filters']:,} |")
+    speed = s.get("speed") or {}
     lines += ["", "## Converted models (LiteRT): unpruned against pruned", "",
+              "Latency: timed side by side (see below); speed-up: the 100-way original's "
+              "1-thread latency over the file's, per round.", "",
               "| model | file | size | accuracy | latency 1 thread (ms) | 2 threads (ms) | "
               "speed-up (1 thread) | gates |", "|---|---|---|---|---|---|---|---|"]
     before = s.get("original_tflite") or {}
     for label, rows in (("unpruned", before), ("pruned + fine-tuned", s["tflite"])):
+        role = "original" if label == "unpruned" else "shipped"
         for name, t in rows.items():
             gates = ", ".join(f"{g} {_gate(status)}" for g, status in t["gates"].items())
-            base = before.get(name) if label != "unpruned" else None
-            speedup = (f"{_latency(base) / _latency(t):.2f}x"
-                       if base and _latency(base) and _latency(t) else "-")
+            one, two = (speed.get(f"litert-{_precision(name)}-{n}t") or {} for n in (1, 2))
+            ratio = (one.get("vs_shipped") or {}).get("original")
+            speedup = f"{ratio:.2f}x" if role == "shipped" and ratio else "-"
             lines.append(f"| {label} | {name} | {t['size_bytes'] or 0:,} B | {_pct(t['accuracy'])}"
-                         f" | {_ms(t['latency'], '1')} | {_ms(t['latency'], '2')} | {speedup} "
-                         f"| {gates} |")
+                         f" | {_ms(one, role)} | {_ms(two, role)} | {speedup} | {gates} |")
     verdict = "passed" if s["validation_passed"] else "FAILED: " + "; ".join(s["failed_gates"])
     lines += ["", f"Validation gate of the shipped models: {verdict} (details: validation.md; "
               "the unpruned model's: original/validation.md).", ""]
     if p.get("predicted_latency_ms"):
         from tfprune.latency.report import markdown as latency_table
         lines += ["## Latency: predicted and measured, next to the FLOPs reduction", ""]
-        lines += latency_table(p["predicted_latency_ms"], s["tflite"], before, o["macs"],
-                               f["macs"]) + [""]
+        lines += latency_table(p["predicted_latency_ms"], speed, o["macs"], f["macs"]) + [""]
     gpu = [(name, t["gpu_check"]) for name, t in s["tflite"].items() if t.get("gpu_check")]
     lines += [f"GPU check of {name} (android-gpu: a real run through LiteRT's GPU accelerator; "
               f"android-gpu-legacy: the old GpuDelegate's rules, not a run): {said}"
@@ -153,19 +163,19 @@ def baselines_markdown(s: dict) -> list[str]:
         lat = "-" if r.get("latency_ms") is None else f"{r['latency_ms']:.2f}"
         out.append(f"| {r['model']} | {_pct(r['accuracy'])} | {100 * (r['accuracy'] - bar):+.1f} "
                    f"| {r['params']:,} | {r['macs']:,} | {lat} |")
-    line = verdict(rows)
+    line = s.get("verdict")
     return out + (["", f"Verdict: {line}"] if line else []) + [""]
 
 
-def verdict(rows: list[dict]) -> str | None:
-    """One line for the user: the shipped model against the bar, in accuracy and speed."""
+def verdict(rows: list[dict], speedup: float | None = None) -> str | None:
+    """One line for the user: the shipped model against the bar, in accuracy and in speed-up
+    (LiteRT float32, 1 thread, side by side)."""
     by = {r.get("role"): r for r in rows}
     bar, shipped = by.get("bar"), by.get("shipped")
     if not bar or not shipped:
         return None
     gap = 100 * (shipped["accuracy"] - bar["accuracy"])
-    speed = (f" and {bar['latency_ms'] / shipped['latency_ms']:.2f}x faster (LiteRT float32, "
-             "1 thread)" if bar.get("latency_ms") and shipped.get("latency_ms") else "")
+    speed = f" and {speedup:.2f}x faster (LiteRT float32, 1 thread)" if speedup else ""
     if gap >= -1:
         return (f"the shipped model is within 1 pp of the restricted original ({gap:+.1f} pp)"
                 f"{speed}.")
@@ -173,10 +183,6 @@ def verdict(rows: list[dict]) -> str | None:
             f"{speed}. If accuracy matters more than speed, ship "
             "original/restricted_float32.tflite (the unpruned model, its logits restricted) or "
             "prune less (--level); more training images narrow the gap.")
-
-
-def _latency(t) -> float | None:
-    return t["latency"]["1"]["median_ms"] if t and t.get("latency") else None
 
 
 def write_plot(s: dict, path: Path) -> None:
@@ -196,15 +202,14 @@ def write_plot(s: dict, path: Path) -> None:
     for ax, key, title in zip(axes[1:3], ("params", "macs"), ("parameters", "MACs")):
         ax.bar(names[:3], [r[key] for r in rows], color=colors[:3])
         ax.set_title(title)
-    fmt = [n for n in ("model_float32.tflite", "model_int8.tflite") if n in s["tflite"]]
-    before = s.get("original_tflite") or {}
-    for offset, (label, table, color) in enumerate((("unpruned", before, "#888"),
-                                                     ("pruned", s["tflite"], "#4a8"))):
+    fmt = [p for p in ("float32", "int8") if f"litert-{p}-1t" in (s.get("speed") or {})]
+    for offset, (label, role, color) in enumerate((("unpruned", "original", "#888"),
+                                                    ("pruned", "shipped", "#4a8"))):
         axes[3].bar([i + 0.4 * offset for i in range(len(fmt))],
-                    [_latency(table.get(n)) or 0 for n in fmt], 0.4, label=label, color=color)
-    axes[3].set_xticks([i + 0.2 for i in range(len(fmt))],
-                       [n.removeprefix("model_").removesuffix(".tflite") for n in fmt])
-    axes[3].set_title("LiteRT latency, 1 thread (ms)")
+                    [s["speed"][f"litert-{p}-1t"]["ms"][role] for p in fmt], 0.4, label=label,
+                    color=color)
+    axes[3].set_xticks([i + 0.2 for i in range(len(fmt))], fmt)
+    axes[3].set_title("LiteRT latency, 1 thread (ms, side by side)")
     axes[3].legend()
     for ax in axes:
         ax.tick_params(axis="x", labelsize=8)
