@@ -52,6 +52,8 @@ flags.DEFINE_float("lr", 0.01, "levels: peak fine-tuning learning rate (cosine).
                    lower_bound=0.0)
 flags.DEFINE_enum("mix", "none", ["none", "mixup", "cutmix"], "levels: label-free mixed views "
                   "of every batch (the main job's default is cutmix).")
+flags.DEFINE_float("weight_decay", 5e-4, "levels: the fine-tune's L2 weight decay.",
+                   lower_bound=0.0)
 flags.DEFINE_float("alpha", 0.9, "levels: distillation weight (1 - alpha: cross-entropy on "
                    "the labels).", lower_bound=0.0, upper_bound=1.0)
 flags.DEFINE_string("round_to", "auto", "levels: channel steps of the plans (auto: the "
@@ -238,10 +240,10 @@ def part_main() -> None:
 
 
 def _finetune(model, teacher, splits, epochs, bn, alpha, mix, taps=(), features: float = 0.0,
-              lr: float = 0.01, transfer=None, seed: int = 0) -> dict:
+              lr: float = 0.01, transfer=None, seed: int = 0, wd: float = 5e-4) -> dict:
     """The benchmark's fine-tune of `model` (in place); its Keras history."""
     from tfprune.training import fit as train
-    return train.finetune(model, splits.train, epochs, lr, 5e-4, 64, seed, None,
+    return train.finetune(model, splits.train, epochs, lr, wd, 64, seed, None,
                           verbose=2, bn_momentum=bn,
                           teacher=teacher if alpha or features else None,
                           distill_alpha=alpha, mix=mix, taps=taps, feature_weight=features,
@@ -250,14 +252,15 @@ def _finetune(model, teacher, splits, epochs, bn, alpha, mix, taps=(), features:
 
 def _finetune_row(row_id, model, teacher, splits, epochs, bn, alpha, mix, extra,
                   taps=(), features: float = 0.0, lr: float = 0.01, transfer=None,
-                  seed: int = 0) -> dict:
+                  seed: int = 0, wd: float = 5e-4) -> dict:
     from tfprune.training import fit as train
     start = time.time()
     history = _finetune(model, teacher, splits, epochs, bn, alpha, mix, taps, features, lr,
-                        transfer, seed)
+                        transfer, seed, wd)
     seconds = time.time() - start
     return {"id": row_id, "epochs": epochs, "bn_momentum": bn or 0.99, "distill_alpha": alpha,
-            "distill_features": features, "mix": mix, "lr": lr, "finetune_seconds": seconds,
+            "distill_features": features, "mix": mix, "lr": lr, "weight_decay": wd,
+            "finetune_seconds": seconds,
             "final_loss": history["loss"][-1],
             "val": train.accuracy(model, splits.val), "test": train.accuracy(model, splits.test),
             **extra}
@@ -330,6 +333,7 @@ def part_levels() -> None:
                       + (f":lr{FLAGS.lr:g}" if FLAGS.lr != 0.01 else "")
                       + (f":{FLAGS.mix}" if FLAGS.mix != "none" else "")
                       + (f":a{FLAGS.alpha:g}" if FLAGS.alpha != 0.9 else "")
+                      + (f":wd{FLAGS.weight_decay:g}" if FLAGS.weight_decay != 5e-4 else "")
                       + (f":t{FLAGS.transfer_images}" if FLAGS.transfer_images else "")
                       + (f":s{FLAGS.level_seed}" if FLAGS.level_seed else "")
                       + (f":b{'+'.join(FLAGS.level_blocks)}" if FLAGS.level_blocks else "")
@@ -344,7 +348,8 @@ def part_levels() -> None:
                 goal = level * step / FLAGS.level_steps      # of the teacher's params
                 if step > 1:
                     _finetune(model, teacher, splits, between, 0.9, FLAGS.alpha, FLAGS.mix,
-                              kept, FLAGS.features, FLAGS.lr, transfer, FLAGS.level_seed)
+                              kept, FLAGS.features, FLAGS.lr, transfer, FLAGS.level_seed,
+                              FLAGS.weight_decay)
                     round_to, cost = plan_terms(model, FLAGS.target, FLAGS.round_to,
                                                 "litert-float32-1t")
                 result = pruner.prune_model(
@@ -381,7 +386,7 @@ def part_levels() -> None:
                                          "epochs": FLAGS.epochs},
                                 taps=kept,
                                 features=FLAGS.features, lr=FLAGS.lr, transfer=transfer,
-                                seed=FLAGS.level_seed)
+                                seed=FLAGS.level_seed, wd=FLAGS.weight_decay)
             print(json.dumps(row))
             _add(row)
 
