@@ -108,4 +108,5 @@ def test_a_run_is_timed_side_by_side_and_the_table_shows_it(tmp_path):
     lines = report.markdown(predicted, measured, 100, 50)
     row = next(ln for ln in lines if ln.startswith("| litert-float32-1t"))
     assert (f"| {one['ms']['bar']:.3f} |" in row and f"| {one['ms']['shipped']:.3f} |" in row
-            and f"| {one['speedup']:.2f}x | {one['speedup'] / 2:.2f} |" in row)
+            and f"| {one['speedup']:.2f}x | {one['speedup'] / 2:.2f} |" in row
+            and f"| 50.0% / {1 - 1 / one['speedup']:.1%} |" in row)

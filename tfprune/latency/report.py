@@ -78,17 +78,22 @@ def markdown(predicted: dict, measured: dict, macs_before: int, macs_after: int)
              "it, so waits for a core on a loaded machine are left out; 2 threads: wall time, "
              "which load inflates: the load average when timed is given). "
              "Unpruned: the restricted original in float32, the 100-way original in int8. "
-             "Predicted: the latency model (tfprune.latency).", "",
+             "Predicted: the latency model (tfprune.latency). Its tables keep the milliseconds "
+             "of the day they were timed, and a (virtual) machine's speed drifts: the cut, "
+             "predicted against measured side by side, is the error that does not drift.", "",
              "| runtime | predicted unpruned ms | measured unpruned ms | predicted pruned ms | "
-             "measured pruned ms | prediction error (pruned) | measured speed-up | "
-             "speed-up / FLOPs reduction | load |", "|---|---|---|---|---|---|---|---|---|"]
+             "measured pruned ms | prediction error (pruned ms) | predicted / measured cut | "
+             "measured speed-up | speed-up / FLOPs reduction | load |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for rt, p in predicted.items():
         m = measured.get(rt) or {}
         mu, mp = (m.get("ms") or {}).get(m.get("reference")), (m.get("ms") or {}).get("shipped")
         err = f"{p['pruned'] / mp - 1:+.1%}" if mp else "-"
         speed = m.get("speedup")
+        cuts = (f"{1 - p['pruned'] / p['unpruned']:.1%} / {1 - 1 / speed:.1%}"
+                if speed and p["unpruned"] else "-")
         lines.append(f"| {rt} | {p['unpruned']:.3f} | {mu or float('nan'):.3f} | "
-                     f"{p['pruned']:.3f} | {mp or float('nan'):.3f} | {err} | "
+                     f"{p['pruned']:.3f} | {mp or float('nan'):.3f} | {err} | {cuts} | "
                      f"{'-' if speed is None else f'{speed:.2f}x'} | "
                      f"{'-' if speed is None else f'{speed / flops_x:.2f}'} | "
                      f"{m.get('load_average', '-')} |")
