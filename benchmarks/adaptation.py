@@ -651,8 +651,9 @@ def render(rows: list) -> str:
                   "fine-tuning.", "",
                   "| base | data | subset | target | level | criterion | per class | recon | "
                   "params | epochs | lr, mix, round_to (auto: the host's kernel tile, 16 where "
-                  "not given; alpha if not 0.9; transfer images; seed if not 0; prunes if more "
-                  "than one; allocation if not global; branches removed whole) | "
+                  "not given; alpha if not 0.9; weight decay if not 5e-4; transfer images; seed "
+                  "if not 0; prunes if more than one; allocation if not global; branches "
+                  "removed whole) | "
                   "features | "
                   "pruned val | val | test | bar val | bar test | vs bar (pp) | fine-tune s |",
                   "|" + "---|" * 19]
@@ -663,6 +664,7 @@ def render(rows: list) -> str:
                                                r.get("distill_features", 0),
                                                r.get("lr", 0.01), r.get("mix", "none"),
                                                r.get("transfer_images", 0), r.get("seed", 0),
+                                               r.get("weight_decay", 5e-4),
                                                r.get("blocks", []),
                                                r.get("allocation", "global"))):
             lines.append(f"| {r.get('base', PREVIOUS_BASE)} | {r['data'].split('/')[-1]} | "
@@ -675,6 +677,8 @@ def render(rows: list) -> str:
                          + (f" (tile {r['tile']})" if r.get("tile") else "")
                          + (f", alpha {r['distill_alpha']:g}" if r["distill_alpha"] != 0.9
                             else "")
+                         + (f", wd {r['weight_decay']:g}"
+                            if r.get("weight_decay", 5e-4) != 5e-4 else "")
                          + (f", {r['transfer_images']:,} transfer" if r.get("transfer_images")
                             else "")
                          + (f", seed {r['seed']}" if r.get("seed") else "")
