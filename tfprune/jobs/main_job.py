@@ -408,12 +408,11 @@ def _tflite_rows(validation: dict) -> dict:
         for f in validation["files"]}
 
 
-def _baselines(run: Run) -> list[dict]:
+def _baselines(run: Run, ms: dict) -> list[dict]:
     """The report's comparison rows on the same test images: accuracy, params, MACs and
-    float32 LiteRT latency (1 thread, ms, side by side: speed.json) of each model."""
+    float32 LiteRT latency (1 thread, side by side: `ms`, speed.json's by role) of each model."""
     o, r, f = run.read("original.json"), run.read("restricted.json"), run.read("finetuned.json")
     l1, dev = run.read("l1/result.json"), run.read("device.json")
-    ms = run.read("speed.json")[F32_1T]["ms"]
     rows = [
         {"model": "original, 100-way", "role": "original", "accuracy": o["test_accuracy"],
          "params": o["params"], "macs": o["macs"], "latency_ms": ms["original"]},
@@ -443,7 +442,8 @@ def _summary(run: Run) -> dict:
     bundle_manifest, dev = run.read("bundle/manifest.json"), run.read("device.json")
     tflite, original_tflite = _tflite_rows(validation), _tflite_rows(
         run.read("original/validation.json"))
-    baselines, measured = _baselines(run), run.read("speed.json")
+    measured = run.read("speed.json")
+    baselines = _baselines(run, measured[F32_1T]["ms"])
     return {
         "config": dataclasses.asdict(cfg),
         "subset": {"classes": len(splits.classes), "train": len(splits.train),
