@@ -103,6 +103,14 @@ def test_chain_runs_and_resumes(tmp_path):
                  "| litert-int8-2t |", "speed-up / FLOPs reduction",
                  "GPU check of model_float32.tflite"):
         assert part in report
+    # the converted-models table: each file's side-by-side times by its precision and role
+    rows = {tuple(c.strip() for c in line.split("|")[1:3]): line for line in report.splitlines()}
+    one = speed["litert-float32-1t"]
+    assert f"| {one['vs_shipped']['original']:.2f}x |" in rows["pruned + fine-tuned",
+                                                              "model_float32.tflite"]
+    assert f"| {speed['litert-int8-2t']['ms']['original']:.2f} |" in rows["unpruned",
+                                                                         "model_int8.tflite"]
+    assert "| - | - | - |" in rows["pruned + fine-tuned", "trainable.tflite"]
     assert (run / "report.png").stat().st_size > 1000
     assert json.loads((run / "summary.json").read_text()) == summary
 

@@ -119,11 +119,9 @@ def _totals(model) -> dict:
     return {k: counts[k] for k in ("params", "macs", "bytes", "filters")}
 
 
-def _latency(run: Run, model, path: Path) -> dict:
-    """Export `model` to float32 LiteRT at `path` and time it (1 and 2 threads)."""
-    from tfprune.litert.validate import latency
+def _export_float32(model, path: Path) -> None:
+    """`model` as float32 LiteRT at `path`, for the speed stage to time beside the others."""
     exports.export_inference(model, "float32", path)
-    return latency.measure(path, runs=run.cfg.latency_runs)
 
 
 def evaluate(run: Run) -> None:
@@ -136,9 +134,9 @@ def evaluate(run: Run) -> None:
     train.atomic_save(model, run.dir / "original.keras", optimizer=False)
     restricted = head.slice_head(model, run.splits.classes)
     train.atomic_save(restricted, run.dir / "restricted.keras", optimizer=False)
+    _export_float32(restricted, run.dir / "original" / "restricted_float32.tflite")
     run.write_json("restricted.json", {
         "test_accuracy": train.accuracy(restricted, data.relabel(run.splits).test),
-        "latency": _latency(run, restricted, run.dir / "original" / "restricted_float32.tflite"),
         **_totals(restricted)})
     run.write_json("original.json", {"test_accuracy": train.accuracy(model, run.splits.test),
                                      **_totals(model)})
@@ -230,7 +228,8 @@ def finetune(run: Run) -> None:
 
 def baseline_pruning(run: Run) -> None:
     """The data-agnostic baseline: `baseline_criterion` filters at the same level, the same
-    head and the same fine-tuning; accuracy, size and float32 latency in l1/result.json.
+    head and the same fine-tuning; accuracy and size in l1/result.json, and its float32 file
+    for the speed stage.
     With blocks auto it removes as many branches as the shipped plan (its own choice of
     which) and cuts channels at the shipped plan's level: the count was chosen on the
     device's images, which the baseline does not see."""
@@ -247,9 +246,8 @@ def baseline_pruning(run: Run) -> None:
         "criterion": run.cfg.baseline_criterion, "achieved": result.plan["achieved"],
         "depth": result.plan.get("depth"),
         "test_accuracy": train.accuracy(model, run.head_splits.test),
-        "finetune_seconds": done["seconds"],
-        "latency": _latency(run, model, run.dir / "l1" / "model_float32.tflite"),
-        **_totals(model)})
+        "finetune_seconds": done["seconds"], **_totals(model)})
+    _export_float32(model, run.dir / "l1" / "model_float32.tflite")
 
 
 def _export(run: Run, model, out: Path, stage: str, trainable: bool) -> None:

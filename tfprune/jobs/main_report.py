@@ -36,10 +36,12 @@ def _ms(measured: dict, role: str) -> str:
     return "-" if ms is None else f"{ms:.2f}"
 
 
-def _precision(file_name: str) -> str | None:
-    """float32 / int8 of a `model_<precision>.tflite` file, else None (trainable.tflite)."""
-    stem = file_name.removesuffix(".tflite")
-    return stem.removeprefix("model_") if stem.startswith("model_") else None
+def _precision(file_name: str, role: str) -> str | None:
+    """The precision whose side-by-side file of `role` is `file_name`, else None (a file the
+    speed stage does not time: trainable.tflite)."""
+    from tfprune.latency.report import SIDE_BY_SIDE
+    return next((p for p, files in SIDE_BY_SIDE.items()
+                 if role in files and Path(files[role]).name == file_name), None)
 
 
 def _depth(entry) -> str:
@@ -89,7 +91,7 @@ def report_markdown(s: dict) -> str:
         role = "original" if label == "unpruned" else "shipped"
         for name, t in rows.items():
             gates = ", ".join(f"{g} {_gate(status)}" for g, status in t["gates"].items())
-            one, two = (speed.get(f"litert-{_precision(name)}-{n}t") or {} for n in (1, 2))
+            one, two = (speed.get(f"litert-{_precision(name, role)}-{n}t") or {} for n in (1, 2))
             ratio = (one.get("vs_shipped") or {}).get("original")
             speedup = f"{ratio:.2f}x" if role == "shipped" and ratio else "-"
             lines.append(f"| {label} | {name} | {t['size_bytes'] or 0:,} B | {_pct(t['accuracy'])}"
