@@ -242,12 +242,13 @@ def baseline_pruning(run: Run) -> None:
     done = _finetune(run, model, result.plan)
     (run.dir / "l1").mkdir(exist_ok=True)
     train.atomic_save(model, run.dir / "l1" / "finetuned.keras", optimizer=False)
+    # before result.json, which marks the stage done
+    _export_float32(model, run.dir / "l1" / "model_float32.tflite")
     run.write_json("l1/result.json", {
         "criterion": run.cfg.baseline_criterion, "achieved": result.plan["achieved"],
         "depth": result.plan.get("depth"),
         "test_accuracy": train.accuracy(model, run.head_splits.test),
         "finetune_seconds": done["seconds"], **_totals(model)})
-    _export_float32(model, run.dir / "l1" / "model_float32.tflite")
 
 
 def _export(run: Run, model, out: Path, stage: str, trainable: bool) -> None:
