@@ -119,9 +119,10 @@ def _totals(model) -> dict:
     return {k: counts[k] for k in ("params", "macs", "bytes", "filters")}
 
 
-def _export_float32(model, path: Path) -> None:
-    """`model` as float32 LiteRT at `path`, for the speed stage to time beside the others."""
-    exports.export_inference(model, "float32", path)
+def _export_for_speed(run: Run, model, role: str) -> None:
+    """`model` as the float32 LiteRT file the speed stage times for `role` (SIDE_BY_SIDE)."""
+    from tfprune.latency.report import SIDE_BY_SIDE
+    exports.export_inference(model, "float32", run.dir / SIDE_BY_SIDE["float32"][role])
 
 
 def evaluate(run: Run) -> None:
@@ -134,7 +135,7 @@ def evaluate(run: Run) -> None:
     train.atomic_save(model, run.dir / "original.keras", optimizer=False)
     restricted = head.slice_head(model, run.splits.classes)
     train.atomic_save(restricted, run.dir / "restricted.keras", optimizer=False)
-    _export_float32(restricted, run.dir / "original" / "restricted_float32.tflite")
+    _export_for_speed(run, restricted, "bar")
     run.write_json("restricted.json", {
         "test_accuracy": train.accuracy(restricted, data.relabel(run.splits).test),
         **_totals(restricted)})
@@ -243,7 +244,7 @@ def baseline_pruning(run: Run) -> None:
     (run.dir / "l1").mkdir(exist_ok=True)
     train.atomic_save(model, run.dir / "l1" / "finetuned.keras", optimizer=False)
     # before result.json, which marks the stage done
-    _export_float32(model, run.dir / "l1" / "model_float32.tflite")
+    _export_for_speed(run, model, "baseline")
     run.write_json("l1/result.json", {
         "criterion": run.cfg.baseline_criterion, "achieved": result.plan["achieved"],
         "depth": result.plan.get("depth"),
