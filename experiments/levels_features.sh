@@ -16,3 +16,6 @@ run --subset=indoor --levels=0.5 --criteria=act_l2,l1
 run --subset=aquatic --levels=0.5 --criteria=act_l2,l1
 run --subset=indoor --levels=0.7 --criteria=act_l2,l1
 run --subset=aquatic --levels=0.7 --criteria=act_l2,l1
+# outdoor's act_l2 rows without feature maps are levels_outdoor.sh's; their l1 pairs
+run --subset=outdoor --levels=0.5 --criteria=l1
+run --subset=outdoor --levels=0.7 --criteria=l1
