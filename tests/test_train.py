@@ -45,6 +45,19 @@ def test_finetune_warms_its_rate_up(sample_splits):
     assert schedule["warmup_target"] == pytest.approx(0.1)
 
 
+@pytest.mark.parametrize("epochs, every", [(60, 10), (15, 3), (7, 7), (6, 1), (1, 1)])
+def test_validation_every_ends_on_the_last_epoch(epochs, every):
+    assert train.validation_every(epochs) == every
+    assert epochs % every == 0 and epochs // every <= train.VALIDATIONS
+
+
+def test_finetune_validates_on_its_period(sample_splits):
+    """8 epochs validate every 2nd (4 times, the last included); training loss every epoch."""
+    history = train.finetune(_tiny_model(), sample_splits.train.take(np.arange(64)), 8, 0.1,
+                             val_images=sample_splits.val, verbose=0)
+    assert len(history["loss"]) == 8 and len(history["val_accuracy"]) == 4
+
+
 def _tiny_model():
     inputs = keras.Input((32, 32, 3))
     x = keras.layers.Conv2D(4, 3, strides=4, name="conv")(inputs)
