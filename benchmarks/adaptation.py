@@ -66,6 +66,10 @@ flags.DEFINE_float("features", 20.0, "levels: feature-map distillation weight (t
 flags.DEFINE_integer("transfer_images", 0, "levels: this many of the source's other training "
                      "images join without labels, taught by the teacher alone (0: none).",
                      lower_bound=0)
+flags.DEFINE_integer("teacher_epochs", 0, "levels: first fine-tune the teacher (the restricted "
+                     "original) this many epochs on the training split against its untouched "
+                     "self (alpha 0.5, lr 0.01, no mixed views); the bar stays the untouched "
+                     "model (0: the bar is the teacher).", lower_bound=0)
 flags.DEFINE_integer("level_seed", 0, "levels: the training seed (initial state, batches, "
                      "augmentation).", lower_bound=0)
 flags.DEFINE_integer("level_steps", 1, "levels: reach the level in this many prunes of equal "
@@ -322,6 +326,13 @@ def part_levels() -> None:
     original = loader.load_model("pretrained:resnet20")
     teacher = head.slice_head(original, full.classes)
     bar = {"val": train.accuracy(teacher, splits.val), "test": train.accuracy(teacher, splits.test)}
+    tuned = {}
+    if FLAGS.teacher_epochs:
+        teacher = _tuned_teacher(teacher, splits)
+        tuned = {"teacher_epochs": FLAGS.teacher_epochs,
+                 "teacher_val": train.accuracy(teacher, splits.val),
+                 "teacher_test": train.accuracy(teacher, splits.test)}
+        print(json.dumps(tuned))
     base = _base()
     round_to, cost = plan_terms(original, FLAGS.target, FLAGS.round_to, "litert-float32-1t")
     # round_to=auto steps by the host's kernel tile: rows name it (before: `auto`, tile 16)
@@ -338,6 +349,7 @@ def part_levels() -> None:
                       + (f":wd{FLAGS.weight_decay:g}" if FLAGS.weight_decay != 5e-4 else "")
                       + (f":t{FLAGS.transfer_images}" if FLAGS.transfer_images else "")
                       + (f":s{FLAGS.level_seed}" if FLAGS.level_seed else "")
+                      + (f":teach{FLAGS.teacher_epochs}" if FLAGS.teacher_epochs else "")
                       + (f":b{'+'.join(FLAGS.level_blocks)}" if FLAGS.level_blocks else "")
                       + (f":{FLAGS.allocation}" if FLAGS.allocation != "global" else "")
                       + (f":steps{FLAGS.level_steps}" if FLAGS.level_steps > 1 else ""))
@@ -385,12 +397,34 @@ def part_levels() -> None:
                                          "seed": FLAGS.level_seed,
                                          "blocks": FLAGS.level_blocks,
                                          "level_steps": FLAGS.level_steps,
-                                         "epochs": FLAGS.epochs},
+                                         "epochs": FLAGS.epochs, **tuned},
                                 taps=kept,
                                 features=FLAGS.features, lr=FLAGS.lr, transfer=transfer,
                                 seed=FLAGS.level_seed, wd=FLAGS.weight_decay)
             print(json.dumps(row))
             _add(row)
+
+
+def _tuned_teacher(bar, splits):
+    """`bar` fine-tuned --teacher_epochs on `splits.train`, distilling from its untouched self;
+    cached in the workdir by data, subset, training images and epochs."""
+    import hashlib
+
+    import keras
+
+    from tfprune.training import fit as train
+    key = hashlib.sha1(f"{FLAGS.data}:{FLAGS.subset}:{FLAGS.train_per_class}:"
+                       f"{FLAGS.teacher_epochs}".encode()).hexdigest()[:10]
+    path = Path(FLAGS.workdir) / f"teacher_{key}.keras"
+    if not path.exists():
+        tuned = keras.models.clone_model(bar)
+        tuned.set_weights(bar.get_weights())
+        keras.utils.set_random_seed(0)
+        train.finetune(tuned, splits.train, FLAGS.teacher_epochs, 0.01, verbose=2,
+                       teacher=bar, distill_alpha=0.5)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        train.atomic_save(tuned, path, optimizer=False)
+    return keras.models.load_model(path, compile=False)
 
 
 def _channel_level(teacher, level: float) -> float:

@@ -144,6 +144,9 @@ def _levels_settings(r: dict) -> str:
         parts.append(f"{r['transfer_images']:,} transfer")
     if r.get("seed"):
         parts.append(f"seed {r['seed']}")
+    if r.get("teacher_epochs"):
+        parts.append(f"teacher tuned {r['teacher_epochs']} epochs "
+                     f"({_pct(r['teacher_val'])} / {_pct(r['teacher_test'])})")
     if r.get("level_steps", 1) > 1:
         parts.append(f"{r['level_steps']} prunes")
     if r.get("allocation", "global") != "global":

@@ -18,7 +18,8 @@ def _cells(line: str) -> list:
 
 def test_levels_rows_give_their_gap_to_the_bar_and_only_the_settings_that_differ():
     rows = [_levels_row(), _levels_row(id="y", seed=1, tile=16, weight_decay=1e-4,
-                                       distill_features=20.0, test=0.70)]
+                                       distill_features=20.0, test=0.70, teacher_epochs=5,
+                                       teacher_val=0.703, teacher_test=0.702)]
     lines = adaptation_report.render(rows, phone_base={}).splitlines()
     header = lines.index(adaptation_report.LEVELS_HEADER[4])
     table = [_cells(line) for line in lines[header + 2:header + 4]]
@@ -28,7 +29,8 @@ def test_levels_rows_give_their_gap_to_the_bar_and_only_the_settings_that_differ
     assert plain["vs bar (pp)"] == "+2.2" and other["vs bar (pp)"] == "-2.5"
     settings = [n for n in names if n.startswith("lr, mix")][0]
     assert plain[settings] == "0.1, cutmix, auto"
-    assert other[settings] == "0.1, cutmix, auto (tile 16), wd 0.0001, seed 1"
+    assert other[settings] == ("0.1, cutmix, auto (tile 16), wd 0.0001, seed 1, "
+                               "teacher tuned 5 epochs (70.3% / 70.2%)")
     assert plain["params"] == "134,607" and plain["fine-tune s"] == "1832"
 
 
