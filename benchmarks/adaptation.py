@@ -70,6 +70,8 @@ flags.DEFINE_integer("teacher_epochs", 0, "levels: first fine-tune the teacher (
                      "original) this many epochs on the training split against its untouched "
                      "self (alpha 0.5, lr 0.01, no mixed views); the bar stays the untouched "
                      "model (0: the bar is the teacher).", lower_bound=0)
+flags.DEFINE_bool("prune_tuned", False, "levels: with --teacher_epochs, prune the tuned teacher "
+                  "instead of the original (the student starts from its weights).")
 flags.DEFINE_integer("level_seed", 0, "levels: the training seed (initial state, batches, "
                      "augmentation).", lower_bound=0)
 flags.DEFINE_integer("level_steps", 1, "levels: reach the level in this many prunes of equal "
@@ -333,8 +335,11 @@ def part_levels() -> None:
                  "teacher_val": train.accuracy(teacher, splits.val),
                  "teacher_test": train.accuracy(teacher, splits.test)}
         print(json.dumps(tuned))
+    if FLAGS.prune_tuned and not FLAGS.teacher_epochs:
+        raise SystemExit("--prune_tuned: with --teacher_epochs only")
+    source = teacher if FLAGS.prune_tuned else original   # the tuned teacher has the k classes
     base = _base()
-    round_to, cost = plan_terms(original, FLAGS.target, FLAGS.round_to, "litert-float32-1t")
+    round_to, cost = plan_terms(source, FLAGS.target, FLAGS.round_to, "litert-float32-1t")
     # round_to=auto steps by the host's kernel tile: rows name it (before: `auto`, tile 16)
     tile = cost.tile if FLAGS.round_to == "auto" else None
     for level in (float(v) for v in FLAGS.levels):
@@ -350,13 +355,14 @@ def part_levels() -> None:
                       + (f":t{FLAGS.transfer_images}" if FLAGS.transfer_images else "")
                       + (f":s{FLAGS.level_seed}" if FLAGS.level_seed else "")
                       + (f":teach{FLAGS.teacher_epochs}" if FLAGS.teacher_epochs else "")
+                      + (":src" if FLAGS.prune_tuned else "")
                       + (f":b{'+'.join(FLAGS.level_blocks)}" if FLAGS.level_blocks else "")
                       + (f":{FLAGS.allocation}" if FLAGS.allocation != "global" else "")
                       + (f":steps{FLAGS.level_steps}" if FLAGS.level_steps > 1 else ""))
             if _done(row_id):
                 continue
             keras.utils.set_random_seed(FLAGS.level_seed)
-            model, kept = original, None
+            model, kept = source, None
             between = FLAGS.epochs // FLAGS.level_steps   # epochs after each prune but the last
             for step in range(1, FLAGS.level_steps + 1):
                 goal = level * step / FLAGS.level_steps      # of the teacher's params
@@ -371,8 +377,9 @@ def part_levels() -> None:
                     else 1 - (1 - goal) * teacher.count_params() / model.count_params(),
                     FLAGS.target, allocation=FLAGS.allocation, blocks=FLAGS.level_blocks,
                     round_to=round_to, cost=cost, splits=splits, calibration_batches=8,
-                    bn_batches=8, head_classes=full.classes if step == 1 else None,
-                    class_names=full.class_names if step == 1 else None,
+                    bn_batches=8,
+                    head_classes=full.classes if step == 1 and source is original else None,
+                    class_names=full.class_names if step == 1 and source is original else None,
                     reconstruct_images=FLAGS.reconstruct_images)
                 model, kept = result.pruned, taps.compose(kept, taps.feature_taps(
                     result.pruned, result.plan))
@@ -397,7 +404,8 @@ def part_levels() -> None:
                                          "seed": FLAGS.level_seed,
                                          "blocks": FLAGS.level_blocks,
                                          "level_steps": FLAGS.level_steps,
-                                         "epochs": FLAGS.epochs, **tuned},
+                                         "epochs": FLAGS.epochs, **tuned,
+                                         "prune_tuned": FLAGS.prune_tuned},
                                 taps=kept,
                                 features=FLAGS.features, lr=FLAGS.lr, transfer=transfer,
                                 seed=FLAGS.level_seed, wd=FLAGS.weight_decay)

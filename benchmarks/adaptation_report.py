@@ -146,7 +146,8 @@ def _levels_settings(r: dict) -> str:
         parts.append(f"seed {r['seed']}")
     if r.get("teacher_epochs"):
         parts.append(f"teacher tuned {r['teacher_epochs']} epochs "
-                     f"({_pct(r['teacher_val'])} / {_pct(r['teacher_test'])})")
+                     f"({_pct(r['teacher_val'])} / {_pct(r['teacher_test'])})"
+                     + (", pruned from it" if r.get("prune_tuned") else ""))
     if r.get("level_steps", 1) > 1:
         parts.append(f"{r['level_steps']} prunes")
     if r.get("allocation", "global") != "global":
