@@ -330,14 +330,15 @@ def part_levels() -> None:
     bar = {"val": train.accuracy(teacher, splits.val), "test": train.accuracy(teacher, splits.test)}
     tuned = {}
     if FLAGS.teacher_epochs:
-        teacher = _tuned_teacher(teacher, splits)
+        untouched, teacher = teacher, _tuned_teacher(teacher, splits)
         tuned = {"teacher_epochs": FLAGS.teacher_epochs,
                  "teacher_val": train.accuracy(teacher, splits.val),
                  "teacher_test": train.accuracy(teacher, splits.test)}
         print(json.dumps(tuned))
     if FLAGS.prune_tuned and not FLAGS.teacher_epochs:
         raise SystemExit("--prune_tuned: with --teacher_epochs only")
-    source = teacher if FLAGS.prune_tuned else original   # the tuned teacher has the k classes
+    # a copy: the distiller freezes its teacher, and surgery keeps a layer's `trainable`
+    source = _tuned_teacher(untouched, splits) if FLAGS.prune_tuned else original
     base = _base()
     round_to, cost = plan_terms(source, FLAGS.target, FLAGS.round_to, "litert-float32-1t")
     # round_to=auto steps by the host's kernel tile: rows name it (before: `auto`, tile 16)

@@ -64,9 +64,9 @@ class LabelledAccuracy(keras.metrics.SparseCategoricalAccuracy):
 
 @keras.saving.register_keras_serializable(package="tfprune")
 class Distiller(keras.Model):
-    """Trains `student` on distill_loss against the frozen `teacher` (same input batches);
-    calling it runs the student. Saved and loaded as a whole (student and teacher), so a
-    checkpointed run resumes."""
+    """Trains `student` on distill_loss against the frozen `teacher` (same input batches;
+    frozen in place: `teacher.trainable` becomes False); calling it runs the student. Saved
+    and loaded as a whole (student and teacher), so a checkpointed run resumes."""
 
     def __init__(self, student, teacher, alpha: float = 0.9, temperature: float = 4.0,
                  taps=(), feature_weight: float = 0.0, **kw):
