@@ -313,6 +313,8 @@ def part_levels() -> None:
 
     if FLAGS.level_steps > 1 and (FLAGS.level_blocks or FLAGS.target != "params"):
         raise SystemExit("--level_steps: with --target=params and no --level_blocks only")
+    if FLAGS.prune_tuned and not FLAGS.teacher_epochs:
+        raise SystemExit("--prune_tuned: with --teacher_epochs only")
     full = data.load_subset(FLAGS.data, FLAGS.subset, 0)
     if FLAGS.train_per_class:
         import dataclasses
@@ -335,8 +337,6 @@ def part_levels() -> None:
                  "teacher_val": train.accuracy(teacher, splits.val),
                  "teacher_test": train.accuracy(teacher, splits.test)}
         print(json.dumps(tuned))
-    if FLAGS.prune_tuned and not FLAGS.teacher_epochs:
-        raise SystemExit("--prune_tuned: with --teacher_epochs only")
     # a copy: the distiller freezes its teacher, and surgery keeps a layer's `trainable`
     source = _tuned_teacher(untouched, splits) if FLAGS.prune_tuned else original
     base = _base()
@@ -416,13 +416,13 @@ def part_levels() -> None:
 
 def _tuned_teacher(bar, splits):
     """`bar` fine-tuned --teacher_epochs on `splits.train`, distilling from its untouched self;
-    cached in the workdir by data, subset, training images and epochs."""
+    cached in the workdir by base, data, subset, training images and epochs."""
     import hashlib
 
     import keras
 
     from tfprune.training import fit as train
-    key = hashlib.sha1(f"{FLAGS.data}:{FLAGS.subset}:{FLAGS.train_per_class}:"
+    key = hashlib.sha1(f"{_base()}:{FLAGS.data}:{FLAGS.subset}:{FLAGS.train_per_class}:"
                        f"{FLAGS.teacher_epochs}".encode()).hexdigest()[:10]
     path = Path(FLAGS.workdir) / f"teacher_{key}.keras"
     if not path.exists():
