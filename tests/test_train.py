@@ -45,7 +45,7 @@ def test_finetune_warms_its_rate_up(sample_splits):
     assert schedule["warmup_target"] == pytest.approx(0.1)
 
 
-@pytest.mark.parametrize("epochs, every", [(60, 10), (15, 3), (7, 7), (6, 1), (1, 1)])
+@pytest.mark.parametrize("epochs, every", [(60, 10), (15, 3), (7, 7), (6, 1), (1, 1), (0, 1)])
 def test_validation_every_ends_on_the_last_epoch(epochs, every):
     assert train.validation_every(epochs) == every
     assert epochs % every == 0 and epochs // every <= train.VALIDATIONS

@@ -35,7 +35,8 @@ def step_schedule(spec: str, steps_per_epoch: int, gamma: float = 0.1):
 def validation_every(epochs: int, times: int = VALIDATIONS) -> int:
     """The shortest period in epochs that divides `epochs` and validates at most `times`
     times, so that the last epoch is always validated."""
-    return next(d for d in range(1, epochs + 1) if epochs % d == 0 and epochs // d <= times)
+    return next(d for d in range(1, max(epochs, 1) + 1)
+                if epochs % d == 0 and epochs // d <= times)
 
 
 def cosine_schedule(peak: float, epochs: int, steps_per_epoch: int, warmup_epochs: int = 0):
