@@ -58,6 +58,13 @@ def test_finetune_validates_on_its_period(sample_splits):
     assert len(history["loss"]) == 8 and len(history["val_accuracy"]) == 4
 
 
+def test_finetune_of_no_epochs_leaves_the_model_as_it_was(sample_splits):
+    model = _tiny_model()
+    before = [w.copy() for w in model.get_weights()]
+    assert train.finetune(model, sample_splits.train, 0, 0.1, verbose=0) == {}
+    assert all(np.array_equal(a, b) for a, b in zip(before, model.get_weights()))
+
+
 def _tiny_model():
     inputs = keras.Input((32, 32, 3))
     x = keras.layers.Conv2D(4, 3, strides=4, name="conv")(inputs)

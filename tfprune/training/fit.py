@@ -142,10 +142,13 @@ def finetune(model: keras.Model, train_images, epochs: int, peak_lr: float,
     `feature_weight` add the feature maps' loss. `ema` > 0: the weights end as their moving
     average over the run's steps (`sgd`). `warmup_epochs`: the rate rises linearly from 0 to
     `peak_lr` over these first epochs (`cosine_schedule`). `val_images` are evaluated
-    `VALIDATIONS` times at most, the last epoch always (`validation_every`)."""
+    `VALIDATIONS` times at most, the last epoch always (`validation_every`). 0 epochs
+    train nothing (an empty history)."""
     from tfprune import data
     from tfprune.training import distill
 
+    if epochs == 0:
+        return {}
     if teacher is None and (mix != "none" or transfer_images is not None):
         raise TfpruneError("mixed views and transfer images have no labels: they need a teacher")
     if teacher is None and feature_weight > 0 and taps:
