@@ -428,7 +428,8 @@ def _baselines(run: Run, ms: dict) -> list[dict]:
                      "params": l1["params"], "macs": l1["macs"],
                      "latency_ms": ms.get("baseline")})
     shipped = {"params": f["params"], "macs": f["macs"], "latency_ms": ms["shipped"]}
-    rows.append({"model": f"shipped (`{run.cfg.criterion}`, fine-tuned)", "role": "shipped",
+    tuned = "fine-tuned" if run.cfg.finetune_epochs else "not fine-tuned"
+    rows.append({"model": f"shipped (`{run.cfg.criterion}`, {tuned})", "role": "shipped",
                  "accuracy": f["test_accuracy"], **shipped})
     if dev:
         rows.append({"model": "shipped + on-device fine-tuning", "role": "device", "accuracy":
