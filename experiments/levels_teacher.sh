@@ -18,3 +18,5 @@ run --levels=0.5 --criteria=act_l2
 run --levels=0.7 --criteria=act_l2
 run --levels=0.5 --criteria=act_l2 --prune_tuned
 run --levels=0.5,0.7 --criteria=l1
+# a second seed, paired with levels_outdoor.sh's seed-1 row (--round_to=16, 134,451 params)
+run --levels=0.5 --criteria=act_l2 --level_seed=1 --round_to=16
