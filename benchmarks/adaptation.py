@@ -373,14 +373,14 @@ def part_levels() -> None:
                               FLAGS.weight_decay)
                     round_to, cost = plan_terms(model, FLAGS.target, FLAGS.round_to,
                                                 "litert-float32-1t")
+                slices_head = step == 1 and source is original   # 100-way: cut to the subset
                 result = pruner.prune_model(
                     model, criterion, _channel_level(teacher, goal) if step == 1
                     else 1 - (1 - goal) * teacher.count_params() / model.count_params(),
                     FLAGS.target, allocation=FLAGS.allocation, blocks=FLAGS.level_blocks,
                     round_to=round_to, cost=cost, splits=splits, calibration_batches=8,
-                    bn_batches=8,
-                    head_classes=full.classes if step == 1 and source is original else None,
-                    class_names=full.class_names if step == 1 and source is original else None,
+                    bn_batches=8, head_classes=full.classes if slices_head else None,
+                    class_names=full.class_names if slices_head else None,
                     reconstruct_images=FLAGS.reconstruct_images)
                 model, kept = result.pruned, taps.compose(kept, taps.feature_taps(
                     result.pruned, result.plan))

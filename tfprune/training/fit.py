@@ -147,12 +147,12 @@ def finetune(model: keras.Model, train_images, epochs: int, peak_lr: float,
     from tfprune import data
     from tfprune.training import distill
 
-    if epochs == 0:
-        return {}
     if teacher is None and (mix != "none" or transfer_images is not None):
         raise TfpruneError("mixed views and transfer images have no labels: they need a teacher")
     if teacher is None and feature_weight > 0 and taps:
         raise TfpruneError("feature distillation compares with a teacher's maps: it needs one")
+    if epochs == 0:
+        return {}
     if transfer_images is not None and len(transfer_images):
         import numpy as np
         train_images = data.Images(
